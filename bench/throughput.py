@@ -1,0 +1,196 @@
+"""Training throughput of the bundled trainer: tokens/s, MFU, and the ratio to a plain-PyTorch reference loop.
+
+Our step is the trainer's own (`scalec.runtime.train.train_step` with the rule's plan, param groups, lr schedule
+and data sampler); the reference is the same Llama-style model written plainly below with one AdamW group.
+The two alternate in rounds inside one process, so machine load hits both alike; we report medians.
+
+    python bench/throughput.py                  # CPU: small shapes, < 2 minutes
+    python bench/throughput.py --device cuda    # GPT-2-small shape (d=768, L=12, T=1024) + a shape sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from scalec.runtime.data import ByteData, resolve_corpus
+from scalec.runtime.gpt import GPT, GPTConfig
+from scalec.runtime.lr_schedule import lr_factor
+from scalec.runtime.metrics import peak_flops
+from scalec.runtime.plan import make_plan
+from scalec.runtime.schedule import scale_lrs
+from scalec.runtime.train import train_step
+from torch import nn
+
+import scalec
+
+
+class RefBlock(nn.Module):
+    """Plain pre-norm Llama block with the same ops as ours (separate q/k/v/o, SwiGLU); no multipliers."""
+
+    def __init__(self, d: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = nn.RMSNorm(d, eps=1e-6), nn.RMSNorm(d, eps=1e-6)
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.w1, self.w3 = nn.Linear(d, hidden, bias=False), nn.Linear(d, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, d, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        h = self.n1(x)
+
+        def heads_rope(z: torch.Tensor, rope: bool) -> torch.Tensor:
+            z = z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+            if not rope:
+                return z
+            z1, z2 = z.chunk(2, dim=-1)
+            c, s = cos[:t].to(z.dtype), sin[:t].to(z.dtype)
+            return torch.cat((z1 * c - z2 * s, z2 * c + z1 * s), dim=-1)
+
+        q, k, v = heads_rope(self.wq(h), True), heads_rope(self.wk(h), True), heads_rope(self.wv(h), False)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.wo(y.transpose(1, 2).reshape(b, t, d))
+        h = self.n2(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class RefGPT(nn.Module):
+    """The reference model: same shapes and FLOPs as the bundled GPT."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(cfg.vocab, cfg.width)
+        self.blocks = nn.ModuleList(RefBlock(cfg.width, cfg.n_heads, cfg.mlp_hidden) for _ in range(cfg.depth))
+        self.norm = nn.RMSNorm(cfg.width, eps=1e-6)
+        self.head = nn.Linear(cfg.width, cfg.vocab, bias=False)
+        inv = 1.0 / 10000 ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+        ang = torch.outer(torch.arange(cfg.seq_len).float(), inv)
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx)
+        for blk in self.blocks:
+            x = blk(x, self.cos, self.sin)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(rule: str, width: int, depth: int, seq_len: int, seqs: int, device: torch.device, rounds: int,
+            steps_per_round: int, compile_: bool, corpus: str | None) -> dict[str, float]:
+    """Median seconds per step of ours and of the reference, alternating rounds; plus tok/s and MFU."""
+    rules = scalec.load(rule)
+    data = ByteData(resolve_corpus(corpus), seq_len=seq_len)
+    gcfg = GPTConfig(width=width, depth=depth, seq_len=seq_len)
+    batch_tokens = seqs * seq_len
+    total = rounds * steps_per_round + 2
+    shape = {"n": width, "L": depth, "B": batch_tokens, "D": batch_tokens * total, "d_head": gcfg.head_dim}
+    with torch.device("meta"):
+        plan = make_plan(rules, GPT(gcfg), shape)
+    torch.manual_seed(0)
+    ours = plan.init_(GPT(gcfg, plan.multipliers).to(device))
+    ref = RefGPT(gcfg).to(device)
+    assert ours.num_params(non_embedding=False) == sum(p.numel() for p in ref.parameters())
+    fused = device.type == "cuda"
+    opt_ours = torch.optim.AdamW(plan.param_groups(ours), fused=fused, foreach=None if fused else True)
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.1, fused=fused,
+                                foreach=None if fused else True)
+    fwd_ours = torch.compile(ours) if compile_ else ours
+    fwd_ref = torch.compile(ref) if compile_ else ref
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
+                else contextlib.nullcontext)
+    params = list(ours.parameters())
+    train_arr = torch.from_numpy(data.splits["train"][: 1 << 22].astype("int64"))
+    gen = torch.Generator().manual_seed(0)
+    state = {"ours": 0}
+
+    def step_ours() -> None:
+        s = state["ours"]
+        scale_lrs(opt_ours, lr_factor(s, total))
+        train_step(fwd_ours, opt_ours, params, data.train_batch(s, seqs), seqs, device, autocast, 1.0)
+        state["ours"] = s + 1
+
+    def step_ref() -> None:
+        starts = torch.randint(0, len(train_arr) - seq_len - 1, (seqs,), generator=gen)
+        chunk = train_arr[starts[:, None] + torch.arange(seq_len + 1)]
+        x, y = chunk[:, :-1].to(device, non_blocking=True), chunk[:, 1:].to(device, non_blocking=True)
+        with autocast():
+            loss = fwd_ref(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0, foreach=True)
+        opt_ref.step()
+        opt_ref.zero_grad(set_to_none=True)
+        loss.item()
+
+    for fn in (step_ours, step_ref, step_ours, step_ref):  # warm-up (and compilation)
+        fn()
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    for r in range(rounds):
+        order = (("ours", step_ours), ("ref", step_ref)) if r % 2 == 0 else (("ref", step_ref), ("ours", step_ours))
+        for name, fn in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps_per_round):
+                fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / steps_per_round)
+    t_ours, t_ref = statistics.median(times["ours"]), statistics.median(times["ref"])
+    tok_s = batch_tokens / t_ours
+    peak = peak_flops(device)
+    return {"tok_s": tok_s, "ref_tok_s": batch_tokens / t_ref, "ratio": t_ref / t_ours,
+            "mfu": ours.flops_per_token() * tok_s / peak if peak else math.nan,
+            "params_M": ours.num_params() / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--rule", default="completedp")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models (CUDA)")
+    ap.add_argument("--corpus", default=None)
+    ap.add_argument("--quick", action="store_true", help="main shape only")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 resists load from other processes)")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        main_shape, seqs, rounds, spr = (768, 12, 1024), 16, 7, 5
+        sweep = [(d, L, 1024) for d in (128, 256, 512, 1024) for L in (2, 4, 8)]
+    else:
+        torch.set_num_threads(args.threads)
+        main_shape, seqs, rounds, spr = (128, 4, 64), 8, 40, 1
+        sweep = [(128, 2, 64), (256, 2, 64), (256, 8, 32), (512, 2, 32)]
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, rule {args.rule}, "
+          f"compile {args.compile}")
+    print(f"{'width':>6} {'depth':>5} {'T':>5} {'seqs':>4} {'params(M)':>9} {'ours tok/s':>11} "
+          f"{'ref tok/s':>11} {'ours/ref':>8} {'MFU':>6}")
+    t_start = time.perf_counter()
+    shapes = [main_shape] + ([] if args.quick else [s for s in sweep if s != main_shape])
+    for i, (d, L, T) in enumerate(shapes):
+        r = measure(args.rule, d, L, T, seqs, device, rounds if i == 0 else max(3, rounds // 2), spr,
+                    args.compile, args.corpus)
+        mfu = f"{100 * r['mfu']:.1f}%" if math.isfinite(r["mfu"]) else "n/a"
+        print(f"{d:>6} {L:>5} {T:>5} {seqs:>4} {r['params_M']:>9.2f} {r['tok_s']:>11,.0f} {r['ref_tok_s']:>11,.0f} "
+              f"{r['ratio']:>8.3f} {mfu:>6}", flush=True)
+    print(f"total {time.perf_counter() - t_start:.0f}s; ours/ref >= 0.98 is the target (medians of interleaved "
+          "rounds; MFU = (6N + 12 L d T) tok/s / peak bf16)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The CPU-scale transfer studies whose figures and tables live in results/ (run from the repo root).
+
+    python bench/transfer_studies.py width        # (1) LR optimum across width: muP vs SP
+    python bench/transfer_studies.py depth        # (2) LR optimum across depth: CompleteP vs muP
+    python bench/transfer_studies.py batch        # (3a) across batch at fixed tokens: CompleteDP vs CompleteP
+    python bench/transfer_studies.py duration     # (3b) across duration at fixed batch: CompleteDP vs CompleteP
+    python bench/transfer_studies.py per-module   # (4) per-module multipliers found at a proxy, used at a target
+    python bench/transfer_studies.py all
+
+Each study prints the exact `scalec` commands it runs; runs are stored under results/<study>/store, so a rerun
+reuses them and only redoes the tables and figures. One training process at a time, one torch thread
+(OMP_NUM_THREADS=1), default corpus (Shakespeare, bytes). Set SCALEC_STUDY_DRY=1 to print commands only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+SCALEC = [sys.executable, "-c", "from scalec.cli import main; main()"]
+# Small CPU runs: 64-token sequences, 2048 tokens/step, final-only evaluation on 16 x 16 sequences.
+COMMON = ["--seq-len", "64", "--eval-every", "1000000", "--eval-batches", "16", "--device", "cpu"]
+ETA_GRID = "eta=2^-11..2^-5:7"
+
+
+def run(args: list[str]) -> None:
+    """Print and run one scalec command (stop on failure)."""
+    print("$ scalec " + " ".join(shlex.quote(a) for a in args), flush=True)
+    if os.environ.get("SCALEC_STUDY_DRY"):
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([*SCALEC, *args], check=True, env=env, cwd=ROOT)
+    print(f"# {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def width() -> None:
+    """(1) muP keeps the LR optimum across width 32..256; SP is expected to drift."""
+    run(["transfer", "mup", "--vs", "sp", "--hp", ETA_GRID, "--base-shape", "n=32,L=2", "--target-shape", "n=256",
+         "--batch", "2048", "--steps", "100", *COMMON, "--out", "results/width",
+         "--title", "width transfer: 100 steps x 2048 tokens, L=2"])
+
+
+def depth() -> None:
+    """(2) CompleteP keeps the LR optimum across depth 2..8; muP (no depth rule) is expected to drift."""
+    run(["transfer", "completep", "--vs", "mup", "--hp", ETA_GRID, "--base-shape", "n=64,L=2",
+         "--target-shape", "L=8", "--batch", "2048", "--steps", "100", *COMMON, "--out", "results/depth",
+         "--title", "depth transfer: 100 steps x 2048 tokens, n=64"])
+
+
+CPU_RULE = "results/batch_duration/completedp_cpu.scale"
+
+
+def batch() -> None:
+    """(3a) batch 2^10..2^12 at a fixed 2^18 tokens: CompleteDP's sqrt rule vs CompleteP (no batch rule)."""
+    run(["transfer", CPU_RULE, "--vs", "completep", "--hp", ETA_GRID, "--base-shape", "n=32,L=2,B=2^10,D=2^18",
+         "--target-shape", "B=2^12", *COMMON, "--out", "results/batch_duration/batch",
+         "--title", "batch transfer at 2^18 tokens, n=32, L=2"])
+
+
+def duration() -> None:
+    """(3b) duration 2^17..2^19 tokens at batch 2^11: CompleteDP's duration rule vs CompleteP."""
+    run(["transfer", CPU_RULE, "--vs", "completep", "--hp", ETA_GRID, "--base-shape", "n=32,L=2,B=2^11,D=2^17",
+         "--target-shape", "D=2^19", *COMMON, "--out", "results/batch_duration/duration",
+         "--title", "duration transfer at batch 2^11, n=32, L=2"])
+
+
+PM = "results/per_module"
+PM_SPACE = "eta,lr[embed],lr[unembed],lr[attn.*],lr[mlp.*],lr[norm],lr[final_norm]"
+
+
+def per_module() -> None:
+    """(4) Search per-module LR multipliers + eta at a proxy (n=32), then compare at the target (n=128): the
+    proxy's per-module HPs vs the best global eta found by a sweep at the target itself."""
+    shape = ["--depth", "2", "--batch", "2048", "--steps", "100", *COMMON]
+    run(["sweep", "completep", "--width", "32", "--hp", ETA_GRID, *shape, "--out", f"{PM}/proxy_global"])
+    run(["search", "completep", "--width", "32", "--space", PM_SPACE, "--sampler", "tpe", "--trials", "40",
+         *shape, "--out", f"{PM}/proxy_search", "--study", "per-module-proxy"])
+    run(["sweep", "completep", "--width", "128", "--hp", ETA_GRID, *shape, "--out", f"{PM}/target_global"])
+    if os.environ.get("SCALEC_STUDY_DRY"):
+        return
+    from scalec.runtime.search import SearchSettings, collect
+
+    settings = SearchSettings.from_json((ROOT / PM / "proxy_search" / "search_settings.json").read_text())
+    best = collect(settings)
+    hp_args = [a for k, v in sorted(best.best_params.items()) for a in ("--hp", f"{k}={v:.6g}")]
+    run(["sweep", "completep", "--width", "128", *hp_args, *shape, "--out", f"{PM}/target_transferred"])
+    write_per_module_table(best)
+
+
+def _best(store: Path) -> tuple[float, dict[str, float]]:
+    from scalec.runtime.run_store import RunStore
+    from scalec.runtime.sweep import best_row, summarize
+
+    row = best_row(summarize(list(RunStore(store).records())))
+    return (row.loss, row.hp) if row else (math.inf, {})
+
+
+def write_per_module_table(best) -> None:
+    """results/per_module/per_module.md: proxy and target losses of global vs per-module HPs."""
+    from scalec.runtime.run_store import RunStore
+    from scalec.runtime.sweep import fmt_value, summarize
+
+    proxy_global_loss, proxy_global_hp = _best(ROOT / PM / "proxy_global")
+    target_rows = summarize(list(RunStore(ROOT / PM / "target_global").records()))
+    target_best_loss, target_best_hp = _best(ROOT / PM / "target_global")
+    at_proxy_eta = [r for r in target_rows if math.isclose(r.hp["eta"], proxy_global_hp["eta"])]
+    transferred_loss, _ = _best(ROOT / PM / "target_transferred")
+    lines = [
+        "| HPs | chosen at | n=32 (proxy) loss | n=128 (target) loss |", "|---|---|---|---|",
+        (f"| global eta={fmt_value(proxy_global_hp['eta'])} | proxy sweep (7 points) | {proxy_global_loss:.4f} | "
+        f"{at_proxy_eta[0].loss:.4f} |"),
+        f"| global eta={fmt_value(target_best_hp['eta'])} | target sweep (7 points) | - | {target_best_loss:.4f} |",
+        (f"| per-module ({len(best.best_params)} HPs) | proxy search (TPE, {len(best.trials)} trials) | "
+        f"{best.best_value:.4f} | {transferred_loss:.4f} |"),
+        "", "Per-module HPs found at the proxy: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in
+                                                           sorted(best.best_params.items())),
+    ]
+    (ROOT / PM / "per_module.md").write_text("\n".join(lines) + "\n")
+    (ROOT / PM / "per_module.json").write_text(json.dumps({
+        "proxy_global": {"eta": proxy_global_hp["eta"], "proxy_loss": proxy_global_loss,
+                         "target_loss": at_proxy_eta[0].loss},
+        "target_global": {"eta": target_best_hp["eta"], "target_loss": target_best_loss},
+        "per_module": {"hp": best.best_params, "proxy_loss": best.best_value, "target_loss": transferred_loss,
+                       "trials": len(best.trials)},
+    }, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+STUDIES = {"width": width, "depth": depth, "batch": batch, "duration": duration, "per-module": per_module}
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or ["all"]
+    for name in STUDIES if names == ["all"] else names:
+        if name not in STUDIES:
+            sys.exit(f"unknown study {name!r}; choose from {', '.join(STUDIES)} or all")
+        STUDIES[name]()

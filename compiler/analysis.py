@@ -1,0 +1,284 @@
+"""Symbolic analysis behind `show` and `compare`: desiderata verdicts and abc-symmetry equivalence.
+
+Width (Tensor Programs, Adam): with a = -exponent of a role's forward multiplier, b = -exponent of its init
+std and c = -exponent of its LR (all in m_N), a role is stable with maximal Theta(1) updates when
+  input/vector: a+b = 0, a+c = 0;   hidden: a+b = 1/2, a+c = 1;   output: a+b >= 1/2, a+c = 1.
+Update size of a role's output grows like n^(u) with u = (1 for hidden/output, 0 otherwise) - (a+c):
+u > 0 is unstable, u < 0 vanishes (lazy), u = 0 is feature learning.  r (TP IV) := min over roles of -u.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import sympy
+
+from scalec.compiler.exponents import (
+    effective_mult,
+    fmt_fraction,
+    monomial_exponents,
+    to_fraction,
+)
+from scalec.compiler.ir import ParameterisationIR
+from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, MAIN_AXES, ROLES
+
+_INIT_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1, 2), "output": Fraction(1, 2)}
+_UPDATE_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1), "output": Fraction(1)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    area: str  # width | depth | batch | duration | eps | weight_decay
+    name: str
+    passed: bool | None  # None: not applicable / cannot tell (not a power law)
+    message: str
+
+
+@dataclass
+class Desiderata:
+    name: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    width_class: str = ""
+    depth_class: str = ""
+    r: Fraction | None = None
+
+    def failed(self, area: str | None = None) -> list[Verdict]:
+        return [v for v in self.verdicts if v.passed is False and (area is None or v.area == area)]
+
+    def passes(self, area: str) -> bool:
+        vs = [v for v in self.verdicts if v.area == area and v.passed is not None]
+        return bool(vs) and all(v.passed for v in vs)
+
+
+def _params(ir: ParameterisationIR) -> dict:
+    return {k: q.value for k, q in ir.params.items()}
+
+
+def exps(ir: ParameterisationIR, expr: sympy.Expr) -> dict[str, Fraction | None] | None:
+    """Exponents of an expression over all axes, params evaluated; None if not a power law."""
+    e = monomial_exponents(expr)
+    if e is None:
+        return None
+    return {a: to_fraction(v, _params(ir)) for a, v in e.items()}
+
+
+def role_exps(ir: ParameterisationIR, role: str, kind: str) -> dict[str, Fraction | None] | None:
+    if kind == "mult":
+        return exps(ir, effective_mult(ir, role))
+    expr = ir.roles[role][kind].expr
+    if kind in ("beta1", "beta2"):
+        expr = 1 - expr
+    return exps(ir, expr)
+
+
+def _f(x: Fraction | None) -> str:
+    return fmt_fraction(x)
+
+
+def _width(ir: ParameterisationIR, d: Desiderata) -> None:
+    us: dict[str, Fraction] = {}
+    for role, cls in ROLES.items():
+        m, b, c = (role_exps(ir, role, k) for k in ("mult", "init_std", "lr"))
+        if m is None or b is None or c is None:
+            d.verdicts.append(Verdict("width", f"{role} abc", None, f"{role}: not a power law in m_N"))
+            continue
+        zero_init = ir.roles[role]["init_std"].expr == 0
+        a_, b_, c_ = -m["n"], -b["n"], -c["n"]
+        # init: output size ~ n^(target - (a+b)) must not grow (output) / stay Theta(1) (others)
+        if not zero_init:
+            init = a_ + b_
+            ok = init >= _INIT_TARGET[cls] if cls == "output" else init == _INIT_TARGET[cls]
+            grow = _INIT_TARGET[cls] - init
+            msg = (f"{role} init: a+b = {_f(init)} (needs {'>=' if cls == 'output' else '='} "
+                   f"{_f(_INIT_TARGET[cls])})")
+            if not ok:
+                msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
+            d.verdicts.append(Verdict("width", f"{role} init", ok, msg))
+        u = _UPDATE_TARGET[cls] - (a_ + c_)
+        us[role] = u
+        ok = u == 0
+        if ok:
+            msg = f"{role} update: a+c = {_f(a_ + c_)}, Theta(1) feature updates"
+        else:
+            need = -(_UPDATE_TARGET[cls] + m["n"]) if True else None
+            msg = (f"{role} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
+                   f"width^{_f(u)}; needs {_f(need)}")
+        d.verdicts.append(Verdict("width", f"{role} update", ok, msg))
+    if us:
+        d.r = min(-u for u in us.values())
+    failed = d.failed("width")
+    if not failed:
+        d.width_class = "muP-like (stable, maximal updates)"
+    elif any(u > 0 for u in us.values()):
+        d.width_class = "SP-like (unstable: updates grow with width)"
+    elif d.r is not None and d.r > 0:
+        d.width_class = f"NTK-like (lazy: r = {_f(d.r)})"
+    else:
+        d.width_class = "mixed (see failed checks)"
+
+
+def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
+    res = [exps(ir, ir.sites[s].expr) for s in ("residual.attn", "residual.mlp")]
+    if any(r is None for r in res) or res[0]["L"] != res[1]["L"]:
+        d.verdicts.append(Verdict("depth", "residual", None, "residual multipliers are not one power law in m_L"))
+        d.depth_class = "unknown"
+        return
+    alpha = -res[0]["L"]
+    if alpha == 0:
+        d.verdicts.append(Verdict("depth", "residual", False,
+                                  "residual branches unscaled (m_L^0): the residual stream grows with depth; "
+                                  "needs m_L^-alpha with 1/2 <= alpha <= 1"))
+        d.depth_class = "no depth scaling"
+        return
+    stable = Fraction(1, 2) <= alpha <= 1
+    d.verdicts.append(Verdict("depth", "residual", stable,
+                              f"residual multiplier m_L^-{_f(alpha)}: "
+                              + ("stable at init (1/2 <= alpha <= 1)" if stable else "alpha outside [1/2, 1]")))
+    for role in sorted(BLOCK_ROLES):
+        if ir.roles[role]["init_std"].expr == 0 and role in ("bias",):
+            pass
+        lr = role_exps(ir, role, "lr")
+        if role == "qk_norm" and lr is not None and lr["L"] == 0:
+            continue  # CompleteP states no QK-norm rule
+        if lr is None:
+            continue
+        ok = lr["L"] == alpha - 1
+        d.verdicts.append(Verdict("depth", f"{role} lr", ok,
+                                  f"{role} lr depth exponent {_f(lr['L'])}"
+                                  + ("" if ok else f"; needs alpha-1 = {_f(alpha - 1)}")))
+    for role in sorted(r for r in BLOCK_ROLES if ROLES[r] == "hidden"):
+        eps = role_exps(ir, role, "eps")
+        if eps is None:
+            continue
+        ok = eps["L"] == -alpha
+        d.verdicts.append(Verdict("depth", f"{role} eps", ok,
+                                  f"{role} eps depth exponent {_f(eps['L'])}"
+                                  + ("" if ok else f"; residual-block eps needs -alpha = {_f(-alpha)}")))
+    ok = not d.failed("depth")
+    if alpha == 1:
+        d.depth_class = "CompleteP (alpha=1): complete feature learning" if ok else "alpha=1 but incomplete rules"
+    elif alpha == Fraction(1, 2):
+        d.depth_class = "depth-muP (alpha=1/2): stable, lazy blocks" if ok else "alpha=1/2 but incomplete rules"
+    else:
+        d.depth_class = f"alpha={_f(alpha)}: stable, not complete" if ok else f"alpha={_f(alpha)} (see failures)"
+
+
+def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
+    lrs = [role_exps(ir, r, "lr") for r in ROLES]
+    if any(e is None for e in lrs):
+        return
+    lr_b = {e["B"] for e in lrs}
+    lr_d = {e["D"] for e in lrs}
+    if lr_b == {0} and lr_d == {0}:
+        d.verdicts.append(Verdict("batch", "square-root rule", False,
+                                  "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
+                                  "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2"))
+        d.verdicts.append(Verdict("duration", "tau invariant", False,
+                                  "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D"))
+        return
+    for role in ROLES:
+        lr, eps, b1, b2, wd = (role_exps(ir, role, k) for k in ("lr", "eps", "beta1", "beta2", "weight_decay"))
+        if None in (lr, eps, b1, b2, wd):
+            continue
+        ok = lr["B"] == Fraction(1, 2) and eps["B"] == Fraction(-1, 2) and b1["B"] == 1 and b2["B"] == 1
+        d.verdicts.append(Verdict("batch", f"{role} sqrt rule", ok,
+                                  f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
+                                  + ("" if ok else " (square-root rule: 1/2, -1/2, 1)")))
+        # tau_epoch = B / (lr * wd * D): exponents of m_B and m_D must vanish.
+        tb, td = 1 - lr["B"] - wd["B"], -1 - lr["D"] - wd["D"]
+        ok = tb == 0 and td == 0
+        d.verdicts.append(Verdict("duration", f"{role} tau", ok,
+                                  f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}"
+                                  + ("" if ok else " (needs 0, 0)")))
+        half_tokens = b2["B"] == 1 and b2["D"] == 0
+        half_frac = b2["B"] == 1 and b2["D"] == -1
+        d.verdicts.append(Verdict("duration", f"{role} beta2 half-life", half_tokens or half_frac,
+                                  f"{role}: beta2 half-life fixed "
+                                  + ("in tokens (Marek et al.)" if half_tokens else
+                                     "as a fraction of training" if half_frac else
+                                     f"in neither (1-beta2 m_B^{_f(b2['B'])} m_D^{_f(b2['D'])})")))
+
+
+def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
+    for role, cls in ROLES.items():
+        lr, wd = role_exps(ir, role, "lr"), role_exps(ir, role, "weight_decay")
+        if lr is None or wd is None:
+            continue
+        ok = lr["n"] + wd["n"] == 0
+        d.verdicts.append(Verdict("weight_decay", f"{role} lr*wd", ok,
+                                  f"{role}: lr*wd width exponent {_f(lr['n'] + wd['n'])}"
+                                  + ("" if ok else " (coupled decay should keep lr*wd width-free)")))
+    # eps tracks the gradient in muP-like nets: gradient of a block/embedding tensor ~ mult * n^-1 (the
+    # readout's 1/n reaches every hidden gradient) and ~ m_L^-alpha inside residual blocks.
+    if not d.width_class.startswith("muP"):
+        return
+    res = exps(ir, ir.sites["residual.attn"].expr)
+    for role in ("embed", "attn.q", "mlp.up", "norm"):
+        eps, m = role_exps(ir, role, "eps"), role_exps(ir, role, "mult")
+        if eps is None or m is None or res is None:
+            continue
+        want_n = m["n"] - 1
+        want_l = res["L"] if role in BLOCK_ROLES else 0
+        ok = eps["n"] == want_n and eps["L"] == want_l
+        d.verdicts.append(Verdict("eps", f"{role} eps", ok,
+                                  f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
+                                  f"m_N^{_f(want_n)} m_L^{_f(want_l)}"
+                                  + ("" if ok else " (eps does not track the gradient)")))
+
+
+def desiderata(ir_or_p) -> Desiderata:
+    """All verdicts for one parameterisation (an IR or a loaded Parameterisation)."""
+    ir = getattr(ir_or_p, "ir", ir_or_p)
+    d = Desiderata(ir.name)
+    _width(ir, d)
+    _depth(ir, d)
+    _batch_duration(ir, d)
+    _eps_and_wd(ir, d)
+    return d
+
+
+# ---- equivalence modulo the Adam abc-symmetry --------------------------------------------------
+# theta' = c*theta with mult' = mult/c leaves AdamW training unchanged when init' = c*init, lr' = c*lr,
+# eps' = eps/c and coupled wd' = wd/c.  In exponents (per role, per axis): (mult, init, lr, eps, wd) may
+# shift by (-k, +k, +k, -k, -k).
+_SHIFT = {"mult": -1, "init_std": 1, "lr": 1, "eps": -1, "weight_decay": -1}
+
+
+@dataclass
+class Equivalence:
+    a: str
+    b: str
+    equivalent: bool
+    differences: list[str] = field(default_factory=list)
+    up_to_eps: bool = False
+
+
+def equivalence(p, q) -> Equivalence:
+    """Are two parameterisations the same training dynamics up to the per-role Adam abc-symmetry?"""
+    a, b = getattr(p, "ir", p), getattr(q, "ir", q)
+    diffs: list[str] = []
+    eps_only = True
+    for role in ROLES:
+        for axis in MAIN_AXES:
+            ea = {k: role_exps(a, role, k) for k in _SHIFT}
+            eb = {k: role_exps(b, role, k) for k in _SHIFT}
+            if any(v is None for v in list(ea.values()) + list(eb.values())):
+                diffs.append(f"{role}: not a power law, cannot compare")
+                continue
+            k = eb["lr"][axis] - ea["lr"][axis]
+            for kind, sign in _SHIFT.items():
+                want = ea[kind][axis] + sign * k
+                if eb[kind][axis] != want:
+                    diffs.append(f"{role} {kind} {AXES[axis]}: {_f(ea[kind][axis])} vs {_f(eb[kind][axis])} "
+                                 f"(symmetry with lr shift {_f(k)} needs {_f(want)})")
+                    eps_only &= kind == "eps"
+        for kind in ("beta1", "beta2", "init_mean"):
+            if sympy.simplify(a.roles[role][kind].expr - b.roles[role][kind].expr) != 0:
+                diffs.append(f"{role} {kind}: {a.roles[role][kind].expr} vs {b.roles[role][kind].expr}")
+                eps_only = False
+    for site in ("residual.attn", "residual.mlp", "attn.scale"):
+        if sympy.simplify(a.sites[site].expr - b.sites[site].expr) != 0:
+            diffs.append(f"site {site}: {a.sites[site].expr} vs {b.sites[site].expr}")
+            eps_only = False
+    return Equivalence(a.name, b.name, not diffs, diffs, up_to_eps=bool(diffs) and eps_only)

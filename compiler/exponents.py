@@ -1,0 +1,123 @@
+"""Scaling exponents: write each rule as C * m_N^a * m_L^b * m_B^c * m_D^d and read off (a, b, c, d)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import sympy
+
+from scalec.compiler.ir import ParameterisationIR
+from scalec.compiler.symbols import RATIO, RATIO_SYMBOLS, param_symbol
+from scalec.compiler.vocabulary import HP_KINDS, MAIN_AXES, SITE_OF_ROLE
+
+# Kinds whose exponent is read off (1 - value): rules may be written on 1-beta.
+ONE_MINUS_KINDS = frozenset({"beta1", "beta2"})
+TABLE_KINDS = ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "mult")
+
+
+def monomial_exponents(expr: sympy.Expr, axes=tuple(RATIO)) -> dict[str, sympy.Expr] | None:
+    """Exponent of every ratio symbol if `expr` is a power law in them (constants are exponent 0), else None."""
+    exps = {a: sympy.Integer(0) for a in axes}
+    if expr == 0:
+        return exps
+    by_symbol = {RATIO[a]: a for a in axes}
+    expr = sympy.powsimp(sympy.expand_power_base(expr, force=True), force=True)
+    for factor in sympy.Mul.make_args(expr):
+        base, exp = factor.as_base_exp()
+        if base in by_symbol:
+            exps[by_symbol[base]] += exp
+        elif factor.free_symbols & RATIO_SYMBOLS:
+            return None
+    return exps
+
+
+def to_fraction(value: sympy.Expr, params: dict[str, sympy.Rational]) -> Fraction | None:
+    """A sympy exponent (possibly in params like alpha) evaluated at the params' values."""
+    v = value.subs({param_symbol(k): q for k, q in params.items()})
+    if not v.is_Rational:
+        return None
+    return Fraction(int(v.p), int(v.q))
+
+
+@dataclass(frozen=True)
+class ExponentRow:
+    """Exponents of one (subject, hp) over the axes; symbolic keeps params such as alpha unevaluated."""
+
+    subject: str
+    hp: str
+    exponents: dict[str, Fraction | None]
+    symbolic: dict[str, str]
+    zero: bool = False
+
+
+@dataclass(frozen=True)
+class ExponentTable:
+    """The heart of `compare`: role x HP x axis exponents (plus sites and training steps)."""
+
+    name: str
+    rows: list[ExponentRow]
+    axes: tuple[str, ...] = MAIN_AXES
+
+    def get(self, subject: str, hp: str) -> ExponentRow:
+        for r in self.rows:
+            if r.subject == subject and r.hp == hp:
+                return r
+        raise KeyError((subject, hp))
+
+    def to_markdown(self, symbolic: bool = True) -> str:
+        head = "| module | HP | " + " | ".join(f"m_{a.upper()}" if len(a) == 1 else a for a in self.axes) + " |"
+        lines = [head, "|" + "---|" * (len(self.axes) + 2)]
+        for r in self.rows:
+            cells = [r.symbolic[a] if symbolic else fmt_fraction(r.exponents[a]) for a in self.axes]
+            lines.append(f"| {r.subject} | {r.hp} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def fmt_fraction(f: Fraction | None) -> str:
+    if f is None:
+        return "~"
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+def _label(hp: str) -> str:
+    return f"1-{hp}" if hp in ONE_MINUS_KINDS else hp
+
+
+def effective_mult(ir: ParameterisationIR, role: str) -> sympy.Expr:
+    """A role's forward multiplier including the site that acts on it (output.mult, embed.mult)."""
+    mult = ir.roles[role]["mult"].expr
+    if role in SITE_OF_ROLE:
+        mult = mult * ir.sites[SITE_OF_ROLE[role]].expr
+    return mult
+
+
+def _row(subject: str, hp: str, expr: sympy.Expr, ir: ParameterisationIR, axes) -> ExponentRow:
+    exps = monomial_exponents(expr, axes)
+    params = {k: q.value for k, q in ir.params.items()}
+    if exps is None:
+        return ExponentRow(subject, hp, {a: None for a in axes}, {a: "~" for a in axes})
+    return ExponentRow(
+        subject, hp, {a: to_fraction(e, params) for a, e in exps.items()},
+        {a: str(sympy.simplify(e)).replace("**", "^") for a, e in exps.items()}, zero=(expr == 0),
+    )
+
+
+def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES,
+                   effective: bool = False) -> ExponentTable:
+    """Every role x HP (and site) as exponents over `axes`. `effective` folds sites into role mults."""
+    rows: list[ExponentRow] = []
+    for role, rules in ir.roles.items():
+        for hp in TABLE_KINDS:
+            expr = rules[hp].expr
+            if hp in ONE_MINUS_KINDS:
+                expr = 1 - expr
+            if hp == "mult" and effective:
+                expr = effective_mult(ir, role)
+            rows.append(_row(role, _label(hp), expr, ir, axes))
+    for site, rule in ir.sites.items():
+        rows.append(_row(site, "site", rule.expr, ir, axes + (("d_head",) if site == "attn.scale" else ())))
+    steps = RATIO["D"] / RATIO["B"]
+    rows.append(_row("training", "steps", steps, ir, axes))
+    assert set(HP_KINDS) >= set(TABLE_KINDS)
+    return ExponentTable(ir.name, rows, axes)

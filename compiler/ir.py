@@ -1,0 +1,65 @@
+"""The compiler's intermediate representation: per role x HP kind a sympy expression, plus sites."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from scalec.dsl.ast import Loc
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a rule came from: file, line and the statement's text (for comments and messages)."""
+
+    path: str
+    line: int
+    text: str
+
+    def short(self) -> str:
+        return f"{self.path.rsplit('/', 1)[-1]}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The resolved value of one HP (or site) as a sympy expression, with every rule that shaped it."""
+
+    expr: sympy.Expr
+    origins: tuple[Origin, ...]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A declared axis, hp or param: base/default value, range and (for hps) search scale."""
+
+    name: str
+    value: sympy.Rational
+    low: sympy.Rational | None
+    high: sympy.Rational | None
+    scale: str | None
+    loc: Loc
+    doc: str = ""
+
+
+@dataclass
+class ParameterisationIR:
+    """Everything the checks and the code generator need about one resolved parameterisation."""
+
+    name: str
+    lineage: tuple[str, ...]
+    paths: tuple[str, ...]
+    sources: tuple[str, ...]
+    docs: list[str] = field(default_factory=list)
+    cites: list[str] = field(default_factory=list)
+    axes: dict[str, Quantity] = field(default_factory=dict)
+    hps: dict[str, Quantity] = field(default_factory=dict)
+    params: dict[str, Quantity] = field(default_factory=dict)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    roles: dict[str, dict[str, Rule]] = field(default_factory=dict)
+    sites: dict[str, Rule] = field(default_factory=dict)
+    # The root file's rules: "identity at the base shape" compares against these.
+    root_roles: dict[str, dict[str, Rule]] = field(default_factory=dict)
+    root_sites: dict[str, Rule] = field(default_factory=dict)
+    header_loc: Loc | None = None
+    source_sha256: str = ""

@@ -1,0 +1,90 @@
+"""Find rule files (bundled by name, or by path) and load an inheritance chain root-first."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from scalec.dsl import ast
+from scalec.dsl.errors import RuleError, did_you_mean
+from scalec.dsl.parser import parse_file
+
+_HEADER = re.compile(r"^\s*parameterisation\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def bundled_dir() -> Path:
+    """The folder of the bundled rule files (`rules/`)."""
+    return Path(str(resources.files("scalec.rules")))
+
+
+def bundled_rules() -> dict[str, Path]:
+    """Bundled rule names (file stems) -> paths, sorted by name."""
+    return {p.stem: p for p in sorted(bundled_dir().glob("*.scale"))}
+
+
+def locate(name_or_path: str | Path) -> Path:
+    """Resolve a bundled rule name (case-insensitive) or a path to a `.scale` file."""
+    text = str(name_or_path)
+    p = Path(text)
+    if p.suffix == ".scale" or "/" in text or p.exists():
+        if not p.is_file():
+            raise RuleError(ast.Loc(text, 0, 0), f"no such rule file '{text}'",
+                            "pass a path to a .scale file or a bundled name (see `scalec rules`)")
+        return p
+    bundled = bundled_rules()
+    by_lower = {k.lower(): v for k, v in bundled.items()}
+    for key, path in _header_names(bundled.values()).items():
+        by_lower.setdefault(key, path)
+    if text.lower() in by_lower:
+        return by_lower[text.lower()]
+    raise RuleError(ast.Loc(text, 0, 0), f"unknown rule '{text}'",
+                    did_you_mean(text.lower(), by_lower) or f"bundled rules: {', '.join(bundled)}")
+
+
+def _header_names(paths) -> dict[str, Path]:
+    names: dict[str, Path] = {}
+    for path in paths:
+        try:
+            m = _HEADER.search(Path(path).read_text(encoding="utf-8", errors="replace")[:4096])
+        except OSError:
+            continue
+        if m:
+            names.setdefault(m.group(1).lower(), Path(path))
+    return names
+
+
+def _find_parent(child: ast.RuleFile) -> Path:
+    """Look for the parent named in `extends` beside the child first, then among the bundled rules."""
+    want = child.parent.lower()
+    here = Path(child.path).parent
+    candidates: dict[str, Path] = {}
+    for folder in (here, bundled_dir()):
+        files = sorted(folder.glob("*.scale"))
+        for key, path in _header_names(files).items():
+            candidates.setdefault(key, path)
+        for path in files:
+            candidates.setdefault(path.stem.lower(), path)
+    if want in candidates:
+        return candidates[want]
+    raise RuleError(child.parent_loc, f"cannot find parent parameterisation '{child.parent}'",
+                    did_you_mean(child.parent, candidates) or "put its .scale file beside this one",
+                    child.source)
+
+
+def load_chain(name_or_path: str | Path) -> list[ast.RuleFile]:
+    """Parse a file and its `extends` ancestors; returns the chain root first. Cycles are errors."""
+    chain: list[ast.RuleFile] = [parse_file(locate(name_or_path))]
+    seen = {chain[0].name.lower(): chain[0]}
+    while chain[-1].parent is not None:
+        child = chain[-1]
+        parent = parse_file(_find_parent(child))
+        if parent.name.lower() in seen:
+            cycle = " -> ".join([f.name for f in chain] + [parent.name])
+            raise RuleError(child.parent_loc, f"cyclic 'extends': {cycle}",
+                            "one file in the cycle must be a root (no `extends`)", child.source)
+        seen[parent.name.lower()] = parent
+        chain.append(parent)
+        if len(chain) > 64:
+            raise RuleError(child.parent_loc, "inheritance chain deeper than 64 files", None, child.source)
+    return list(reversed(chain))

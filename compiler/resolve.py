@@ -1,0 +1,308 @@
+"""Resolution: fold an inheritance chain of rule files into one IR (per role x HP kind a sympy expression)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Mapping
+
+import sympy
+
+from scalec.compiler.ir import Origin, ParameterisationIR, Quantity, Rule
+from scalec.compiler.symbols import ExprConverter, builtin_names, hp_symbol, param_symbol
+from scalec.compiler.vocabulary import AXES, HP_KINDS, RESERVED, ROLES, SITES, TARGET_ALIASES
+from scalec.dsl import ast
+from scalec.dsl.errors import RuleError, did_you_mean
+
+KEYWORDS_PY = frozenset({"None", "True", "False"})
+DEFAULT_SITES = {"residual.attn": 1, "residual.mlp": 1, "output.mult": 1, "embed.mult": 1}
+DEFAULT_KINDS = {"init_mean": 0, "mult": 1}
+
+
+class _FileResolver:
+    """Applies one file's statements on top of the state inherited from its parent."""
+
+    def __init__(self, ir: ParameterisationIR, f: ast.RuleFile, lets: dict[str, sympy.Expr]):
+        self.ir, self.f, self.lets = ir, f, lets
+        self.declared: dict[tuple[str, str], ast.Loc] = {}
+        self.assigned: dict[tuple[str, str], tuple[ast.Loc, int]] = {}
+
+    def error(self, loc: ast.Loc, message: str, hint: str | None = None) -> RuleError:
+        return RuleError(loc, message, hint, self.f.source)
+
+    # scope ----------------------------------------------------------------------------------------
+    def scope(self) -> dict[str, sympy.Expr]:
+        names = builtin_names()
+        for name, q in self.ir.hps.items():
+            names[name] = hp_symbol(name, q.low if q.low is not None else q.value)
+        for name in self.ir.params:
+            names[name] = param_symbol(name)
+        names.update(self.lets)
+        return names
+
+    def convert(self, e: ast.Expr, what: str = "expression") -> sympy.Expr:
+        params = {k: q.value for k, q in self.ir.params.items()}
+        return ExprConverter(self.scope(), params, self.f.source, what)(e)
+
+    def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
+        value = ExprConverter({}, {}, self.f.source, what)
+        try:
+            v = value(e)
+        except RuleError as exc:
+            raise self.error(exc.loc, f"{what} must be a number: {exc.message}",
+                             "use numbers, + - * / ^ and sqrt/min/max only") from None
+        if not v.is_Rational:
+            v = sympy.nsimplify(v)
+            if not v.is_Rational:
+                raise self.error(e.loc, f"{what} must be an exact rational, got {v}")
+        return v
+
+    def origin(self, loc: ast.Loc, prefix: str = "") -> Origin:
+        """The rule's own source text (one assignment, with its `role ...:` head) for comments."""
+        lines = self.f.source.splitlines()
+        text = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
+        if prefix and loc.end_line == loc.line and loc.end_col > loc.col:
+            text = prefix + text[loc.col - 1: loc.end_col - 1]
+        return Origin(self.f.path, loc.line, " ".join(text.split()))
+
+    def once(self, kind: str, name: str, loc: ast.Loc) -> None:
+        key = (kind, name)
+        if key in self.declared:
+            raise self.error(loc, f"duplicate definition of {kind} '{name}' "
+                                  f"(first defined at line {self.declared[key].line})",
+                             "remove one of them; a child file may override its parent's definitions")
+        self.declared[key] = loc
+
+    def check_name(self, name: str, loc: ast.Loc, kind: str) -> None:
+        if name in RESERVED or name in KEYWORDS_PY or name in ROLES or name in TARGET_ALIASES:
+            raise self.error(loc, f"'{name}' is a reserved name and cannot be used for a {kind}",
+                             "pick another name")
+
+    # statements -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        for s in self.f.statements:
+            getattr(self, f"do_{type(s).__name__}")(s)
+
+    def do_Docstring(self, s: ast.Docstring) -> None:
+        self.ir.docs.append(s.text)
+
+    def do_Cite(self, s: ast.Cite) -> None:
+        self.ir.cites.append(s.text)
+
+    def _range(self, r: ast.Range | None, what: str):
+        if r is None:
+            return None, None
+        low, high = self.constant(r.low, f"{what} lower bound"), self.constant(r.high, f"{what} upper bound")
+        if low > high:
+            raise self.error(r.loc, f"empty range [{low}, {high}] for {what}", "write [low, high]")
+        return low, high
+
+    def do_AxisDecl(self, s: ast.AxisDecl) -> None:
+        if s.name not in AXES:
+            raise self.error(s.loc, f"unknown axis '{s.name}'",
+                             did_you_mean(s.name, AXES) or f"axes: {', '.join(AXES)}")
+        self.once("axis", s.name, s.loc)
+        base = self.constant(s.base, f"base of axis {s.name}")
+        low, high = self._range(s.range, f"axis {s.name}")
+        if base <= 0:
+            raise self.error(s.loc, f"base of axis {s.name} must be positive, got {base}")
+        if low is not None and not (low <= base <= high):
+            raise self.error(s.loc, f"base {base} of axis {s.name} lies outside its range [{low}, {high}]")
+        if low is None and s.name in self.ir.axes:
+            low, high = self.ir.axes[s.name].low, self.ir.axes[s.name].high
+        if low is not None and low <= 0:
+            raise self.error(s.range.loc if s.range else s.loc, f"range of axis {s.name} must be positive")
+        self.ir.axes[s.name] = Quantity(s.name, base, low, high, None, s.loc)
+
+    def do_HPDecl(self, s: ast.HPDecl) -> None:
+        self.check_name(s.name, s.loc, "hp")
+        if s.name in self.ir.params or s.name in self.lets:
+            raise self.error(s.loc, f"'{s.name}' is already a param or let", "pick another name")
+        self.once("hp", s.name, s.loc)
+        default = self.constant(s.default, f"default of hp {s.name}")
+        low, high = self._range(s.range, f"hp {s.name}")
+        if low is None:
+            low = high = default
+        if not (low <= default <= high):
+            raise self.error(s.loc, f"default {default} of hp {s.name} lies outside its range [{low}, {high}]")
+        scale = s.scale or ("log" if low > 0 else "linear")
+        if scale == "log" and low <= 0:
+            raise self.error(s.loc, f"hp {s.name} has a log scale but its range reaches {low}",
+                             "use `linear` or a positive range")
+        self.ir.hps[s.name] = Quantity(s.name, default, low, high, scale, s.loc)
+
+    def do_ParamDecl(self, s: ast.ParamDecl) -> None:
+        self.check_name(s.name, s.loc, "param")
+        if s.name in self.ir.hps or s.name in self.lets:
+            raise self.error(s.loc, f"'{s.name}' is already an hp or let", "pick another name")
+        self.once("param", s.name, s.loc)
+        value = self.constant(s.value, f"value of param {s.name}")
+        low, high = self._range(s.range, f"param {s.name}")
+        if low is None:
+            low = high = value
+        if not (low <= value <= high):
+            raise self.error(s.loc, f"param {s.name} = {value} lies outside its range [{low}, {high}]")
+        self.ir.params[s.name] = Quantity(s.name, value, low, high, None, s.loc)
+
+    def do_LetDecl(self, s: ast.LetDecl) -> None:
+        self.check_name(s.name, s.loc, "let")
+        if s.name in self.ir.hps or s.name in self.ir.params:
+            raise self.error(s.loc, f"'{s.name}' is already an hp or param", "pick another name")
+        self.once("let", s.name, s.loc)
+        self.lets[s.name] = self.convert(s.value, f"let {s.name}")
+
+    def do_GroupDecl(self, s: ast.GroupDecl) -> None:
+        self.check_name(s.name, s.loc, "group")
+        self.once("group", s.name, s.loc)
+        roles: list[str] = []
+        for p in s.patterns:
+            roles.extend(r for r in self.expand(p) if r not in roles)
+        self.ir.groups[s.name] = tuple(roles)
+
+    def expand(self, p: ast.Pattern) -> tuple[str, ...]:
+        if p.text in ROLES:
+            return (p.text,)
+        if p.text in self.ir.groups:
+            return self.ir.groups[p.text]
+        if "*" in p.text:
+            hits = tuple(r for r in ROLES if fnmatch.fnmatchcase(r, p.text))
+            if hits:
+                return hits
+            raise self.error(p.loc, f"pattern '{p.text}' matches no role", f"roles: {', '.join(ROLES)}")
+        raise self.error(p.loc, f"unknown role or group '{p.text}'",
+                         did_you_mean(p.text, list(ROLES) + list(self.ir.groups))
+                         or "declare it with `group NAME = ...`")
+
+    def do_RoleRule(self, s: ast.RoleRule) -> None:
+        # Specificity lets a later, narrower statement override a broader one in the same file
+        # (`role *: init_std = sigma` then `role norms: init_std = 0`); the reverse is a duplicate.
+        roles: dict[str, int] = {}
+        for p in s.patterns:
+            spec = 2 if p.text in ROLES else (0 if p.text == "*" else 1)
+            for r in self.expand(p):
+                roles[r] = max(roles.get(r, 0), spec)
+        head = f"role {', '.join(p.text for p in s.patterns)}: "
+        for a in s.assignments:
+            kind, transform = self.target(a.target)
+            value = self.convert(a.value, f"rule for {a.target}")
+            for role, spec in roles.items():
+                self.assign(role, kind, transform, a, value, spec, head)
+
+    def target(self, t: ast.Target):
+        name = f"1-{t.kind}" if t.one_minus else t.kind
+        if name not in HP_KINDS and name not in TARGET_ALIASES:
+            raise self.error(t.loc, f"unknown hyperparameter '{name}'",
+                             did_you_mean(name, HP_KINDS + TARGET_ALIASES)
+                             or f"targets: {', '.join(HP_KINDS + TARGET_ALIASES)}")
+        if name == "init_var":
+            return "init_std", "sqrt"
+        if t.one_minus:
+            return t.kind, "one_minus"
+        return t.kind, "plain"
+
+    def assign(self, role: str, kind: str, transform: str, a: ast.Assignment, value: sympy.Expr,
+               spec: int, head: str) -> None:
+        key = (role, kind)
+        rules = self.ir.roles.setdefault(role, {})
+        prev = rules.get(kind)
+        if a.op == "=":
+            if key in self.assigned and self.assigned[key][1] >= spec:
+                raise self.error(a.loc, f"duplicate definition of {kind} for role '{role}' "
+                                        f"(first at line {self.assigned[key][0].line})",
+                                 "use `*=` to refine it, or remove one")
+            self.assigned[key] = (a.loc, spec)
+        elif prev is None:
+            raise self.error(a.loc, f"`{a.target} *=` on role '{role}' has nothing to multiply",
+                             f"no parent file defines {kind} for '{role}'; use `=`")
+        origins = (prev.origins if (prev and a.op == "*=") else ()) + (self.origin(a.loc, head),)
+        if transform == "sqrt":
+            value = sympy.sqrt(value)
+        if transform == "one_minus":
+            expr = 1 - value if a.op == "=" else 1 - (1 - prev.expr) * value
+        else:
+            expr = value if a.op == "=" else prev.expr * value
+        rules[kind] = Rule(expr, origins)
+
+    def do_SiteRule(self, s: ast.SiteRule) -> None:
+        value = self.convert(s.value, "site rule")
+        for p in s.sites:
+            if p.text not in SITES:
+                raise self.error(p.loc, f"unknown forward site '{p.text}'",
+                                 did_you_mean(p.text, SITES) or f"sites: {', '.join(SITES)}")
+            prev = self.ir.sites.get(p.text)
+            key = ("site", p.text)
+            if s.op == "=":
+                if key in self.assigned:
+                    raise self.error(p.loc, f"duplicate definition of site '{p.text}' "
+                                            f"(first at line {self.assigned[key][0].line})", "remove one of them")
+                self.assigned[key] = (p.loc, 2)
+                self.ir.sites[p.text] = Rule(value, (self.origin(s.loc),))
+            else:
+                base = prev if prev is not None else Rule(sympy.Integer(DEFAULT_SITES.get(p.text, 1)), ())
+                self.ir.sites[p.text] = Rule(base.expr * value, base.origins + (self.origin(s.loc),))
+
+
+def resolve(chain: list[ast.RuleFile], params: Mapping[str, str | float] | None = None) -> ParameterisationIR:
+    """Fold a root-first chain of files into the IR; `params` overrides `param` values."""
+    leaf = chain[-1]
+    ir = ParameterisationIR(
+        name=leaf.name, lineage=tuple(f.name for f in chain), paths=tuple(f.path for f in chain),
+        sources=tuple(f.source for f in chain), header_loc=leaf.name_loc,
+    )
+    lets: dict[str, sympy.Expr] = {}
+    for i, f in enumerate(chain):
+        ir.docs = []  # a file's docstring describes that file only; the leaf's is kept
+        _FileResolver(ir, f, lets).run()
+        if i == 0:
+            _complete_root(ir, f)
+            ir.root_roles = {r: dict(k) for r, k in ir.roles.items()}
+            ir.root_sites = dict(ir.sites)
+    if params:
+        _override_params(ir, params, leaf)
+    digest = hashlib.sha256()
+    for f in chain:
+        digest.update(f.path.rsplit("/", 1)[-1].encode() + b"\0" + f.source.encode() + b"\0")
+    for k in sorted(params or {}):
+        digest.update(f"{k}={params[k]}".encode())
+    ir.source_sha256 = digest.hexdigest()
+    return ir
+
+
+def _complete_root(ir: ParameterisationIR, root: ast.RuleFile) -> None:
+    """The root must define every axis and every role's optimizer HPs; sites/mean/mult have defaults."""
+    loc = root.name_loc
+    missing_axes = [a for a in AXES if a not in ir.axes]
+    if missing_axes:
+        raise RuleError(loc, f"root parameterisation '{root.name}' does not declare axis "
+                             f"{', '.join(missing_axes)}", f"add e.g. `axis {missing_axes[0]} = 64 in [8, 65536]`",
+                        root.source)
+    for role in ROLES:
+        rules = ir.roles.setdefault(role, {})
+        for kind, default in DEFAULT_KINDS.items():
+            rules.setdefault(kind, Rule(sympy.Integer(default), ()))
+        missing = [k for k in HP_KINDS if k not in rules]
+        if missing:
+            raise RuleError(loc, f"role '{role}' has no rule for {', '.join(missing)} in root file '{root.name}'",
+                            f"add `role *: {missing[0]} = ...` to the root file", root.source)
+    for site, default in DEFAULT_SITES.items():
+        ir.sites.setdefault(site, Rule(sympy.Integer(default), ()))
+    if "attn.scale" not in ir.sites:
+        ir.sites["attn.scale"] = Rule(1 / sympy.sqrt(builtin_names()["d_head"]), ())
+
+
+def _override_params(ir: ParameterisationIR, params: Mapping[str, str | float], leaf: ast.RuleFile) -> None:
+    for name, raw in params.items():
+        if name not in ir.params:
+            raise RuleError(leaf.name_loc, f"'{ir.name}' has no param '{name}'",
+                            did_you_mean(name, ir.params) or f"params: {', '.join(ir.params) or 'none'}",
+                            leaf.source)
+        q = ir.params[name]
+        try:
+            value = sympy.Rational(str(raw))
+        except (TypeError, ValueError):
+            raise RuleError(leaf.name_loc, f"param {name}={raw!r} is not a number", "e.g. alpha=1/2",
+                            leaf.source) from None
+        if not (q.low <= value <= q.high):
+            raise RuleError(q.loc, f"param {name}={value} lies outside its declared range [{q.low}, {q.high}]",
+                            None, leaf.source)
+        ir.params[name] = Quantity(name, value, q.low, q.high, None, q.loc)

@@ -1,0 +1,114 @@
+"""Sympy symbols of the rule language and the AST -> sympy conversion with located errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy
+
+from scalec.compiler.vocabulary import AXES, BUILTIN_FUNCTIONS, TENSOR_SYMBOLS
+from scalec.dsl import ast
+from scalec.dsl.errors import RuleError, did_you_mean
+
+RATIO: dict[str, sympy.Symbol] = {a: sympy.Symbol(r, positive=True) for a, r in AXES.items()}
+BASE: dict[str, sympy.Symbol] = {a: sympy.Symbol(f"{a}0", positive=True) for a in AXES}
+RATIO_SYMBOLS: frozenset[sympy.Symbol] = frozenset(RATIO.values())
+ONES: dict[sympy.Symbol, int] = {s: 1 for s in RATIO.values()}
+
+
+def hp_symbol(name: str, low=None) -> sympy.Symbol:
+    """The symbol of a tunable HP (positive when its range is)."""
+    if low is not None and low > 0:
+        return sympy.Symbol(name, positive=True)
+    return sympy.Symbol(name, nonnegative=True)
+
+
+def param_symbol(name: str) -> sympy.Symbol:
+    return sympy.Symbol(name, real=True)
+
+
+def builtin_names() -> dict[str, sympy.Expr]:
+    """Names every rule file can use: ratios, absolute axes, bases, training steps."""
+    names: dict[str, sympy.Expr] = {}
+    for a, ratio in RATIO.items():
+        names[str(ratio)] = ratio
+        names[a] = BASE[a] * ratio
+        names[f"{a}0"] = BASE[a]
+    names["S"] = names["D"] / names["B"]
+    names["S0"] = BASE["D"] / BASE["B"]
+    names["m_S"] = RATIO["D"] / RATIO["B"]
+    return names
+
+
+_FUNCS = {"sqrt": sympy.sqrt, "min": sympy.Min, "max": sympy.Max}
+
+
+class ExprConverter:
+    """Converts AST expressions to sympy in a scope of names; every error is located."""
+
+    def __init__(self, scope: Mapping[str, sympy.Expr], params: Mapping[str, sympy.Rational],
+                 source: str, what: str = "expression"):
+        self.scope = scope
+        self.params = params  # param symbol name -> value, for the exponent-rationality check
+        self.source = source
+        self.what = what
+
+    def error(self, loc: ast.Loc, message: str, hint: str | None = None) -> RuleError:
+        return RuleError(loc, message, hint, self.source)
+
+    def __call__(self, e: ast.Expr) -> sympy.Expr:
+        out = self._convert(e)
+        if out.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            raise self.error(e.loc, f"{self.what} is undefined (division by zero?)")
+        return out
+
+    def _convert(self, e: ast.Expr) -> sympy.Expr:
+        if isinstance(e, ast.Num):
+            return sympy.Rational(e.text)
+        if isinstance(e, ast.Name):
+            if e.id in self.scope:
+                return self.scope[e.id]
+            if e.id in TENSOR_SYMBOLS:
+                raise self.error(e.loc, f"'{e.id}' is not available in rule expressions",
+                                 "write width scaling with the ratio m_N (e.g. `init_var *= m_N^-1`)")
+            raise self.error(e.loc, f"unknown name '{e.id}'",
+                             did_you_mean(e.id, self.scope) or "declare it with `hp`, `param` or `let` before use")
+        if isinstance(e, ast.Neg):
+            return -self._convert(e.operand)
+        if isinstance(e, ast.Call):
+            if e.func not in BUILTIN_FUNCTIONS or e.func not in _FUNCS:
+                raise self.error(e.loc, f"unknown function '{e.func}'",
+                                 did_you_mean(e.func, _FUNCS) or f"available: {', '.join(sorted(_FUNCS))}")
+            arity = BUILTIN_FUNCTIONS[e.func]
+            if len(e.args) != arity:
+                raise self.error(e.loc, f"{e.func}() takes {arity} argument{'s' * (arity != 1)}, "
+                                        f"got {len(e.args)}")
+            return _FUNCS[e.func](*(self._convert(a) for a in e.args))
+        assert isinstance(e, ast.BinOp)
+        left, right = self._convert(e.left), self._convert(e.right)
+        if e.op == "+":
+            return left + right
+        if e.op == "-":
+            return left - right
+        if e.op == "*":
+            return left * right
+        if e.op == "/":
+            if right == 0:
+                raise self.error(e.loc, "division by zero")
+            return left / right
+        self._check_exponent(e.right, right)
+        if left == 0 and (right.is_negative or right == 0):
+            raise self.error(e.loc, "0 raised to a non-positive power")
+        return left**right
+
+    def _check_exponent(self, node: ast.Expr, exponent: sympy.Expr) -> None:
+        """Exponents must be exact rationals (params such as alpha allowed) so exponents can be reasoned about."""
+        free = {s for s in exponent.free_symbols if str(s) not in self.params}
+        if free:
+            names = ", ".join(sorted(str(s) for s in free))
+            raise self.error(node.loc, f"exponent is not an exact rational: it depends on {names}",
+                             "exponents may use numbers and `param`s only (e.g. `m_L^(alpha-1)`)")
+        value = exponent.subs({sympy.Symbol(k, real=True): v for k, v in self.params.items()})
+        if not value.is_Rational:
+            raise self.error(node.loc, f"exponent {value} is not an exact rational",
+                             "write exponents as fractions such as 1/2")

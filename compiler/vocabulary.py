@@ -1,0 +1,70 @@
+"""The fixed vocabulary of the rule language: axes, roles, hyperparameter kinds and forward sites."""
+
+from __future__ import annotations
+
+# Scaling axes: name -> ratio symbol used in rule files (m_N = n / n0, ...).
+AXES: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D", "d_head": "m_H"}
+AXIS_DOCS: dict[str, str] = {
+    "n": "width (d_model)",
+    "L": "depth (residual blocks)",
+    "B": "batch (tokens per optimizer step)",
+    "D": "duration (training tokens)",
+    "d_head": "attention head dimension",
+}
+# The axes of the design's exponent tables; d_head only enters attention-scale rules.
+MAIN_AXES: tuple[str, ...] = ("n", "L", "B", "D")
+
+# Roles (module types) and their width class (Tensor Programs): which dims grow with width.
+ROLES: dict[str, str] = {
+    "embed": "input",
+    "attn.q": "hidden",
+    "attn.k": "hidden",
+    "attn.v": "hidden",
+    "attn.o": "hidden",
+    "mlp.up": "hidden",
+    "mlp.gate": "hidden",
+    "mlp.down": "hidden",
+    "norm": "vector",
+    "qk_norm": "vector",
+    "bias": "vector",
+    "final_norm": "vector",
+    "unembed": "output",
+}
+# Roles that live inside residual blocks (their updates are scaled by the residual multiplier).
+BLOCK_ROLES: frozenset[str] = frozenset(
+    r for r, k in ROLES.items() if k == "hidden"
+) | {"norm", "qk_norm", "bias"}
+
+# Hyperparameter kinds a role rule can set.  `init_var`, `1-beta1`, `1-beta2` are accepted as
+# targets too and rewritten onto init_std / beta1 / beta2.
+HP_KINDS: tuple[str, ...] = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
+TARGET_ALIASES: tuple[str, ...] = ("init_var", "1-beta1", "1-beta2")
+# Kinds that get an implicit per-module tunable multiplier `kind[role]` (default 1).
+MODULE_HP_KINDS: tuple[str, ...] = ("init_std", "lr", "weight_decay", "eps", "mult")
+
+# Forward sites: op-level multipliers the model applies.
+SITES: dict[str, str] = {
+    "residual.attn": "attention residual-branch multiplier",
+    "residual.mlp": "MLP residual-branch multiplier",
+    "attn.scale": "attention logit scale (SDPA `scale=`)",
+    "output.mult": "logit multiplier (on the unembedding)",
+    "embed.mult": "embedding output multiplier",
+}
+# Which role's effective forward multiplier a site contributes to (abc-analysis).
+SITE_OF_ROLE: dict[str, str] = {"unembed": "output.mult", "embed": "embed.mult"}
+
+# Per-tensor symbols; their width exponents follow from the role's width class.
+TENSOR_SYMBOLS: tuple[str, ...] = ("fan_in", "fan_out", "fan_in0", "fan_out0")
+FAN_WIDTH_EXPONENT: dict[str, tuple[int, int]] = {  # (fan_in, fan_out) exponents of m_N
+    "input": (0, 1),
+    "hidden": (1, 1),
+    "output": (1, 0),
+    "vector": (0, 1),
+}
+
+BUILTIN_FUNCTIONS: dict[str, int] = {"sqrt": 1, "min": 2, "max": 2, "log": 1, "exp": 1}
+
+RESERVED: frozenset[str] = frozenset(
+    set(AXES) | set(AXES.values()) | set(TENSOR_SYMBOLS) | set(BUILTIN_FUNCTIONS)
+    | {f"{a}0" for a in AXES} | {"S", "S0", "m_S"}
+)

@@ -1,0 +1,26 @@
+"""Runtime: bind model parameters to roles, plan init/optimizer settings, train the bundled GPT.
+
+Light at import: names below load their module on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "make_plan": "scalec.runtime.plan",
+    "Plan": "scalec.runtime.plan",
+    "PlanEntry": "scalec.runtime.plan",
+    "PlanError": "scalec.runtime.plan",
+    "bind": "scalec.runtime.binding",
+    "BindingError": "scalec.runtime.binding",
+    "scale_lrs": "scalec.runtime.schedule",
+}
+__all__ = ["BindingError", "Plan", "PlanEntry", "PlanError", "bind", "make_plan", "scale_lrs"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'scalec.runtime' has no attribute {name!r}")

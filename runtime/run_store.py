@@ -1,0 +1,187 @@
+"""A resumable store of training runs: one directory per run, keyed by a stable hash of its config.
+
+`<root>/runs/<key>/run.json` holds the config, `result.json` (written atomically, last) the outcome; the trainer
+writes into `<key>/train/`. A run with a result of status "finished" or "diverged" is never repeated; a run dir
+without a result (a killed sweep) is run again, resuming from the trainer's checkpoint when it has one. A `lock`
+file naming host:pid keeps two sweeps sharing a store from running the same config at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DONE_STATES = ("finished", "diverged")
+RunFn = Callable[[Mapping[str, Any], Path], Mapping[str, Any]]
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """Key-sorted compact JSON; equal configs give equal text (ints and equal floats normalised)."""
+    return json.dumps(_normalise(config), sort_keys=True, separators=(",", ":"))
+
+
+def _normalise(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _normalise(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_normalise(v) for v in x]
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    if isinstance(x, float):
+        return float(f"{x:.12g}")
+    return x
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """Stable 16-hex-digit key of a run config."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunRecord:
+    """The outcome of one run: status "finished" | "diverged" | "failed" | "running" (locked elsewhere)."""
+
+    key: str
+    config: dict[str, Any]
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    reused: bool = False  # True when the result came from an earlier sweep
+
+    @property
+    def done(self) -> bool:
+        """Finished or diverged: never run again."""
+        return self.status in DONE_STATES
+
+    @property
+    def loss(self) -> float:
+        """Final validation loss; inf for diverged runs, nan when unknown."""
+        if self.status == "diverged":
+            return math.inf
+        value = self.summary.get("final_val_loss")
+        return float(value) if value is not None else math.nan
+
+
+def _write_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Directory-backed run store; see the module docstring for the layout."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+
+    def run_dir(self, config: Mapping[str, Any]) -> Path:
+        """The directory of a config's run (not created)."""
+        return self.runs / config_key(config)
+
+    def get(self, config: Mapping[str, Any]) -> RunRecord | None:
+        """The stored record of a config, if any (finished, diverged or failed)."""
+        return self._load(self.run_dir(config))
+
+    def _load(self, run_dir: Path) -> RunRecord | None:
+        try:
+            run = json.loads((run_dir / "run.json").read_text())
+            result = json.loads((run_dir / "result.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return RunRecord(run_dir.name, run["config"], result["status"], result.get("summary") or {},
+                         result.get("error"), reused=True)
+
+    def records(self) -> Iterator[RunRecord]:
+        """Every run in the store that has a result."""
+        if not self.runs.is_dir():
+            return
+        for run_dir in sorted(self.runs.iterdir()):
+            record = self._load(run_dir)
+            if record is not None:
+                yield record
+
+    def run(self, config: Mapping[str, Any], run_fn: RunFn) -> RunRecord:
+        """Run `config` with `run_fn(config, train_dir) -> summary` unless it is already done; record the result.
+
+        The summary's `status` ("finished" | "diverged") is kept; an exception other than KeyboardInterrupt is
+        recorded as status "failed" (retried by the next sweep).
+        """
+        config = json.loads(canonical_json(config))
+        run_dir = self.run_dir(config)
+        existing = self._load(run_dir)
+        if existing is not None and existing.done:
+            return existing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not self._claim(run_dir):
+            return RunRecord(run_dir.name, config, "running", reused=True)
+        try:
+            _write_atomic(run_dir / "run.json", {"key": run_dir.name, "config": config,
+                                                 "started": time.time(), "host": socket.gethostname()})
+            try:
+                summary = dict(run_fn(config, run_dir / "train"))
+                status = str(summary.get("status", "finished"))
+                if status not in DONE_STATES:
+                    status = "finished"
+                loss = summary.get("final_val_loss")
+                if status == "finished" and (loss is None or not math.isfinite(float(loss))):
+                    status = "diverged"
+                record = RunRecord(run_dir.name, config, status, summary)
+            except Exception as exc:  # noqa: BLE001 - a crashed run is recorded and retried; the sweep goes on
+                record = RunRecord(run_dir.name, config, "failed", {},
+                                   f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            _write_atomic(run_dir / "result.json",
+                          {"status": record.status, "summary": record.summary, "error": record.error})
+            return record
+        finally:
+            (run_dir / "lock").unlink(missing_ok=True)
+
+    def _claim(self, run_dir: Path) -> bool:
+        """Take the run's lock; a lock left by a dead process on this host is taken over."""
+        lock = run_dir / "lock"
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    host, pid = lock.read_text().rsplit(":", 1)
+                except (FileNotFoundError, ValueError):
+                    continue
+                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                    lock.unlink(missing_ok=True)
+                    continue
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return True
+        return False

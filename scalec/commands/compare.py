@@ -1,0 +1,180 @@
+"""`scalec compare A B [C ...]`: side-by-side exponents, desiderata and equivalence of rule files, optionally
+with empirical coordinate checks, written as report.md + a self-contained report.html."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from scalec.cli_support import console, guarded
+from scalec.commands.coord_check import (
+    build_config,
+    hp_overrides,
+    parse_params,
+    run_and_save,
+    torch_threads,
+    verdict_table,
+)
+
+
+def exponent_table_rich(cmp: Any) -> Any:
+    """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
+    from rich.table import Table
+
+    from scalec.runtime.report import exponent_grid
+
+    table = Table(
+        title="scaling exponents of (m_N, m_L, m_B, m_D); rows zero in every file left out; "
+        "differing rows in yellow",
+        title_justify="left",
+    )
+    table.add_column("subject")
+    table.add_column("HP")
+    for s in cmp.sections:
+        table.add_column(s.label)
+    for subject, hp, cells, differs in exponent_grid(cmp.sections):
+        table.add_row(subject, hp, *cells, style="yellow" if differs else None)
+    return table
+
+
+def desiderata_table_rich(cmp: Any) -> Any:
+    """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
+    from rich.table import Table
+
+    from scalec.runtime.report import verdict_grid, verdict_word
+
+    table = Table(title="desiderata", title_justify="left")
+    table.add_column("area")
+    table.add_column("check")
+    for s in cmp.sections:
+        table.add_column(s.label)
+    table.add_row("width", "class", *[s.desiderata.width_class for s in cmp.sections])
+    table.add_row("depth", "class", *[s.desiderata.depth_class for s in cmp.sections], end_section=True)
+    styles = {"pass": "green", "FAIL": "bold red", "n/a": "dim", "-": "dim"}
+    for area, name, vs in verdict_grid(cmp.sections):
+        words = [verdict_word(v.passed) if v else "-" for v in vs]
+        table.add_row(area, name, *[f"[{styles[w]}]{w}[/]" for w in words])
+    return table
+
+
+def _folder(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `compare` to the CLI."""
+
+    @app.command("compare")
+    @guarded
+    def compare(
+        rules: Annotated[list[str], typer.Argument(help="Two or more bundled rule names or .scale paths.")],
+        empirical: Annotated[bool, typer.Option(help="Also run coordinate checks and plot them.")] = False,
+        widths: Annotated[str, typer.Option(help="Widths of the width sweep.")] = "64,128,256,512",
+        depths: Annotated[str, typer.Option(help="Depths of the depth sweep.")] = "2,4,8,16",
+        base_width: Annotated[
+            int | None, typer.Option(help="Width of the depth sweep (default: min of --widths).")
+        ] = None,
+        base_depth: Annotated[
+            int | None, typer.Option(help="Depth of the width sweep (default: min of --depths).")
+        ] = None,
+        steps: Annotated[int, typer.Option(help="Training steps per model.")] = 10,
+        seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
+        batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
+        seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
+        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
+        lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
+        hp: Annotated[
+            list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")
+        ] = None,
+        param: Annotated[
+            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")
+        ] = None,
+        corpus: Annotated[
+            str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
+        ] = None,
+        threads: Annotated[
+            int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")
+        ] = 1,
+        out: Annotated[
+            Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")
+        ] = None,
+    ) -> None:
+        """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
+        from scalec.runtime.report import analyse, write_report
+
+        from .coord_check import CoordCheckArgsError
+
+        if len(rules) < 2:
+            raise CoordCheckArgsError(
+                "error: compare needs at least two rule files, e.g. scalec compare sp mup"
+            )
+        start = time.perf_counter()
+        cmp = analyse(rules, parse_params(param))
+        if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
+            from scalec.runtime.coord_check import load_batches
+
+            configs = [
+                build_config(
+                    widths,
+                    depths,
+                    base_width,
+                    base_depth,
+                    steps,
+                    seeds,
+                    batch,
+                    seq_len,
+                    head_dim,
+                    hp_overrides(s.rules, lr, hp),
+                )
+                for s in cmp.sections
+            ]
+            data = load_batches(corpus, configs[0])
+        words = ["scalec", "compare", *rules, *[f"--param={p}" for p in param or []]]
+        if empirical:
+            words += [
+                "--empirical",
+                f"--widths={widths}",
+                f"--depths={depths}",
+                f"--steps={steps}",
+                f"--seeds={seeds}",
+                f"--batch={batch}",
+                f"--seq-len={seq_len}",
+                f"--head-dim={head_dim}",
+                f"--lr={configs[0].hp['eta']:g}",
+                *[f"--hp={h}" for h in hp or []],
+            ]
+            words += [f"--base-width={base_width}"] * (base_width is not None)
+            words += [f"--base-depth={base_depth}"] * (base_depth is not None)
+            words += [f"--corpus={corpus}"] * (corpus is not None)
+        cmp.command = " ".join(shlex.quote(w) for w in words)
+        console.print(exponent_table_rich(cmp))
+        console.print(desiderata_table_rich(cmp))
+        for s in cmp.sections:
+            for v in s.desiderata.verdicts:
+                if v.passed is False:
+                    console.print(f"  {s.label}: {v.area} / {v.name}: {v.message}", markup=False)
+        for a, b, e in cmp.equivalences:
+            text = (
+                "equivalent (modulo the Adam abc-symmetry)"
+                if e.equivalent
+                else ("differ: " + "; ".join(e.differences[:3]) + (" ..." if len(e.differences) > 3 else ""))
+            )
+            console.print(f"{a} vs {b}: {text}", markup=False)
+        if empirical:
+            out = out or Path("report")
+            results = []
+            with torch_threads(threads):
+                for s, cfg in zip(cmp.sections, configs):
+                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label)
+                    results.append((s.label, s.coord))
+            for sweep in ("width", "depth"):
+                console.print(verdict_table(results, sweep))
+            console.print(f"{results[0][1].config.thresholds()}.", markup=False)
+        if out is not None:
+            md, page = write_report(cmp, out)
+            console.print(f"wrote {md} and {page} in {time.perf_counter() - start:.1f} s", markup=False)

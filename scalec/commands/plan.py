@@ -1,0 +1,202 @@
+"""`scalec plan`: the per-parameter plan (init, AdamW settings, multipliers) of a rule on a model shape."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any
+
+import typer
+
+from scalec.cli_support import console, guarded
+from scalec.errors import ScalecError
+
+MODELS = ("gpt", "hf-gpt2", "hf-llama")
+
+
+class PlanCommandError(ScalecError):
+    """Bad `scalec plan` arguments."""
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    """Parse `k=v` items (repeatable, or comma-separated in one item) into a dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise PlanCommandError(f"error: {what} '{part}' is not NAME=VALUE (e.g. {what} eta=0.01)")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _floats(pairs: dict[str, str], what: str) -> dict[str, float]:
+    out = {}
+    for key, value in pairs.items():
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise PlanCommandError(f"error: {what} {key}={value}: '{value}' is not a number") from None
+    return out
+
+
+def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk_norm: bool) -> Any:
+    """The model to plan, on the meta device (no memory): the bundled GPT or an HF model from a config."""
+    import torch
+
+    if width % head_dim:
+        raise PlanCommandError(f"error: --width {width} is not a multiple of the head dimension {head_dim}")
+    heads = width // head_dim
+    with torch.device("meta"):
+        if kind == "gpt":
+            from scalec.runtime.gpt import GPT, GPTConfig
+
+            try:
+                return GPT(
+                    GPTConfig(
+                        width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm
+                    )
+                )
+            except ValueError as exc:
+                raise PlanCommandError(f"error: --model gpt: {exc}") from None
+        try:
+            import transformers
+        except (ImportError, RuntimeError):
+            raise PlanCommandError(
+                f"error: --model {kind} needs transformers; pip install 'scalec[hf]'"
+            ) from None
+        if kind == "hf-gpt2":
+            cfg = transformers.GPT2Config(
+                n_embd=width,
+                n_layer=depth,
+                n_head=heads,
+                vocab_size=vocab,
+                n_positions=16,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+            return transformers.GPT2LMHeadModel(cfg)
+        cfg = transformers.LlamaConfig(
+            hidden_size=width,
+            intermediate_size=3 * width,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            vocab_size=vocab,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return transformers.LlamaForCausalLM(cfg)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add `scalec plan` to the CLI."""
+
+    @app.command("plan")
+    @guarded
+    def plan(
+        rule: Annotated[
+            str, typer.Argument(help="Bundled rule (sp, mup, completep, completedp, ...) or .scale path.")
+        ],
+        width: Annotated[int, typer.Option("--width", min=1, help="Model width n (d_model).")],
+        depth: Annotated[int, typer.Option("--depth", min=1, help="Residual blocks L.")],
+        model: Annotated[str, typer.Option("--model", help="gpt (bundled), hf-gpt2 or hf-llama.")] = "gpt",
+        batch: Annotated[
+            float | None, typer.Option("--batch", help="Tokens per step B (default: base).")
+        ] = None,
+        duration: Annotated[
+            float | None, typer.Option("--duration", help="Training tokens D (default: base).")
+        ] = None,
+        heads: Annotated[
+            int | None, typer.Option("--heads", min=1, help="Attention heads (d_head = width/heads).")
+        ] = None,
+        head_dim: Annotated[
+            int | None, typer.Option("--head-dim", min=1, help="Head dimension (default 32).")
+        ] = None,
+        base: Annotated[
+            list[str] | None, typer.Option("--base", help="Base-shape overrides, e.g. n=256,L=4.")
+        ] = None,
+        hp: Annotated[
+            list[str] | None, typer.Option("--hp", help="HP overrides: eta=0.01, 'lr[mlp.down]=2'.")
+        ] = None,
+        param: Annotated[
+            list[str] | None, typer.Option("--param", help="Rule-file params, e.g. alpha=1/2.")
+        ] = None,
+        vocab: Annotated[
+            int, typer.Option("--vocab", min=2, help="Vocabulary size of the planned model.")
+        ] = 256,
+        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")
+        ] = False,
+    ) -> None:
+        """Print the per-parameter plan of RULE for a model of the given shape."""
+        import scalec
+        from scalec.runtime.plan import make_plan
+
+        if model not in MODELS:
+            raise PlanCommandError(f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)}")
+        if heads is not None and head_dim is not None:
+            raise PlanCommandError("error: give --heads or --head-dim, not both")
+        if heads is not None:
+            if width % heads:
+                raise PlanCommandError(f"error: --width {width} is not divisible by --heads {heads}")
+            head_dim = width // heads
+        head_dim = head_dim or 32
+        load_kwargs: dict[str, Any] = {}
+        if param:
+            load_kwargs["params"] = _pairs(param or [], "--param")
+        bases = _floats(_pairs(base or [], "--base"), "--base")
+        if bases:
+            load_kwargs["base"] = bases
+        if bases and "base" not in inspect.signature(scalec.load).parameters:
+            raise PlanCommandError("error: --base is not supported by this compiler version")
+        rules = scalec.load(rule, **load_kwargs)
+        net = build_model(model, width, depth, head_dim, vocab, qk_norm)
+        shape: dict[str, float] = {"n": width, "L": depth, "d_head": head_dim}
+        if batch is not None:
+            shape["B"] = batch
+        if duration is not None:
+            shape["D"] = duration
+        result = make_plan(rules, net, shape, hp=_floats(_pairs(hp or [], "--hp"), "--hp") or None)
+        if as_json:
+            typer.echo(result.to_json())
+            return
+        _print_table(result)
+
+
+def _print_table(result: Any) -> None:
+    from rich.table import Table
+
+    axes = ", ".join(f"{k}={v:g}" for k, v in result.axes.items())
+    table = Table(title=f"{result.rule} plan at {axes}", title_justify="left", box=None, pad_edge=False)
+    table.add_column("parameter", overflow="fold", min_width=24)  # long names fold; the numbers never do
+    for col in ("shape", "role", "init", "lr", "wd", "betas", "eps", "mult"):
+        right = col not in ("shape", "role")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True, min_width=len(col))
+    for e in result.entries:
+        name = e.name + (f" (= {', '.join(e.tied_with)})" if e.tied_with else "")
+        init = f"={_fmt(e.init_mean)}" if e.init_std == 0 else f"N({_fmt(e.init_mean)},{_fmt(e.init_std)})"
+        betas = f"{e.betas[0]:.6g}/{e.betas[1]:.6g}"
+        table.add_row(
+            name,
+            "x".join(map(str, e.shape)),
+            e.role,
+            init,
+            _fmt(e.lr),
+            _fmt(e.weight_decay),
+            betas,
+            _fmt(e.eps),
+            _fmt(e.mult),
+        )
+    console.print(table)
+    mults = Table(title="forward multipliers", title_justify="left", box=None, pad_edge=False)
+    mults.add_column("site")
+    mults.add_column("value", justify="right")
+    for key, value in result.multipliers.items():
+        mults.add_row(key, _fmt(value))
+    console.print(mults)

@@ -1,0 +1,183 @@
+"""Rule-file commands: check, compile, fmt, show, rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from scalec.cli_support import console, err_console, format_error, guarded
+from scalec.errors import ScalecError
+
+
+def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
+    """`["alpha=1/2", "n=256"]` -> {"alpha": "1/2", "n": "256"}; also accepts comma-separated lists."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ScalecError(f"error: {what} '{part}' must look like NAME=VALUE")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def parse_number(text: str, what: str) -> float:
+    """Numbers as users write them: `256`, `1e-3`, `2^-7`, `1/2`."""
+    t = text.strip()
+    try:
+        if "^" in t:
+            b, e = t.split("^", 1)
+            return float(parse_number(b, what)) ** float(parse_number(e, what))
+        if "/" in t:
+            a, b = t.split("/", 1)
+            return parse_number(a, what) / parse_number(b, what)
+        return float(t)
+    except (ValueError, ZeroDivisionError):
+        raise ScalecError(f"error: {what} '{text}' is not a number (examples: 256, 1e-3, 2^-7, 1/2)") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rules")(rules_cmd)
+    app.command("check")(check_cmd)
+    app.command("compile")(compile_cmd)
+    app.command("fmt")(fmt_cmd)
+    app.command("show")(show_cmd)
+
+
+@guarded
+def rules_cmd() -> None:
+    """List the bundled rule files."""
+    from scalec.compiler.loader import bundled_rules
+    from scalec.dsl.parser import parse_file
+
+    table = Table("name", "parameterisation", "extends", "description")
+    for stem, path in bundled_rules().items():
+        f = parse_file(path)
+        doc = next((s.text for s in f.statements if type(s).__name__ == "Docstring"), "")
+        table.add_row(stem, f.name, f.parent or "-", doc)
+    console.print(table)
+
+
+@guarded
+def check_cmd(
+    files: Annotated[list[str], typer.Argument(help="Rule files or bundled names.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
+) -> None:
+    """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata)."""
+    from scalec.compiler.analysis import desiderata
+    from scalec.compiler.parameterisation import compile_ir
+
+    failed = 0
+    for f in files:
+        try:
+            ir, report = compile_ir(f, parse_assignments(param, "--param"))
+        except ScalecError as exc:
+            err_console.print(format_error(exc), markup=False)
+            failed += 1
+            continue
+        d = desiderata(ir)
+        console.print(f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
+                      f"width: {d.width_class}; depth: {d.depth_class}")
+        for w in report.warnings:
+            console.print(f"  [yellow]warning[/yellow]: {w}", markup=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@guarded
+def compile_cmd(
+    file: Annotated[str, typer.Argument(help="Rule file or bundled name.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the module here.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
+) -> None:
+    """Compile a rule file to a standalone Python module (stdlib only)."""
+    from scalec.compiler.codegen import generate
+    from scalec.compiler.parameterisation import compile_ir
+
+    ir, _ = compile_ir(file, parse_assignments(param, "--param"))
+    source = generate(ir)
+    if output is None:
+        typer.echo(source, nl=False)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(source)
+    tmp.replace(output)
+    err_console.print(f"wrote {output} ({ir.name}, {len(source.splitlines())} lines)")
+
+
+@guarded
+def fmt_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Rule files to format in place.")],
+    check: Annotated[bool, typer.Option("--check", help="Only report files that would change.")] = False,
+) -> None:
+    """Format rule files canonically (comments kept)."""
+    from scalec.dsl.formatter import format_file
+    from scalec.dsl.parser import parse_file
+
+    changed = 0
+    for path in files:
+        f = parse_file(path)
+        text = format_file(f)
+        if text == f.source:
+            continue
+        changed += 1
+        if check:
+            console.print(f"would reformat {path}")
+        else:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+            console.print(f"reformatted {path}")
+    if check and changed:
+        raise typer.Exit(1)
+
+
+@guarded
+def show_cmd(
+    file: Annotated[str, typer.Argument(help="Rule file or bundled name.")],
+    width: Annotated[float | None, typer.Option("--width", "-n", help="d_model")] = None,
+    depth: Annotated[float | None, typer.Option("--depth", "-L", help="residual blocks")] = None,
+    batch: Annotated[float | None, typer.Option("--batch", "-B", help="tokens per step")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", "-D", help="training tokens")] = None,
+    head_dim: Annotated[float | None, typer.Option("--head-dim", help="attention head dim")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
+    hp: Annotated[list[str] | None, typer.Option("--hp", help="Override an HP, e.g. eta=2^-7.")] = None,
+) -> None:
+    """Every role x HP value at a shape, with its scaling exponents."""
+    from scalec.compiler.exponents import exponent_table
+    from scalec.compiler.parameterisation import load
+
+    p = load(file, parse_assignments(param, "--param"))
+    axes = {"n": width, "L": depth, "B": batch, "D": duration, "d_head": head_dim}
+    shape = p.shape(**{k: v for k, v in axes.items() if v is not None})
+    try:
+        p.module.check_shape(shape)
+    except ValueError as exc:
+        raise ScalecError(f"error: {exc}") from None
+    hps = {k: parse_number(v, f"--hp {k}") for k, v in parse_assignments(hp, "--hp").items()}
+    try:
+        hparams = p.hparams(**hps)
+    except KeyError as exc:
+        raise ScalecError(f"error: {exc.args[0]}") from None
+    table = exponent_table(p.ir)
+    console.print(f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
+                  f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
+                  f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}")
+    t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
+    for role in p.module.ROLES:
+        values = p.role_hparams(role, shape, hparams)
+        for kind in ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "mult"):
+            label = f"1-{kind}" if kind.startswith("beta") else kind
+            row = table.get(role, label)
+            t.add_row(role, kind, f"{getattr(values, kind):.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+        t.add_section()
+    sites = p.sites(shape, hparams).as_dict()
+    for site, value in sites.items():
+        row = table.get(site, "site")
+        t.add_row(site, "site", f"{value:.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+    console.print(t)

@@ -1,0 +1,191 @@
+"""`scalec sweep RULE ...`: grid or random sweep of a rule's tunable HPs through a resumable run store."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from scalec.cli_support import console, guarded
+from scalec.errors import ScalecError
+
+
+class SweepArgsError(ScalecError):
+    """A malformed sweep/search/transfer argument."""
+
+
+def load_rules(rule: str, params: dict[str, str]) -> Any:
+    """`scalec.load` the rule (one-line error when the compiler is not available)."""
+    import scalec
+
+    if not hasattr(scalec, "load"):
+        raise SweepArgsError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
+    return scalec.load(rule, params=params or None)
+
+
+def fixed_config(rule: str, width: int, depth: int, batch: int, duration: int | None, steps: int | None,
+                 seq_len: int, head_dim: int, qk_norm: bool, params: dict[str, str], hp: dict[str, float],
+                 seed: int, device: str, corpus: str | None = None, eval_every: int | None = None,
+                 eval_batches: int | None = None) -> dict[str, Any]:
+    """The run settings shared by every run of a sweep (TrainConfig field names; defaults left out)."""
+    from scalec.runtime.train_config import TrainConfig
+
+    if duration is None and steps is None:
+        raise SweepArgsError("error: give the training length: --duration TOKENS or --steps N")
+    config: dict[str, Any] = {"rule": rule, "width": width, "depth": depth, "batch": batch, "seq_len": seq_len,
+                              "head_dim": head_dim, "hp": hp, "seed": seed}
+    config["duration" if duration is not None else "steps"] = duration if duration is not None else steps
+    if qk_norm:
+        config["qk_norm"] = True
+    if params:
+        config["params"] = params
+    if device != "auto":
+        config["device"] = device
+    if corpus is not None:
+        config["corpus"] = corpus
+    if eval_every is not None:
+        config["eval_every"] = eval_every
+    if eval_batches is not None:
+        config["eval_batches"] = eval_batches
+    TrainConfig(**config)  # validates batch/seq_len/head_dim/length before anything runs
+    return config
+
+
+def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
+    """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
+    from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
+
+    specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
+    fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
+    return fixed, [s for s in specs if s.is_range or len(s.values) > 1]
+
+
+def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
+    """Every config's shape inside the rule's declared axis ranges (duration from steps when needed)."""
+    from scalec.runtime.sweep import check_shape
+
+    for c in configs:
+        shaped, labels = dict(c), {}
+        if shaped.get("duration") is None and shaped.get("steps") is not None:
+            shaped["duration"] = int(shaped["steps"]) * int(shaped["batch"])
+            labels["duration"] = f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
+        check_shape(rules, shaped, labels)
+
+
+def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
+    """One progress line per run."""
+    from scalec.runtime.sweep import fmt_value
+
+    hp = " ".join(f"{k}={fmt_value(record.config['hp'][k])}" for k in names if k in record.config["hp"])
+    loss = record.loss
+    value = "inf" if math.isinf(loss) else "-" if math.isnan(loss) else f"{loss:.4f}"
+    how = "reused" if record.reused else f"{time.perf_counter() - t0:.0f}s"
+    extra = f" {record.error.splitlines()[0]}" if record.error else ""
+    return (f"[{i + 1}/{n}] {record.config['rule']} n={record.config['width']} L={record.config['depth']} "
+            f"seed={record.config['seed']} {hp}: {value} ({record.status}, {how}){extra}")
+
+
+def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> None:
+    """A rich table of sweep rows, best first."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from scalec.runtime.sweep import fmt_value
+
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ["#", *names, "final val loss", "seeds", "status"]:
+        table.add_column(Text(col), justify="right" if col != "status" else "left")
+    for k, r in enumerate(rows[:limit] if limit else rows):
+        loss = ("inf" if math.isinf(r.loss) else "-" if math.isnan(r.loss) else
+                f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else ""))
+        cells = [str(k + 1), *[fmt_value(r.hp[n]) if n in r.hp else "" for n in names], loss, str(len(r.losses)),
+                 r.status]
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `sweep` to the CLI."""
+
+    @app.command("sweep")
+    @guarded
+    def sweep_cmd(
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        hp: Annotated[list[str] | None, typer.Option(help="HP spec, repeatable: eta=2^-12..2^-4:7 (grid of 7, "
+                                                     "log-spaced), eta=0.001,0.01 (list), lr\\[mlp.down]=1/4..4 "
+                                                     "(range for --random), beta1=0.9 (fixed).")] = None,
+        random: Annotated[int | None, typer.Option("--random", help="Sample N random points instead of the "
+                                                   "grid (log-uniform on log-scale HPs).")] = None,
+        seeds: Annotated[int, typer.Option(help="Seeds per HP point.")] = 1,
+        out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
+        width: Annotated[int, typer.Option(help="Model width n.")] = 128,
+        depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
+        batch: Annotated[str, typer.Option(help="Tokens per step (axis B), e.g. 4096 or 2^12.")] = "4096",
+        duration: Annotated[str | None, typer.Option(help="Training tokens (axis D), e.g. 2M.")] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimizer steps (instead of --duration).")] = None,
+        seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
+        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
+        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
+        seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+        sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: the bundled "
+                                                   "Shakespeare corpus).")] = None,
+        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run; "
+                                                       "the final val loss is what is compared).")] = None,
+        eval_batches: Annotated[int | None, typer.Option(help="Validation batches of 16 sequences per "
+                                                         "evaluation (default 8).")] = None,
+        top: Annotated[int | None, typer.Option(help="Show only the best K rows.")] = None,
+    ) -> None:
+        """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
+        rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
+        from scalec.commands.train import parse_params, parse_tokens
+        from scalec.runtime.run_store import RunStore
+        from scalec.runtime.sweep import (
+            SweepSpec,
+            best_row,
+            rows_markdown,
+            run_sweep,
+            summarize,
+            sweep_configs,
+            train_run_fn,
+        )
+
+        if seeds < 1 or (random is not None and random < 1):
+            raise SweepArgsError("error: --seeds and --random must be at least 1")
+        params = parse_params(param)
+        rules = load_rules(rule, params)
+        fixed_hp, swept = split_hp_specs(hp, rules)
+        if random is None:
+            for s in swept:
+                s.grid()  # a range without a point count is an error before anything runs
+        fixed = fixed_config(rule, width, depth, parse_tokens(batch, "--batch"),
+                             parse_tokens(duration, "--duration") if duration else None, steps, seq_len, head_dim,
+                             qk_norm, params, fixed_hp, seed, device, corpus,
+                             eval_every, eval_batches)
+        configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
+        check_shapes(rules, configs)
+        names = [s.name for s in swept]
+        store = RunStore(out)
+        console.print(f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
+                      markup=False, soft_wrap=True)
+        t0 = [time.perf_counter()]
+
+        def report(i: int, record: Any) -> None:
+            console.print(fmt_record(i, len(configs), record, names, t0[0]), markup=False, soft_wrap=True)
+            t0[0] = time.perf_counter()
+
+        records = run_sweep(configs, store, train_run_fn, report)
+        rows = summarize(records)
+        print_rows(rows, names, top)
+        (out / "sweep.md").write_text(rows_markdown(rows, names) + "\n")
+        best = best_row(rows)
+        if best is None:
+            console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)
+            raise typer.Exit(2)
+        hp_text = " ".join(f"--hp {k}={v:.6g}" for k, v in sorted(best.hp.items()))
+        console.print(f"best: final val loss {best.loss:.4f} with {hp_text}", markup=False, soft_wrap=True)

@@ -1,0 +1,134 @@
+"""`scalec train RULE ...`: train the bundled GPT under a rule's plan (data-parallel under torchrun)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Annotated, Any
+
+import typer
+
+from scalec.cli_support import console, guarded
+from scalec.errors import ScalecError
+
+_SUFFIX = {"k": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
+
+
+class TrainArgsError(ScalecError):
+    """A malformed `scalec train` argument."""
+
+
+def parse_tokens(text: str, flag: str) -> int:
+    """Token counts such as `65536`, `2^16`, `20M`, `1.5G` (k/M/G decimal suffixes)."""
+    from scalec.runtime.hp_grid import parse_number
+
+    raw = text.strip()
+    mult = _SUFFIX.get(raw[-1:], 1) if raw and raw[-1:].isalpha() else 1
+    body = raw[:-1] if mult != 1 else raw
+    try:
+        value = parse_number(body) * mult
+    except ValueError:
+        raise TrainArgsError(f"error: {flag} {text!r}: expected a token count such as 65536, 2^16 or 20M") from None
+    if value <= 0 or value != int(value):
+        raise TrainArgsError(f"error: {flag} {text!r}: expected a positive whole number of tokens")
+    return int(value)
+
+
+def parse_hp(items: list[str] | None, rules: Any) -> dict[str, float]:
+    """`--hp NAME=VALUE` overrides (VALUE like 2^-7 or 0.01), checked against the rule's tunable HPs."""
+    from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
+
+    specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
+    out = {}
+    for s in specs:
+        if s.is_range or len(s.values) != 1:
+            raise TrainArgsError(f"error: --hp '{s.text}': train takes one value per HP, e.g. --hp {s.name}=2^-7; "
+                                 "use `scalec sweep` for grids")
+        out[s.name] = s.values[0]
+    return out
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """`--param NAME=VALUE` rule-file params (e.g. alpha=1/2), values kept as text (exact rationals)."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise TrainArgsError(f"error: --param '{item}': expected NAME=VALUE, e.g. --param alpha=1/2")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def default_out(cfg: Any) -> str:
+    """runs/<rule>_n<width>_L<depth>_<hash of the result-changing settings>: same settings, same folder."""
+    from scalec.runtime.train_config import RESUME_FREE
+
+    keyed = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE}
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
+    rule = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(cfg.rule).removesuffix(".scale"))
+    return os.path.join("runs", f"{rule}_n{cfg.width}_L{cfg.depth}_{digest}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` to the CLI."""
+
+    @app.command("train")
+    @guarded
+    def train_cmd(
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        width: Annotated[int, typer.Option(help="Model width n (d_model).")] = 256,
+        depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 4,
+        batch: Annotated[str, typer.Option(help="Tokens per optimizer step (axis B), e.g. 8192 or 2^13.")] = "8192",
+        duration: Annotated[str | None, typer.Option(help="Training tokens (axis D), e.g. 20M; "
+                                                     "steps = duration / batch.")] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimizer steps (then duration = steps * batch).")] = None,
+        seq_len: Annotated[int, typer.Option(help="Sequence length T.")] = 256,
+        head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads = width / head_dim).")] = 32,
+        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
+        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, "
+                                                     "lr\\[mlp.down]=2 (repeatable).")] = None,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of init and data order.")] = 0,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+        compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")] = False,
+        micro_batch: Annotated[int | None, typer.Option(help="Sequences per forward pass "
+                                                        "(gradient accumulation).")] = None,
+        warmup: Annotated[float, typer.Option(help="Warmup: fraction of steps (<1) or a step count.")] = 0.05,
+        decay: Annotated[str, typer.Option(help="cosine | linear | constant.")] = "cosine",
+        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run).")] = None,
+        out: Annotated[str | None, typer.Option(help="Run dir (default: runs/<rule>_n<w>_L<d>_<hash>).")] = None,
+        resume: Annotated[str, typer.Option(help="auto: continue a run found in --out; never: refuse an "
+                                            "existing run dir.")] = "auto",
+        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: Shakespeare, fetched "
+                                                   "on first use).")] = None,
+        tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to <out>/tb.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    ) -> None:
+        """Train the bundled GPT (bytes, Llama-style) with the rule's init, per-parameter AdamW settings and
+        forward multipliers; writes config.json, plan.json, metrics.jsonl, summary.json and a checkpoint."""
+        import scalec
+        from scalec.runtime.train import train
+        from scalec.runtime.train_config import TrainConfig
+
+        params = parse_params(param)
+        rules = scalec.load(rule, params=params or None)
+        cfg = TrainConfig(rule=rule, width=width, depth=depth, batch=parse_tokens(batch, "--batch"),
+                          duration=parse_tokens(duration, "--duration") if duration is not None else None,
+                          steps=steps, hp=parse_hp(hp, rules), params=params, seq_len=seq_len, head_dim=head_dim,
+                          qk_norm=qk_norm, seed=seed, device=device, compile=compile_, micro_batch=micro_batch,
+                          warmup=warmup, decay=decay, eval_every=eval_every, resume=resume, corpus=corpus,
+                          tensorboard=tensorboard, progress=not quiet)
+        cfg.out_dir = out or default_out(cfg)
+        summary = train(cfg, rules=rules)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        mfu = f"{100 * summary.mfu:.1f}%" if summary.mfu is not None else "n/a"
+        val = f"{summary.final_val_loss:.4f}" if summary.final_val_loss is not None else "n/a"
+        best = f"{summary.best_val_loss:.4f}" if summary.best_val_loss is not None else "n/a"
+        console.print(f"{summary.status}: val loss {val} (best {best}) after {summary.steps} steps / "
+                      f"{summary.tokens:,} tokens | {summary.tokens_per_s:,.0f} tok/s | MFU {mfu} | "
+                      f"{summary.wall_s:.1f}s | {cfg.out_dir}", markup=False)
+        if summary.status == "diverged":
+            raise typer.Exit(2)
