@@ -3,8 +3,8 @@
     python bench/transfer_studies.py width        # (1) LR optimum across width: muP vs SP
     python bench/transfer_studies.py depth        # (2) LR optimum across depth: CompleteP vs muP
     python bench/transfer_studies.py batch        # (3a) across batch at fixed tokens: CompleteDP vs CompleteP
-    python bench/transfer_studies.py duration     # (3b) across duration at fixed batch: CompleteDP vs CompleteP
-    python bench/transfer_studies.py per-module   # (4) per-module multipliers found at a proxy, used at a target
+    python bench/transfer_studies.py duration     # (3b) across duration at fixed batch
+    python bench/transfer_studies.py per-module   # (4) per-module multipliers: proxy -> target
     python bench/transfer_studies.py all
 
 Each study prints the exact `scalec` commands it runs; runs are stored under results/<study>/store, so a rerun
@@ -42,18 +42,58 @@ def run(args: list[str]) -> None:
     print(f"# {time.perf_counter() - t0:.0f}s", flush=True)
 
 
-def width() -> None:
-    """(1) muP keeps the LR optimum across width 32..256; SP is expected to drift."""
-    run(["transfer", "mup", "--vs", "sp", "--hp", ETA_GRID, "--base-shape", "n=32,L=2", "--target-shape", "n=256",
-         "--batch", "2048", "--steps", "100", *COMMON, "--out", "results/width",
-         "--title", "width transfer: 100 steps x 2048 tokens, L=2"])
+def width(target: str = "n=128") -> None:
+    """(1) muP keeps the LR optimum across width 32..128 (256 with `width256`); SP is expected to drift."""
+    run(
+        [
+            "transfer",
+            "mup",
+            "--vs",
+            "sp",
+            "--hp",
+            ETA_GRID,
+            "--base-shape",
+            "n=32,L=2",
+            "--target-shape",
+            target,
+            "--batch",
+            "2048",
+            "--steps",
+            "100",
+            *COMMON,
+            "--out",
+            "results/width",
+            "--title",
+            "width transfer: 100 steps x 2048 tokens, L=2",
+        ]
+    )
 
 
 def depth() -> None:
     """(2) CompleteP keeps the LR optimum across depth 2..8; muP (no depth rule) is expected to drift."""
-    run(["transfer", "completep", "--vs", "mup", "--hp", ETA_GRID, "--base-shape", "n=64,L=2",
-         "--target-shape", "L=8", "--batch", "2048", "--steps", "100", *COMMON, "--out", "results/depth",
-         "--title", "depth transfer: 100 steps x 2048 tokens, n=64"])
+    run(
+        [
+            "transfer",
+            "completep",
+            "--vs",
+            "mup",
+            "--hp",
+            ETA_GRID,
+            "--base-shape",
+            "n=64,L=2",
+            "--target-shape",
+            "L=8",
+            "--batch",
+            "2048",
+            "--steps",
+            "100",
+            *COMMON,
+            "--out",
+            "results/depth",
+            "--title",
+            "depth transfer: 100 steps x 2048 tokens, n=64",
+        ]
+    )
 
 
 CPU_RULE = "results/batch_duration/completedp_cpu.scale"
@@ -61,16 +101,48 @@ CPU_RULE = "results/batch_duration/completedp_cpu.scale"
 
 def batch() -> None:
     """(3a) batch 2^10..2^12 at a fixed 2^18 tokens: CompleteDP's sqrt rule vs CompleteP (no batch rule)."""
-    run(["transfer", CPU_RULE, "--vs", "completep", "--hp", ETA_GRID, "--base-shape", "n=32,L=2,B=2^10,D=2^18",
-         "--target-shape", "B=2^12", *COMMON, "--out", "results/batch_duration/batch",
-         "--title", "batch transfer at 2^18 tokens, n=32, L=2"])
+    run(
+        [
+            "transfer",
+            CPU_RULE,
+            "--vs",
+            "completep",
+            "--hp",
+            ETA_GRID,
+            "--base-shape",
+            "n=32,L=2,B=2^10,D=2^18",
+            "--target-shape",
+            "B=2^12",
+            *COMMON,
+            "--out",
+            "results/batch_duration/batch",
+            "--title",
+            "batch transfer at 2^18 tokens, n=32, L=2",
+        ]
+    )
 
 
 def duration() -> None:
     """(3b) duration 2^17..2^19 tokens at batch 2^11: CompleteDP's duration rule vs CompleteP."""
-    run(["transfer", CPU_RULE, "--vs", "completep", "--hp", ETA_GRID, "--base-shape", "n=32,L=2,B=2^11,D=2^17",
-         "--target-shape", "D=2^19", *COMMON, "--out", "results/batch_duration/duration",
-         "--title", "duration transfer at batch 2^11, n=32, L=2"])
+    run(
+        [
+            "transfer",
+            CPU_RULE,
+            "--vs",
+            "completep",
+            "--hp",
+            ETA_GRID,
+            "--base-shape",
+            "n=32,L=2,B=2^11,D=2^17",
+            "--target-shape",
+            "D=2^19",
+            *COMMON,
+            "--out",
+            "results/batch_duration/duration",
+            "--title",
+            "duration transfer at batch 2^11, n=32, L=2",
+        ]
+    )
 
 
 PM = "results/per_module"
@@ -82,8 +154,25 @@ def per_module() -> None:
     proxy's per-module HPs vs the best global eta found by a sweep at the target itself."""
     shape = ["--depth", "2", "--batch", "2048", "--steps", "100", *COMMON]
     run(["sweep", "completep", "--width", "32", "--hp", ETA_GRID, *shape, "--out", f"{PM}/proxy_global"])
-    run(["search", "completep", "--width", "32", "--space", PM_SPACE, "--sampler", "tpe", "--trials", "40",
-         *shape, "--out", f"{PM}/proxy_search", "--study", "per-module-proxy"])
+    run(
+        [
+            "search",
+            "completep",
+            "--width",
+            "32",
+            "--space",
+            PM_SPACE,
+            "--sampler",
+            "tpe",
+            "--trials",
+            "40",
+            *shape,
+            "--out",
+            f"{PM}/proxy_search",
+            "--study",
+            "per-module-proxy",
+        ]
+    )
     run(["sweep", "completep", "--width", "128", "--hp", ETA_GRID, *shape, "--out", f"{PM}/target_global"])
     if os.environ.get("SCALEC_STUDY_DRY"):
         return
@@ -115,27 +204,57 @@ def write_per_module_table(best) -> None:
     at_proxy_eta = [r for r in target_rows if math.isclose(r.hp["eta"], proxy_global_hp["eta"])]
     transferred_loss, _ = _best(ROOT / PM / "target_transferred")
     lines = [
-        "| HPs | chosen at | n=32 (proxy) loss | n=128 (target) loss |", "|---|---|---|---|",
-        (f"| global eta={fmt_value(proxy_global_hp['eta'])} | proxy sweep (7 points) | {proxy_global_loss:.4f} | "
-        f"{at_proxy_eta[0].loss:.4f} |"),
-        f"| global eta={fmt_value(target_best_hp['eta'])} | target sweep (7 points) | - | {target_best_loss:.4f} |",
-        (f"| per-module ({len(best.best_params)} HPs) | proxy search (TPE, {len(best.trials)} trials) | "
-        f"{best.best_value:.4f} | {transferred_loss:.4f} |"),
-        "", "Per-module HPs found at the proxy: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in
-                                                           sorted(best.best_params.items())),
+        "| HPs | chosen at | n=32 (proxy) loss | n=128 (target) loss |",
+        "|---|---|---|---|",
+        (
+            f"| global eta={fmt_value(proxy_global_hp['eta'])} | proxy sweep (7 points) | "
+            f"{proxy_global_loss:.4f} | "
+            f"{at_proxy_eta[0].loss:.4f} |"
+        ),
+        (
+            f"| global eta={fmt_value(target_best_hp['eta'])} | target sweep (7 points) | - | "
+            f"{target_best_loss:.4f} |"
+        ),
+        (
+            f"| per-module ({len(best.best_params)} HPs) | proxy search (TPE, {len(best.trials)} trials) | "
+            f"{best.best_value:.4f} | {transferred_loss:.4f} |"
+        ),
+        "",
+        "Per-module HPs found at the proxy: "
+        + ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(best.best_params.items())),
     ]
     (ROOT / PM / "per_module.md").write_text("\n".join(lines) + "\n")
-    (ROOT / PM / "per_module.json").write_text(json.dumps({
-        "proxy_global": {"eta": proxy_global_hp["eta"], "proxy_loss": proxy_global_loss,
-                         "target_loss": at_proxy_eta[0].loss},
-        "target_global": {"eta": target_best_hp["eta"], "target_loss": target_best_loss},
-        "per_module": {"hp": best.best_params, "proxy_loss": best.best_value, "target_loss": transferred_loss,
-                       "trials": len(best.trials)},
-    }, indent=2) + "\n")
+    (ROOT / PM / "per_module.json").write_text(
+        json.dumps(
+            {
+                "proxy_global": {
+                    "eta": proxy_global_hp["eta"],
+                    "proxy_loss": proxy_global_loss,
+                    "target_loss": at_proxy_eta[0].loss,
+                },
+                "target_global": {"eta": target_best_hp["eta"], "target_loss": target_best_loss},
+                "per_module": {
+                    "hp": best.best_params,
+                    "proxy_loss": best.best_value,
+                    "target_loss": transferred_loss,
+                    "trials": len(best.trials),
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print("\n".join(lines))
 
 
-STUDIES = {"width": width, "depth": depth, "batch": batch, "duration": duration, "per-module": per_module}
+STUDIES = {
+    "width": width,
+    "width256": lambda: width("n=256"),
+    "depth": depth,
+    "batch": batch,
+    "duration": duration,
+    "per-module": per_module,
+}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or ["all"]

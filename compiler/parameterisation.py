@@ -20,7 +20,7 @@ from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
 
 
-@dataclass
+@dataclass(eq=False)
 class Parameterisation:
     """A parameterisation after parsing, resolution, checks and code generation."""
 

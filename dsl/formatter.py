@@ -45,7 +45,8 @@ def _fmt(e: ast.Expr, min_prec: int) -> str:
         return f"{_wrap(e.left, _PREC['atom'])}^{_wrap(e.right, _PREC['neg'])}"
     p = _PREC[e.op]
     left, right = _wrap(e.left, p), _wrap(e.right, p + 1)
-    if e.op == "/" and isinstance(e.left, ast.Num) and isinstance(e.right, ast.Num):
+    left_num = isinstance(e.left, ast.Num) or (isinstance(e.left, ast.Neg) and isinstance(e.left.operand, ast.Num))
+    if e.op == "/" and left_num and isinstance(e.right, ast.Num):
         return f"{left}/{right}"  # a rational literal such as 1/2
     return f"{left} {e.op} {right}"
 
@@ -108,6 +109,7 @@ def format_file(f: ast.RuleFile) -> str:
     out: list[str] = []
     used: set[int] = set()
     last_line = 0
+    in_body = False
 
     def leading(upto: int) -> None:
         nonlocal last_line
@@ -115,7 +117,7 @@ def format_file(f: ast.RuleFile) -> str:
             if ln in comments and not comments[ln][1]:
                 if out and (ln - 1) in blank and out[-1] != "":
                     out.append("")
-                out.append((INDENT if out else "") + comments[ln][0])
+                out.append((INDENT if in_body else "") + comments[ln][0])
                 used.add(ln)
             last_line = ln
 
@@ -130,6 +132,7 @@ def format_file(f: ast.RuleFile) -> str:
     hline = f.name_loc.line or 1
     leading(hline)
     out.extend(trailing(hline, hline, [header]))
+    in_body = True
     last_line = max(last_line, hline)
     starts = [s.loc.line for s in f.statements]
     for i, s in enumerate(f.statements):

@@ -1,4 +1,4 @@
-"""Hyperparameter sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
+"""Sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
 
 Spec forms (values are numbers, `2^-7`, `1e-3`, `1/3`): `name=v` (fixed), `name=v1,v2,...` (list),
 `name=lo..hi:K` (K points, log-spaced for log-scale HPs, `:K:lin` / `:K:log` to force), `name=lo..hi`
@@ -21,8 +21,13 @@ from typing import Any
 from scalec.errors import ScalecError
 
 ALIASES = {"lr": "eta", "wd": "lambda", "weight_decay": "lambda"}
-_BIN_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-            ast.Pow: operator.pow}
+_BIN_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
 
 
 class HPSpecError(ScalecError):
@@ -51,8 +56,10 @@ class HPRange:
         if not self.is_range:
             return self.values
         if self.count is None:
-            raise HPSpecError(f"error: --hp '{self.text}': a grid needs a point count, e.g. "
-                              f"'{self.name}={self.text.split('=', 1)[1]}:5' (or use --random N)")
+            raise HPSpecError(
+                f"error: --hp '{self.text}': a grid needs a point count, e.g. "
+                f"'{self.name}={self.text.split('=', 1)[1]}:5' (or use --random N)"
+            )
         return spaced(self.low, self.high, self.count, self.scale or scale)
 
     def sample(self, rng: random.Random, scale: str = "log") -> float:
@@ -83,7 +90,11 @@ def parse_number(text: str) -> float:
 
 
 def _eval(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v = _eval(node.operand)
@@ -180,8 +191,10 @@ def check_value(name: str, value: float, spec: Any, text: str) -> None:
     if below or above:
         lo_br = "(" if log else "["
         hi_br = ")" if high_open else "]"
-        raise HPSpecError(f"error: --hp '{text}': {name} must lie in {lo_br}{_fmt(low)}, {_fmt(high)}{hi_br}; "
-                          f"got {_fmt(value)}")
+        raise HPSpecError(
+            f"error: --hp '{text}': {name} must lie in {lo_br}{_fmt(low)}, {_fmt(high)}{hi_br}; "
+            f"got {_fmt(value)}"
+        )
 
 
 def _fmt(x: float) -> str:
@@ -190,21 +203,26 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def resolve_specs(specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_name: str = "the rule"
-                  ) -> list[HPRange]:
+def resolve_specs(
+    specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_name: str = "the rule"
+) -> list[HPRange]:
     """Map names onto HP_SPACE keys and check every value against the HP's domain; duplicates are an error."""
     out: list[HPRange] = []
     seen: set[str] = set()
     for spec in specs:
         name = resolve_name(spec.name, hp_space, rule_name)
         if name in seen:
-            raise HPSpecError(f"error: --hp '{spec.text}': {name} is given twice; merge the values into one --hp")
+            raise HPSpecError(
+                f"error: --hp '{spec.text}': {name} is given twice; merge the values into one --hp"
+            )
         seen.add(name)
         for v in (spec.low, spec.high) if spec.is_range else spec.values:
             check_value(name, v, hp_space[name], spec.text)
         scale = spec.scale or getattr(hp_space[name], "scale", "log")
         if scale == "log" and spec.is_range and spec.low <= 0:
-            raise HPSpecError(f"error: --hp '{spec.text}': {name} is searched in log space; give positive ends")
+            raise HPSpecError(
+                f"error: --hp '{spec.text}': {name} is searched in log space; give positive ends"
+            )
         out.append(HPRange(name, spec.text, spec.values, spec.low, spec.high, spec.count, scale))
     return out
 

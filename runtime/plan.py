@@ -216,8 +216,13 @@ def resolve_hparams(module: Any, hp: Any) -> Any:
         raise PlanError(f"error: hp must be HParams or a dict of HP values, not {type(hp).__name__}")
     try:
         return module.HParams().replace(**{k: float(v) for k, v in hp.items()})
-    except KeyError as exc:
-        raise PlanError(f"error: unknown hyperparameter {exc}; known: {', '.join(module.HP_SPACE)}") from None
+    except KeyError:
+        unknown = next(k for k in hp if k not in module.HP_SPACE)
+        known = ", ".join(k for k in module.HP_SPACE if "[" not in k)
+        raise PlanError(
+            f"error: unknown hyperparameter '{unknown}' for {module.NAME}; use {known} or <kind>[<role>] "
+            "such as lr[mlp.down]"
+        ) from None
 
 
 def make_plan(

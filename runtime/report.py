@@ -16,10 +16,17 @@ from typing import Any
 from .coord_check import MODULES, CoordCheckConfig, CoordCheckResult
 
 AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}
+ALL_ROLES: tuple[str, ...] = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down",
+                              "norm", "qk_norm", "bias", "final_norm", "unembed")
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "hidden": ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down"),
+    "attn.*": ("attn.q", "attn.k", "attn.v", "attn.o"),
+    "mlp.*": ("mlp.up", "mlp.gate", "mlp.down"),
+}
 MAIN_AXES: tuple[str, ...] = ("n", "L", "B", "D")
 EXPONENT_LEGEND = (
-    "Each cell gives the exponents of (m_N, m_L, m_B, m_D) multiplying the base value; "
-    "'-' = no such row in that file; rows that are zero in every file are left out."
+    "Each cell is the factor multiplying the base value (m_N = n/n0, m_L = L/L0, m_B = B/B0, m_D = D/D0); "
+    "'1' = unscaled, '-' = no such row in that file; rows unscaled in every file are left out."
 )
 
 
@@ -54,13 +61,37 @@ def format_exponent(e: Fraction | None) -> str:
 
 
 def format_exponents(exponents: Mapping[str, Fraction | None]) -> str:
-    """Exponents of (m_N, m_L, m_B, m_D) as one cell: '-1, 0, 1/2, -1/2'."""
-    return ", ".join(format_exponent(exponents.get(a, Fraction(0))) for a in MAIN_AXES)
+    """Exponents as the monomial they stand for: 'm_N^-1 m_B^1/2 m_D^-1/2'; '1' when nothing scales, 'n/a' when
+    an axis is not a power law. Axes outside (n, L, B, D), e.g. d_head of the attention scale, come last."""
+    if any(e is None for e in exponents.values()):
+        return "n/a"
+    axes = [a for a in MAIN_AXES if a in exponents] + [a for a in exponents if a not in MAIN_AXES]
+    parts = [f"{AXIS_LABELS.get(a, a)}^{format_exponent(exponents[a])}" for a in axes if exponents[a] != 0]
+    return " ".join(parts) or "1"
+
+
+def compress_roles(names: Sequence[str]) -> str:
+    """A list of roles as text, writing complete groups short: all hidden matrices as 'hidden', all four
+    attention matrices as 'attn.*', all three MLP matrices as 'mlp.*'."""
+    out = list(dict.fromkeys(names))
+    for label, members in ROLE_GROUPS.items():
+        if all(m in out for m in members):
+            at = min(out.index(m) for m in members)
+            out = [x for x in out if x not in members]
+            out.insert(at, label)
+    return ", ".join(out)
+
+
+def _split_role(name: str) -> tuple[str | None, str]:
+    """'attn.q lr*wd' -> ('attn.q', 'lr*wd'); names that do not start with a role -> (None, name)."""
+    head, _, rest = name.partition(" ")
+    return (head, rest) if head in ALL_ROLES and rest else (None, name)
 
 
 def exponent_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[str], bool]]:
-    """Rows (subject, hp, one cell per section, differs) over the union of every section's rows, in first-seen
-    order, leaving out rows whose exponents are all zero in every file; '-' = the file has no such row."""
+    """Rows (subjects, hp, one cell per section, differs) over every section's rows in first-seen order; rows
+    that scale with nothing in every file are left out, and subjects with identical cells in every file share
+    a row ('hidden', 'attn.*', ...); '-' = the file has no such row."""
     order: list[tuple[str, str]] = []
     cells: list[dict[tuple[str, str], str]] = []
     for s in sections:
@@ -71,34 +102,72 @@ def exponent_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[
             if key not in order:
                 order.append(key)
         cells.append(table)
-    zero = format_exponents({})
-    out = []
-    for key in order:
-        values = [c.get(key, "-") for c in cells]
-        if all(v in (zero, "-") for v in values):
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for subject, hp in order:
+        values = tuple(c.get((subject, hp), "-") for c in cells)
+        if all(v in ("1", "-") for v in values):
             continue
-        out.append((key[0], key[1], values, len(set(values)) > 1))
-    return out
+        groups.setdefault((hp, values), []).append(subject)
+    return [(compress_roles(subjects), hp, list(values), len(set(values)) > 1)
+            for (hp, values), subjects in groups.items()]
 
 
-def verdict_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[Any]]]:
-    """Rows (area, name, one Verdict or None per section) over all desiderata, in first-seen order."""
+def verdict_word(passed: bool | None) -> str:
+    """pass / FAIL / n/a."""
+    return "n/a" if passed is None else ("pass" if passed else "FAIL")
+
+
+def verdict_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[str]]]:
+    """Rows (area, check, one word per section: pass / FAIL / n/a / '-' for not checked) over all desiderata
+    in first-seen order; per-role checks with the same words in every file share a row ('hidden init')."""
     order: list[tuple[str, str]] = []
     tables = []
     for s in sections:
         table = {}
         for v in s.desiderata.verdicts:
             key = (v.area, v.name)
-            table[key] = v
+            table[key] = verdict_word(v.passed)
             if key not in order:
                 order.append(key)
         tables.append(table)
-    return [(area, name, [t.get((area, name)) for t in tables]) for area, name in order]
+    groups: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for area, name in order:
+        words = tuple(t.get((area, name), "-") for t in tables)
+        role, rest = _split_role(name)
+        groups.setdefault((area, rest, words), []).append(role or "")
+    return [(area, f"{compress_roles(roles)} {rest}" if roles[0] else rest, list(words))
+            for (area, rest, words), roles in groups.items()]
 
 
-def verdict_word(passed: bool | None) -> str:
-    """pass / FAIL / n/a."""
-    return "n/a" if passed is None else ("pass" if passed else "FAIL")
+def equivalence_text(q: Any, limit: int = 3) -> str:
+    """'equivalent' or 'differ (N): first; second; ...'."""
+    if q.equivalent:
+        return "equivalent"
+    shown = "; ".join(q.differences[:limit])
+    more = f"; ... ({len(q.differences)} in all)" if len(q.differences) > limit else ""
+    return f"differ ({len(q.differences)}): {shown}{more}"
+
+
+def failure_lines(section: RuleSection) -> list[str]:
+    """One line per failed desideratum of a file, per-role failures with the same check merged:
+    'width / hidden init: a+b = 0 (needs = 1/2); ...'."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for v in section.desiderata.verdicts:
+        if v.passed is False:
+            role, rest = _split_role(v.name)
+            groups.setdefault((v.area, rest), []).append((role, v))
+    lines = []
+    for (area, rest), items in groups.items():
+        roles = [r for r, _ in items if r]
+        first_role, first = items[0]
+        message = first.message
+        if first_role and message.startswith(first_role + " "):
+            message = message[len(first_role) + 1 :]
+        if first_role and message.startswith(rest + ": "):
+            message = message[len(rest) + 2 :]
+        what = f"{compress_roles(roles)} {rest}" if roles else rest
+        lines.append(f"{area} / {what}: {message}")
+    return lines
 
 
 def coord_cell(result: CoordCheckResult | None, sweep: str, module: str) -> str:
@@ -162,28 +231,16 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
         ["width class", "", *[s.desiderata.width_class for s in cmp.sections]],
         ["depth class", "", *[s.desiderata.depth_class for s in cmp.sections]],
     ]
-    vrows = [
-        [area, name, *[verdict_word(v.passed) if v else "-" for v in vs]]
-        for area, name, vs in verdict_grid(cmp.sections)
-    ]
+    vrows = [[area, name, *words] for area, name, words in verdict_grid(cmp.sections)]
     parts += [_md_table(["area", "check", *labels], classes + vrows), ""]
     for s in cmp.sections:
-        failed = [v for v in s.desiderata.verdicts if v.passed is False]
-        if failed:
-            parts += (
-                [f"**{s.label}** fails:", ""] + [f"- {v.area} / {v.name}: {v.message}" for v in failed] + [""]
-            )
+        lines = failure_lines(s)
+        if lines:
+            parts += [f"**{s.label}** fails:", "", *[f"- {line}" for line in lines], ""]
     if cmp.equivalences:
         parts += ["## Equivalence (modulo the Adam abc-symmetry)", ""]
-        for a, b, e in cmp.equivalences:
-            if e.equivalent:
-                parts.append(f"- {a} == {b}: equivalent")
-            else:
-                parts.append(
-                    f"- {a} vs {b}: differ - "
-                    + "; ".join(e.differences[:6])
-                    + (f"; ... ({len(e.differences)} in all)" if len(e.differences) > 6 else "")
-                )
+        for a, b, q in cmp.equivalences:
+            parts.append(f"- {a} vs {b}: {equivalence_text(q, limit=6)}")
         parts.append("")
     emp = _empirical_sections(cmp)
     if emp:
@@ -284,24 +341,23 @@ def render_html(cmp: Comparison) -> str:
         ["width class", "", *[s.desiderata.width_class for s in cmp.sections]],
         ["depth class", "", *[s.desiderata.depth_class for s in cmp.sections]],
     ]
-    rows += [
-        [area, name, *[verdict_word(v.passed) if v else "-" for v in vs]]
-        for area, name, vs in verdict_grid(cmp.sections)
-    ]
+    rows += [[area, name, *words] for area, name, words in verdict_grid(cmp.sections)]
     body.append(_html_table(["area", "check", *labels], rows, cell_classes=True))
     for s in cmp.sections:
-        failed = [v for v in s.desiderata.verdicts if v.passed is False]
-        if failed:
-            body.append(
-                f"<p><b>{e(s.label)}</b> fails:</p><ul>"
-                + "".join(f"<li>{e(v.area)} / {e(v.name)}: {e(v.message)}</li>" for v in failed)
-                + "</ul>"
-            )
+        lines = failure_lines(s)
+        if lines:
+            items = "".join(f"<li>{e(line)}</li>" for line in lines)
+            body.append(f"<p><b>{e(s.label)}</b> fails:</p><ul>{items}</ul>")
     if cmp.equivalences:
         body.append("<h2>Equivalence (modulo the Adam abc-symmetry)</h2><ul>")
         for a, b, q in cmp.equivalences:
-            text = "equivalent" if q.equivalent else "differ: " + "; ".join(q.differences)
-            body.append(f"<li><b>{e(a)}</b> vs <b>{e(b)}</b>: {e(text)}</li>")
+            head = f"<b>{e(a)}</b> vs <b>{e(b)}</b>: "
+            if q.equivalent:
+                body.append(f"<li>{head}equivalent</li>")
+            else:
+                items = "".join(f"<li>{e(d)}</li>" for d in q.differences)
+                body.append(f"<li><details><summary>{head}differ in {len(q.differences)} place(s)</summary>"
+                            f"<ul>{items}</ul></details></li>")
         body.append("</ul>")
     emp = _empirical_sections(cmp)
     if emp:
@@ -349,17 +405,27 @@ def unique_labels(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _exponent_table(p: Any) -> Any:
+    """contracts §6 `exponent_table(p)`; falls back to `compiler.exponents.exponent_table(p.ir)`."""
+    from scalec.compiler import analysis
+
+    if hasattr(analysis, "exponent_table"):
+        return analysis.exponent_table(p)
+    from scalec.compiler.exponents import exponent_table
+
+    return exponent_table(p.ir)
+
+
 def analyse(names: Sequence[str], params: Mapping[str, str] | None = None) -> Comparison:
     """Load every file and run the symbolic analysis: exponent tables, desiderata, pairwise equivalence."""
-    from scalec.compiler.analysis import desiderata, equivalence, exponent_table
+    from scalec.compiler.analysis import desiderata, equivalence
 
     import scalec
 
     rules = [scalec.load(n, dict(params) if params else None) for n in names]
     labels = unique_labels(names)
     sections = [
-        RuleSection(label, p.name, exponent_table(p), desiderata(p), rules=p)
-        for label, p in zip(labels, rules)
+        RuleSection(label, p.name, _exponent_table(p), desiderata(p), rules=p) for label, p in zip(labels, rules)
     ]
     pairs = [
         (labels[i], labels[j], equivalence(rules[i], rules[j]))

@@ -1,9 +1,9 @@
 """A resumable store of training runs: one directory per run, keyed by a stable hash of its config.
 
-`<root>/runs/<key>/run.json` holds the config, `result.json` (written atomically, last) the outcome; the trainer
-writes into `<key>/train/`. A run with a result of status "finished" or "diverged" is never repeated; a run dir
-without a result (a killed sweep) is run again, resuming from the trainer's checkpoint when it has one. A `lock`
-file naming host:pid keeps two sweeps sharing a store from running the same config at once.
+`<root>/runs/<key>/run.json` holds the config, `result.json` (written atomically, last) the outcome;
+the trainer writes into `<key>/train/`. A run with a result of status "finished" or "diverged" is never
+repeated; a run dir without a result (a killed sweep) is run again, resuming from the trainer's checkpoint
+when it has one. A `lock` file naming host:pid keeps two sweeps sharing a store from running one config twice.
 """
 
 from __future__ import annotations
@@ -118,8 +118,14 @@ class RunStore:
             result = json.loads((run_dir / "result.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return RunRecord(run_dir.name, run["config"], result["status"], result.get("summary") or {},
-                         result.get("error"), reused=True)
+        return RunRecord(
+            run_dir.name,
+            run["config"],
+            result["status"],
+            result.get("summary") or {},
+            result.get("error"),
+            reused=True,
+        )
 
     def records(self) -> Iterator[RunRecord]:
         """Every run in the store that has a result."""
@@ -131,7 +137,7 @@ class RunStore:
                 yield record
 
     def run(self, config: Mapping[str, Any], run_fn: RunFn) -> RunRecord:
-        """Run `config` with `run_fn(config, train_dir) -> summary` unless it is already done; record the result.
+        """Run `config` with `run_fn(config, train_dir) -> summary` unless already done; record the result.
 
         The summary's `status` ("finished" | "diverged") is kept; an exception other than KeyboardInterrupt is
         recorded as status "failed" (retried by the next sweep).
@@ -145,8 +151,10 @@ class RunStore:
         if not self._claim(run_dir):
             return RunRecord(run_dir.name, config, "running", reused=True)
         try:
-            _write_atomic(run_dir / "run.json", {"key": run_dir.name, "config": config,
-                                                 "started": time.time(), "host": socket.gethostname()})
+            _write_atomic(
+                run_dir / "run.json",
+                {"key": run_dir.name, "config": config, "started": time.time(), "host": socket.gethostname()},
+            )
             try:
                 summary = dict(run_fn(config, run_dir / "train"))
                 status = str(summary.get("status", "finished"))
@@ -157,10 +165,17 @@ class RunStore:
                     status = "diverged"
                 record = RunRecord(run_dir.name, config, status, summary)
             except Exception as exc:  # noqa: BLE001 - a crashed run is recorded and retried; the sweep goes on
-                record = RunRecord(run_dir.name, config, "failed", {},
-                                   f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-            _write_atomic(run_dir / "result.json",
-                          {"status": record.status, "summary": record.summary, "error": record.error})
+                record = RunRecord(
+                    run_dir.name,
+                    config,
+                    "failed",
+                    {},
+                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
+                )
+            _write_atomic(
+                run_dir / "result.json",
+                {"status": record.status, "summary": record.summary, "error": record.error},
+            )
             return record
         finally:
             (run_dir / "lock").unlink(missing_ok=True)

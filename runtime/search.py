@@ -1,22 +1,23 @@
 """Optuna search over a rule's per-module multipliers and global HPs, shared by many worker processes.
 
 Storage: a JournalStorage file (`<out>/study.journal`) by default; an RDB URL (`sqlite:///...`,
-`postgresql://...`) lets workers on many machines share one study. RDB studies run Optuna's heartbeat: a trial
-whose worker died turns FAIL after the grace period and is retried once with the same parameters. Workers on one
-host also fail trials whose recorded worker pid is dead (JournalStorage has no heartbeat). Each trial trains
-through a RunStore, so a retried trial resumes the dead worker's run. The trial budget counts COMPLETE trials
-only and is exact: a trial started beyond it is PRUNED with user attr `over_budget`, never counted.
+`postgresql://...`) lets workers on many machines share one study. RDB studies run Optuna's heartbeat: a
+trial whose worker died turns FAIL after the grace period and is retried once with the same parameters.
+Workers on one host also fail trials whose recorded worker pid is dead (JournalStorage has no heartbeat).
+Each trial trains through a RunStore, so a retried trial resumes the dead worker's run. The trial budget
+counts COMPLETE trials only and is exact: a trial started beyond it is PRUNED (user attr `over_budget`).
 
 Samplers: `tpe`, `cmaes`, `random`, and `trust-region`, a random search in a box around the incumbent in
-normalised log space that halves its radius after `patience` trials without improvement and doubles it (up to
-the start radius) on improvement -- the robust local search Complete^(d)P (arXiv 2512.22382) recommends
-where the divergence boundary is jagged. Its state is a pure function of the study's trials, so it works across
-workers.
+normalised log space that halves its radius after `patience` trials without improvement and doubles it (up
+to the start radius) on improvement -- the robust local search Complete^(d)P (arXiv 2512.22382) recommends
+where the divergence boundary is jagged. Its state is a pure function of the study's trials, so it works
+across workers.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -64,8 +65,10 @@ class Dim:
         """Inverse of `to_unit`, clipped into the bounds."""
         u = min(1.0, max(0.0, u))
         if self.log:
-            return min(self.high, max(self.low, math.exp(math.log(self.low) + u * (math.log(self.high)
-                                                                                   - math.log(self.low)))))
+            return min(
+                self.high,
+                max(self.low, math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))),
+            )
         return self.low + u * (self.high - self.low)
 
 
@@ -107,8 +110,9 @@ class SearchSettings:
         return f"scalec-{self.fixed.get('rule', 'search')}-{config_key(ident)[:8]}"
 
 
-def default_dims(hp_space: Mapping[str, Any], patterns: Sequence[str], roles: Sequence[str] | None = None
-                 ) -> list[Dim]:
+def default_dims(
+    hp_space: Mapping[str, Any], patterns: Sequence[str], roles: Sequence[str] | None = None
+) -> list[Dim]:
     """Dims for HP_SPACE names matching `patterns` (`*` is the only wildcard: `eta`, `lr[*]`, `lr[attn.*]`);
     multipliers limited to `roles`."""
     regexes = [re.compile(".*".join(re.escape(part) for part in p.split("*")) + r"\Z") for p in patterns]
@@ -118,19 +122,33 @@ def default_dims(hp_space: Mapping[str, Any], patterns: Sequence[str], roles: Se
             continue
         if roles is not None and "[" in name and name.split("[", 1)[1].rstrip("]") not in roles:
             continue
-        dims.append(Dim(name, float(spec.low), float(spec.high), getattr(spec, "scale", "log") == "log",
-                        float(spec.default)))
+        dims.append(
+            Dim(
+                name,
+                float(spec.low),
+                float(spec.high),
+                getattr(spec, "scale", "log") == "log",
+                float(spec.default),
+            )
+        )
     if not dims:
-        raise SearchError(f"error: --space {','.join(patterns)}: matches no tunable HP of the rule; "
-                          f"try 'eta,lr[*]'")
+        raise SearchError(
+            f"error: --space {','.join(patterns)}: matches no tunable HP of the rule; try 'eta,lr[*]'"
+        )
     return dims
 
 
 class TrustRegionSampler:
     """Random search in a shrinking box around the best trial so far (see the module docstring)."""
 
-    def __init__(self, dims: Sequence[Dim], seed: int = 0, radius: float = 0.25, patience: int = 4,
-                 min_radius: float = 1 / 64) -> None:
+    def __init__(
+        self,
+        dims: Sequence[Dim],
+        seed: int = 0,
+        radius: float = 0.25,
+        patience: int = 4,
+        min_radius: float = 1 / 64,
+    ) -> None:
         import optuna
 
         self.dims = list(dims)
@@ -141,9 +159,16 @@ class TrustRegionSampler:
 
     def state(self, trials: Sequence[Any]) -> tuple[dict[str, float], float]:
         """(centre in unit coordinates, radius) after replaying the COMPLETE trials in order."""
-        centre = {d.name: d.to_unit(d.default if d.default is not None else
-                                     math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2)
-                  for d in self.dims}
+        centre = {
+            d.name: d.to_unit(
+                d.default
+                if d.default is not None
+                else math.sqrt(d.low * d.high)
+                if d.log
+                else (d.low + d.high) / 2
+            )
+            for d in self.dims
+        }
         best, radius, stall = math.inf, self.radius0, 0
         for t in sorted(trials, key=lambda t: t.number):
             if t.value is None or not all(d.name in t.params for d in self.dims):
@@ -188,9 +213,12 @@ def make_sampler(name: str, dims: Sequence[Dim], seed: int = 0, startup_trials: 
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
-                                          constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
+        )
     if name == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise SearchError("error: --sampler cmaes needs the `cmaes` package; pip install cmaes")
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -229,25 +257,30 @@ def make_storage(settings: SearchSettings) -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if not url.startswith(RDB_PREFIXES):
-        raise SearchError(f"error: --storage {url}: expected an RDB URL (sqlite:///file.db, "
-                          f"postgresql://user@host/db) or a path ending in .journal")
+        raise SearchError(
+            f"error: --storage {url}: expected an RDB URL (sqlite:///file.db, "
+            f"postgresql://user@host/db) or a path ending in .journal"
+        )
     url = _with_driver(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=settings.heartbeat_interval,
-                              grace_period=settings.grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=settings.max_retry))
+            return RDBStorage(
+                url,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
+            )
     except (ImportError, ModuleNotFoundError) as exc:
-        raise SearchError(f"error: --storage {url}: driver missing ({exc}); for PostgreSQL install "
-                          f"scalec[postgres]") from None
+        raise SearchError(
+            f"error: --storage {url}: driver missing ({exc}); for PostgreSQL install scalec[postgres]"
+        ) from None
     except optuna.exceptions.StorageInternalError as exc:
         raise SearchError(f"error: --storage {url}: cannot connect ({str(exc).splitlines()[0]})") from None
 
 
 def _with_driver(url: str) -> str:
-    """`postgresql://` picks SQLAlchemy's default driver (psycopg 3 in SQLAlchemy 2.1); fall back to psycopg2."""
+    """`postgresql://` takes SQLAlchemy's default driver (psycopg 3 in SQLAlchemy 2.1); else psycopg2."""
     scheme, sep, rest = url.partition("://")
     if scheme not in ("postgresql", "postgres") or not sep:
         return url
@@ -269,8 +302,13 @@ def open_study(settings: SearchSettings, worker: int = 0) -> Any:
     storage = make_storage(settings)
     for attempt in range(5):  # workers starting together race to create the RDB tables
         try:
-            return optuna.create_study(storage=storage, study_name=settings.study_name(), sampler=sampler,
-                                       direction="minimize", load_if_exists=True)
+            return optuna.create_study(
+                storage=storage,
+                study_name=settings.study_name(),
+                sampler=sampler,
+                direction="minimize",
+                load_if_exists=True,
+            )
         except Exception:  # sqlalchemy errors from the race; re-raised on the last try
             if attempt == 4:
                 raise
@@ -282,7 +320,9 @@ def open_study(settings: SearchSettings, worker: int = 0) -> Any:
 def prepare_study(settings: SearchSettings) -> Any:
     """Create the study (and its tables) once, enqueueing the rule's default point as the first trial."""
     study = open_study(settings)
-    defaults = {d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high}
+    defaults = {
+        d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high
+    }
     if not study.trials and len(defaults) == len(settings.dims):
         study.enqueue_trial(defaults, skip_if_exists=True)
     return study
@@ -322,10 +362,15 @@ def _fail_dead_local_trials(study: Any, settings: SearchSettings, report: Worker
         report.reclaimed.append(t.number)
         history = [*t.system_attrs.get("retry_history", []), t.number]
         if len(history) <= settings.max_retry:
-            study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING, params=t.params, distributions=t.distributions,
-                user_attrs={k: v for k, v in t.user_attrs.items() if k != "worker"},
-                system_attrs={**t.system_attrs, "failed_trial": t.number, "retry_history": history}))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    params=t.params,
+                    distributions=t.distributions,
+                    user_attrs={k: v for k, v in t.user_attrs.items() if k != "worker"},
+                    system_attrs={**t.system_attrs, "failed_trial": t.number, "retry_history": history},
+                )
+            )
 
 
 def run_worker(settings: SearchSettings, worker: int = 0) -> WorkerReport:
@@ -375,8 +420,12 @@ def run_worker(settings: SearchSettings, worker: int = 0) -> WorkerReport:
             time.sleep(settings.poll_s)  # wait: a pending trial may finish, or die and come back as WAITING
             continue
         finished: list[Any] = []
-        study.optimize(objective, n_trials=1, catch=(RuntimeError,),
-                       callbacks=[lambda _study, frozen, acc=finished: acc.append(frozen)])
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(RuntimeError,),
+            callbacks=[lambda _study, frozen, acc=finished: acc.append(frozen)],
+        )
         last = finished[-1] if finished else None
         report.trials += 1
         if last is not None and last.user_attrs.get("over_budget"):
@@ -386,7 +435,9 @@ def run_worker(settings: SearchSettings, worker: int = 0) -> WorkerReport:
             raise SearchError("error: search: 3 trials in a row failed; see result.json in the run store")
 
 
-def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None = None) -> list[subprocess.Popen]:
+def spawn_workers(
+    settings: SearchSettings, workers: int, log_dir: Path | None = None
+) -> list[subprocess.Popen]:
     """Start `workers` worker processes (`python -m scalec.runtime.search SETTINGS_JSON`)."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -397,8 +448,13 @@ def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None =
     procs = []
     for i in range(workers):
         log = open(log_dir / f"worker{i}.log", "w")  # noqa: SIM115 - handed to the child
-        procs.append(subprocess.Popen([sys.executable, "-m", "scalec.runtime.search", str(cfg), str(i)],
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "scalec.runtime.search", str(cfg), str(i)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -428,12 +484,25 @@ def collect(settings: SearchSettings) -> SearchResult:
         elif t.user_attrs.get("over_budget"):
             n_over += 1
         elif t.state == TrialState.COMPLETE:
-            rows.append({"number": t.number, "value": t.value, "params": dict(t.params),
-                         "status": t.user_attrs.get("status", "finished"), "run": t.user_attrs.get("run")})
+            rows.append(
+                {
+                    "number": t.number,
+                    "value": t.value,
+                    "params": dict(t.params),
+                    "status": t.user_attrs.get("status", "finished"),
+                    "run": t.user_attrs.get("run"),
+                }
+            )
     finite = [r for r in rows if r["value"] is not None and math.isfinite(r["value"])]
     best = min(finite, key=lambda r: r["value"]) if finite else None
-    return SearchResult(settings.study_name(), rows, best["params"] if best else None,
-                        best["value"] if best else None, n_fail, n_over)
+    return SearchResult(
+        settings.study_name(),
+        rows,
+        best["params"] if best else None,
+        best["value"] if best else None,
+        n_fail,
+        n_over,
+    )
 
 
 def run_search(settings: SearchSettings, workers: int = 1) -> SearchResult:
@@ -450,4 +519,6 @@ def run_search(settings: SearchSettings, workers: int = 1) -> SearchResult:
 
 
 if __name__ == "__main__":
-    run_worker(SearchSettings.from_json(Path(sys.argv[1]).read_text()), int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    run_worker(
+        SearchSettings.from_json(Path(sys.argv[1]).read_text()), int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    )

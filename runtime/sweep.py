@@ -40,7 +40,7 @@ class SweepSpec:
 
 
 def sweep_configs(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Expand a spec into run configs: HP points x seeds; fixed `hp` values are merged under the swept ones."""
+    """Expand a spec into run configs: HP points x seeds; fixed `hp` values merge under the swept ones."""
     points = random_points(spec.hps, spec.random, spec.sample_seed) if spec.random else grid_points(spec.hps)
     base_seed = int(spec.fixed.get("seed", 0))
     configs = []
@@ -65,13 +65,19 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
         low, high = ranges[axis]
         if not low <= float(value) <= high:
             label = (labels or {}).get(fld, f"--{fld} {value:g}")
-            raise ShapeRangeError(f"error: {label}: outside the range [{low:g}, {high:g}] that "
-                                  f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
-                                  f"pick a {fld} inside it or widen the rule's axis range")
+            raise ShapeRangeError(
+                f"error: {label}: outside the range [{low:g}, {high:g}] that "
+                f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
+                f"pick a {fld} inside it or widen the rule's axis range"
+            )
 
 
-def run_sweep(configs: Sequence[Mapping[str, Any]], store: RunStore, run_fn: RunFn,
-              on_record: Callable[[int, RunRecord], None] | None = None) -> list[RunRecord]:
+def run_sweep(
+    configs: Sequence[Mapping[str, Any]],
+    store: RunStore,
+    run_fn: RunFn,
+    on_record: Callable[[int, RunRecord], None] | None = None,
+) -> list[RunRecord]:
     """Run every config not already done in the store, in order; returns one record per config."""
     records = []
     for i, config in enumerate(configs):
@@ -92,7 +98,7 @@ class SweepRow:
 
     @property
     def status(self) -> str:
-        """"diverged" if any seed diverged, "failed"/"running" if any did, else "finished"."""
+        """ "diverged" if any seed diverged, "failed"/"running" if any did, else "finished"."""
         for s in ("diverged", "failed", "running"):
             if s in self.statuses:
                 return s
@@ -143,11 +149,18 @@ def fmt_value(x: float) -> str:
 def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) -> str:
     """A Markdown table of sweep rows: swept HPs, mean loss (+- std over seeds), status."""
     names = list(names) if names else sorted({k for r in rows for k in r.hp})
-    lines = ["| " + " | ".join([*names, "final val loss", "seeds", "status"]) + " |",
-             "|" + "---|" * (len(names) + 3)]
+    lines = [
+        "| " + " | ".join([*names, "final val loss", "seeds", "status"]) + " |",
+        "|" + "---|" * (len(names) + 3),
+    ]
     for r in rows:
-        loss = ("inf" if math.isinf(r.loss) else "-" if math.isnan(r.loss) else
-                f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else ""))
+        loss = (
+            "inf"
+            if math.isinf(r.loss)
+            else "-"
+            if math.isnan(r.loss)
+            else f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else "")
+        )
         cells = [fmt_value(r.hp[n]) if n in r.hp else "" for n in names]
         lines.append("| " + " | ".join([*cells, loss, str(len(r.losses)), r.status]) + " |")
     return "\n".join(lines)

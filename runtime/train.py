@@ -55,7 +55,7 @@ def _load_rules(cfg: TrainConfig) -> Any:
 
     if not hasattr(scalec, "load"):
         raise TrainConfigError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
-    return scalec.load(cfg.rule, params=dict(cfg.params) or None)
+    return scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
 
 
 def _model_config(cfg: TrainConfig) -> GPTConfig:
@@ -223,9 +223,6 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
         if (out / CHECKPOINT).exists():
             state = load_checkpoint(out / CHECKPOINT)
     rules = rules if rules is not None else _load_rules(cfg)
-    if cfg.base:
-        raise TrainConfigError("error: base-shape overrides are not supported by the bundled trainer yet; "
-                               "edit the rule file's base values instead")
     gcfg = _model_config(cfg)
     shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
     with torch.device("meta"):

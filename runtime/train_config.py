@@ -19,7 +19,7 @@ class TrainConfigError(ScalecError):
 class TrainConfig:
     """One training run. `batch` and `duration` are tokens (the rule's B and D axes); steps = duration // batch
     unless `steps` is given (then duration = steps * batch). `hp`: HP overrides by name (`eta`, `lr[mlp.down]`);
-    `params`: rule-file params (`alpha`); `base`: base-shape overrides (n0, L0, ...) when the rule supports them."""
+    `params`: rule-file params (`alpha`); `base`: base-shape overrides by axis (`{"n": 256}`), as scalec.load."""
 
     rule: str = "completedp"
     width: int = 256

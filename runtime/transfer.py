@@ -1,4 +1,5 @@
-"""Transfer studies: sweep one HP at several sizes along one axis per parameterisation, find each size's optimum
+"""Transfer studies: sweep one HP at several sizes along one axis per parameterisation, find each size's
+optimum
 (parabola in log2 space around the best grid point), its drift from the base size in factors of 2, and the
 loss at the HP transferred from the base vs the best found at the target. Writes JSON, Markdown and a PNG
 (the muTransfer figure: loss vs HP, one line per size, one panel per parameterisation).
@@ -31,15 +32,20 @@ class TransferSpec:
     hp: HPRange
     fixed: Mapping[str, Any]
     seeds: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)  # rule -> display name (e.g. a file's NAME)
+
+    def label(self, rule: str) -> str:
+        """Display name of a rule."""
+        return self.labels.get(rule, rule)
 
     @property
-    def field(self) -> str:
+    def config_field(self) -> str:
         """The TrainConfig field the axis sets."""
         return AXIS_FIELDS[self.axis]
 
 
 def transfer_configs(spec: TransferSpec) -> list[dict[str, Any]]:
-    """Every run of the study: rule x size x HP value x seed (base sizes first so a killed study is useful)."""
+    """Every run of the study: rule x size x HP value x seed (base sizes first: a killed study is useful)."""
     configs = []
     base_seed = int(spec.fixed.get("seed", 0))
     for size in spec.sizes:
@@ -48,7 +54,7 @@ def transfer_configs(spec: TransferSpec) -> list[dict[str, Any]]:
                 for s in range(spec.seeds):
                     config = {k: v for k, v in spec.fixed.items() if k != "hp"}
                     config.update(rule=rule, seed=base_seed + s)
-                    config[spec.field] = int(size) if float(size).is_integer() else size
+                    config[spec.config_field] = int(size) if float(size).is_integer() else size
                     config["hp"] = {**dict(spec.fixed.get("hp", {})), spec.hp.name: value}
                     configs.append(config)
     return configs
@@ -73,7 +79,7 @@ class Optimum:
 
 def fit_optimum(values: Sequence[float], losses: Sequence[float], size: float = 0.0) -> Optimum:
     """Optimum of loss(log2 value): vertex of the parabola through the best grid point and its two neighbours,
-    clipped to the neighbours; the grid point itself when it lies at the grid's edge or the fit is not convex."""
+    clipped to the neighbours; the grid point itself at the grid's edge or when the fit is not convex."""
     pts = sorted(zip(values, losses))
     xs = [math.log2(v) for v, _ in pts]
     ys = [loss for _, loss in pts]
@@ -84,7 +90,7 @@ def fit_optimum(values: Sequence[float], losses: Sequence[float], size: float = 
     edge = i in (0, len(xs) - 1)
     if edge or not (math.isfinite(ys[i - 1]) and math.isfinite(ys[i + 1])):
         return Optimum(size, pts[i][0], ys[i], xs[i], False, edge)
-    (x0, x1, x2), (y0, y1, y2) = xs[i - 1:i + 2], ys[i - 1:i + 2]
+    (x0, x1, x2), (y0, y1, y2) = xs[i - 1 : i + 2], ys[i - 1 : i + 2]
     denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
     a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
     b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
@@ -132,13 +138,15 @@ class RuleResult:
 
 
 def curve_losses(spec: TransferSpec, records: Sequence[RunRecord]) -> dict[tuple[str, float, float], float]:
-    """Mean loss over seeds per (rule, size, HP value); inf when any seed diverged, nan when any is missing."""
+    """Mean loss over seeds per (rule, size, HP value); inf if any seed diverged, nan if any is missing."""
     groups: dict[tuple[str, float, float], list[float]] = {}
     for r in records:
         c = r.config
-        key = (c["rule"], float(c[spec.field]), float(c["hp"][spec.hp.name]))
+        key = (c["rule"], float(c[spec.config_field]), float(c["hp"][spec.hp.name]))
         groups.setdefault(key, []).append(r.loss)
-    return {k: (math.inf if any(math.isinf(x) for x in v) else statistics.fmean(v)) for k, v in groups.items()}
+    return {
+        k: (math.inf if any(math.isinf(x) for x in v) else statistics.fmean(v)) for k, v in groups.items()
+    }
 
 
 def analyse(spec: TransferSpec, records: Sequence[RunRecord]) -> list[RuleResult]:
@@ -185,64 +193,100 @@ def _fmt_size(axis: str, size: float) -> str:
 def to_markdown(spec: TransferSpec, results: Sequence[RuleResult]) -> str:
     """Optimum per size with drift, the transfer gap, and the full loss grid, as Markdown tables."""
     name = spec.hp.name
-    out = [f"### Optimum of {name} per size ({spec.axis}; drift in factors of 2 from the base size)", "",
-           f"| rule | size | best {name} (grid) | fitted optimum | drift (log2) | best loss |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"### Optimum of {name} per size ({spec.axis}; drift in factors of 2 from the base size)",
+        "",
+        f"| rule | size | best {name} (grid) | fitted optimum | drift (log2) | best loss |",
+        "|---|---|---|---|---|---|",
+    ]
     for res in results:
         for c in res.curves:
             o = c.optimum
             fitted = "-" if o.opt is None else f"2^{o.log2_opt:.2f}" + (" (edge)" if o.edge else "")
             d = res.drift.get(_size_key(c.size))
-            out.append(f"| {res.rule} | {_fmt_size(spec.axis, c.size)} | "
-                       f"{'-' if o.best_value is None else fmt_value(o.best_value)} | {fitted} | "
-                       f"{'-' if d is None else f'{d:+.2f}'} | {_fmt_loss(o.best_loss)} |")
-    header = (f"| rule | {name} from base | loss at target | best {name} at target | best loss at target | "
-              "gap | max drift (log2) |")
+            out.append(
+                f"| {spec.label(res.rule)} | {_fmt_size(spec.axis, c.size)} | "
+                f"{'-' if o.best_value is None else fmt_value(o.best_value)} | {fitted} | "
+                f"{'-' if d is None else f'{d:+.2f}'} | {_fmt_loss(o.best_loss)} |"
+            )
+    header = (
+        f"| rule | {name} from base | loss at target | best {name} at target | best loss at target | "
+        "gap | max drift (log2) |"
+    )
     span = f"{_fmt_size(spec.axis, spec.sizes[0])} to {_fmt_size(spec.axis, spec.sizes[-1])}"
     out += ["", f"### Transfer from {span}", "", header, "|---|---|---|---|---|---|---|"]
     for res in results:
         gap = res.gap
-        out.append(f"| {res.rule} | {'-' if res.transferred_value is None else fmt_value(res.transferred_value)} | "
-                   f"{_fmt_loss(res.transferred_loss)} | "
-                   f"{'-' if res.target_best_value is None else fmt_value(res.target_best_value)} | "
-                   f"{_fmt_loss(res.target_best_loss)} | "
-                   f"{'-' if gap is None else ('inf' if math.isinf(gap) else f'{gap:+.4f}')} | "
-                   f"{'-' if res.max_drift is None else f'{res.max_drift:.2f}'} |")
+        moved = "-" if res.transferred_value is None else fmt_value(res.transferred_value)
+        out.append(
+            f"| {spec.label(res.rule)} | {moved} | "
+            f"{_fmt_loss(res.transferred_loss)} | "
+            f"{'-' if res.target_best_value is None else fmt_value(res.target_best_value)} | "
+            f"{_fmt_loss(res.target_best_loss)} | "
+            f"{'-' if gap is None else ('inf' if math.isinf(gap) else f'{gap:+.4f}')} | "
+            f"{'-' if res.max_drift is None else f'{res.max_drift:.2f}'} |"
+        )
     grid = list(spec.hp.grid())
-    out += ["", f"### Final validation loss (rows: size, columns: {name})", "",
-            "| rule | size | " + " | ".join(fmt_value(v) for v in grid) + " |",
-            "|---|---|" + "---|" * len(grid)]
+    out += [
+        "",
+        f"### Final validation loss (rows: size, columns: {name})",
+        "",
+        "| rule | size | " + " | ".join(fmt_value(v) for v in grid) + " |",
+        "|---|---|" + "---|" * len(grid),
+    ]
     for res in results:
         for c in res.curves:
-            out.append(f"| {res.rule} | {_fmt_size(spec.axis, c.size)} | "
-                       + " | ".join(_fmt_loss(x) for x in c.losses) + " |")
+            out.append(
+                f"| {spec.label(res.rule)} | {_fmt_size(spec.axis, c.size)} | "
+                + " | ".join(_fmt_loss(x) for x in c.losses)
+                + " |"
+            )
     return "\n".join(out) + "\n"
 
 
 def to_json(spec: TransferSpec, results: Sequence[RuleResult]) -> dict[str, Any]:
     """Plain-data results (non-finite losses as null, with a status)."""
+
     def loss(x: float | None) -> float | None:
         return x if x is not None and math.isfinite(x) else None
 
     return {
-        "axis": spec.axis, "sizes": list(spec.sizes), "hp": spec.hp.name, "grid": list(spec.hp.grid()),
-        "seeds": spec.seeds, "fixed": dict(spec.fixed),
-        "rules": [{
-            "rule": r.rule,
-            "curves": [{"size": c.size, "losses": [loss(x) for x in c.losses],
-                        "status": ["diverged" if math.isinf(x) else "missing" if math.isnan(x) else "finished"
-                                   for x in c.losses],
-                        "optimum": {**asdict(c.optimum), "best_loss": loss(c.optimum.best_loss)}}
-                       for c in r.curves],
-            "drift_log2": r.drift, "transferred_value": r.transferred_value,
-            "transferred_loss": loss(r.transferred_loss), "target_best_value": r.target_best_value,
-            "target_best_loss": loss(r.target_best_loss), "gap": loss(r.gap),
-        } for r in results],
+        "axis": spec.axis,
+        "sizes": list(spec.sizes),
+        "hp": spec.hp.name,
+        "grid": list(spec.hp.grid()),
+        "seeds": spec.seeds,
+        "fixed": dict(spec.fixed),
+        "rules": [
+            {
+                "rule": r.rule,
+                "name": spec.label(r.rule),
+                "curves": [
+                    {
+                        "size": c.size,
+                        "losses": [loss(x) for x in c.losses],
+                        "status": [
+                            "diverged" if math.isinf(x) else "missing" if math.isnan(x) else "finished"
+                            for x in c.losses
+                        ],
+                        "optimum": {**asdict(c.optimum), "best_loss": loss(c.optimum.best_loss)},
+                    }
+                    for c in r.curves
+                ],
+                "drift_log2": r.drift,
+                "transferred_value": r.transferred_value,
+                "transferred_loss": loss(r.transferred_loss),
+                "target_best_value": r.target_best_value,
+                "target_best_loss": loss(r.target_best_loss),
+                "gap": loss(r.gap),
+            }
+            for r in results
+        ],
     }
 
 
 def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: str | None = None) -> None:
-    """The muTransfer figure: one panel per rule, loss vs log2(HP), one line per size; x marks diverged runs."""
+    """The muTransfer figure: a panel per rule, loss vs log2(HP), a line per size; x marks diverged runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,14 +305,21 @@ def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: s
             color = cmap(k / max(1, len(res.curves) - 1))
             xs = [math.log2(v) for v in c.values]
             ys = [y if math.isfinite(y) else math.nan for y in c.losses]
-            ax.plot(xs, [min(y, top) if math.isfinite(y) else math.nan for y in ys], "o-", ms=3, color=color,
-                    label=_fmt_size(spec.axis, c.size))
+            ax.plot(
+                xs,
+                [min(y, top) if math.isfinite(y) else math.nan for y in ys],
+                "o-",
+                ms=3,
+                color=color,
+                label=_fmt_size(spec.axis, c.size),
+            )
             div = [x for x, y in zip(xs, c.losses) if math.isinf(y)]
             ax.plot(div, [top] * len(div), "x", color=color, ms=6)
             o = c.optimum
             if o.log2_opt is not None:
                 ax.axvline(o.log2_opt, color=color, lw=0.8, ls=":")
-        ax.set_title(f"{res.rule}" + ("" if res.max_drift is None else f"  (max drift {res.max_drift:.2f} octaves)"))
+        drift = "" if res.max_drift is None else f"  (max drift {res.max_drift:.2f} octaves)"
+        ax.set_title(spec.label(res.rule) + drift)
         ax.set_xlabel(f"log2 {spec.hp.name}")
         ax.set_ylim(low - 0.02 * (top - low + 1e-9), top + 0.04 * (top - low + 1e-9))
         ax.grid(alpha=0.3)
@@ -282,9 +333,13 @@ def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: s
     plt.close(fig)
 
 
-def run_transfer(spec: TransferSpec, out: Path, run_fn: RunFn,
-                 on_record: Callable[[int, RunRecord], None] | None = None, title: str | None = None
-                 ) -> list[RuleResult]:
+def run_transfer(
+    spec: TransferSpec,
+    out: Path,
+    run_fn: RunFn,
+    on_record: Callable[[int, RunRecord], None] | None = None,
+    title: str | None = None,
+) -> list[RuleResult]:
     """Run (or reuse from `out/store`) every run of the study, analyse, and write transfer.{json,md,png}."""
     configs = transfer_configs(spec)
     records = run_sweep(configs, RunStore(out / "store"), run_fn, on_record)

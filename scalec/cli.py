@@ -27,3 +27,7 @@ for _info in sorted(pkgutil.iter_modules(scalec.commands.__path__), key=lambda m
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

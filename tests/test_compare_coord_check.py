@@ -21,9 +21,6 @@ from typer.testing import CliRunner
 import scalec
 from scalec.cli import app
 
-# TEMPORARY until the compiler lands (scalec.load): remove this guard then.
-pytestmark = pytest.mark.skipif(not hasattr(scalec, "load"), reason="scalec.load is not built yet")
-
 # Small but telling: 8x range in both width and depth, eta = 2^-6 so differences show within 4 steps.
 CFG = CoordCheckConfig(
     widths=(32, 64, 128, 256),

@@ -19,11 +19,7 @@ from scalec.runtime.report import (
 )
 from typer.testing import CliRunner
 
-import scalec
 from scalec.cli import app
-
-# TEMPORARY until the compiler lands (scalec.load, scalec.compiler.analysis): remove this guard then.
-needs_compiler = pytest.mark.skipif(not hasattr(scalec, "load"), reason="scalec.load is not built yet")
 
 RULES = ["sp", "mup", "completep", "completedp"]
 
@@ -104,7 +100,6 @@ def test_html_escapes_and_needs_no_network(tmp_path):
     assert "| **attn.q** | lr | -1, 0, 0, 0 | - |" in render_markdown(cmp, tmp_path)  # differing: bold
 
 
-@needs_compiler
 def test_compare_prints_tables_and_writes_report(symbolic_report):
     result, out = symbolic_report
     assert result.exit_code == 0, result.output
@@ -118,7 +113,6 @@ def test_compare_prints_tables_and_writes_report(symbolic_report):
     assert "residual.attn" in md  # CompleteP's residual multiplier differs from SP/muP
 
 
-@needs_compiler
 def test_compare_shows_mup_table3_equivalent_to_mup(tmp_path):
     result = CliRunner().invoke(app, ["compare", "mup", "mup_table3", "sp", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -127,14 +121,12 @@ def test_compare_shows_mup_table3_equivalent_to_mup(tmp_path):
     assert "- mup == mup_table3: equivalent" in (tmp_path / "report.md").read_text()
 
 
-@needs_compiler
 def test_compare_needs_two_files():
     result = CliRunner().invoke(app, ["compare", "mup"])
     assert result.exit_code == 1 and result.output.strip().startswith("error:")
     assert len(result.output.strip().splitlines()) == 1
 
 
-@needs_compiler
 def test_empirical_report_embeds_plots_and_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"

@@ -19,13 +19,25 @@ def _text(n_bytes: int) -> bytes:
     return " ".join(rng.choice(words, size=n_bytes // 3)).encode()[:n_bytes]
 
 
+RULE = """parameterisation TinyMuP extends muP
+  "muP with batch and duration ranges wide enough for tiny test runs."
+  axis B = 2^12 in [2^6, 2^24]
+  axis D = 2^22 in [2^8, 2^44]
+"""
+
+
 @pytest.fixture(scope="module")
-def rules():
+def rule_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rules") / "tiny.scale"
+    path.write_text(RULE)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rules(rule_path):
     import scalec
 
-    if not hasattr(scalec, "load"):
-        pytest.skip("the rule compiler (scalec.load) is not available")
-    return scalec.load("mup")
+    return scalec.load(rule_path)
 
 
 @pytest.fixture
@@ -38,7 +50,7 @@ def corpus(tmp_path, monkeypatch):
 
 
 def tiny(corpus: str, **kw) -> TrainConfig:
-    base = {"rule": "mup", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32, "steps": 6,
+    base = {"rule": "tiny.scale", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32, "steps": 6,
             "eval_every": 3, "eval_batches": 2, "corpus": corpus, "progress": False, "hp": {"eta": 2**-6}, "seed": 0}
     return TrainConfig(**{**base, **kw})
 
@@ -117,10 +129,10 @@ def test_token_counts_accept_powers_and_suffixes():
         parse_tokens("lots", "--batch")
 
 
-def test_cli_train_runs_and_reports(tmp_path, corpus, rules):
+def test_cli_train_runs_and_reports(tmp_path, corpus, rule_path):
     from scalec.cli import app
 
-    args = ["train", "mup", "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32",
+    args = ["train", rule_path, "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32",
             "--batch", "2^7", "--steps", "2", "--hp", "eta=2^-6", "--corpus", corpus, "--quiet",
             "--device", "cpu", "--out", str(tmp_path / "run")]
     result = CliRunner().invoke(app, args)
@@ -131,7 +143,7 @@ def test_cli_train_runs_and_reports(tmp_path, corpus, rules):
     assert bad.exit_code == 1 and "nonsense" in bad.output and "Traceback" not in bad.output
 
 
-def test_torchrun_two_ranks_train_data_parallel_and_rank0_writes(tmp_path, corpus, rules):
+def test_torchrun_two_ranks_train_data_parallel_and_rank0_writes(tmp_path, corpus, rule_path):
     import os
     import subprocess
     import sys
@@ -141,7 +153,7 @@ def test_torchrun_two_ranks_train_data_parallel_and_rank0_writes(tmp_path, corpu
     if not script.exists():
         pytest.skip("the scalec console script is not installed next to the interpreter")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           "train", "mup", "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32", "--batch", "256",
+           "train", rule_path, "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32", "--batch", "256",
            "--steps", "3", "--corpus", corpus, "--device", "cpu", "--quiet", "--out", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)

@@ -10,14 +10,25 @@ import torch
 from scalec.runtime.checkpoint import CheckpointError, load_checkpoint
 from scalec.runtime.train_config import TrainConfig
 
+RULE = """parameterisation TinyCompleteP extends CompleteP
+  "CompleteP with batch and duration ranges wide enough for tiny test runs."
+  axis B = 2^12 in [2^6, 2^24]
+  axis D = 2^22 in [2^8, 2^44]
+"""
+
 
 @pytest.fixture(scope="module")
-def rules():
+def rule_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rules") / "tiny.scale"
+    path.write_text(RULE)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rules(rule_path):
     import scalec
 
-    if not hasattr(scalec, "load"):
-        pytest.skip("the rule compiler (scalec.load) is not available")
-    return scalec.load("completedp")
+    return scalec.load(rule_path)
 
 
 @pytest.fixture
@@ -31,7 +42,7 @@ def corpus(tmp_path, monkeypatch):
 
 
 def tiny(corpus: str, out: str, **kw) -> TrainConfig:
-    settings = {"rule": "completedp", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32,
+    settings = {"rule": "tiny.scale", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32,
                 "steps": 8, "eval_every": 4, "checkpoint_every": 3, "eval_batches": 2, "corpus": corpus,
                 "progress": False, "out_dir": out}
     return TrainConfig(**{**settings, **kw})

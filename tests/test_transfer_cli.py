@@ -14,7 +14,9 @@ pytestmark = pytest.mark.skipif(not hasattr(scalec, "load"), reason="needs the r
 
 TINY = ["--width", "32", "--depth", "1", "--seq-len", "32", "--batch", "256", "--head-dim", "16"]
 # The bundled rules declare D >= 2^16 tokens; these test rules allow the few-step runs below.
-TINY_RULE = 'parameterisation Tiny{0} extends {0}\n  "{0} for few-step tests."\n  axis D = 2^22 in [2^8, 2^44]\n'
+TINY_RULE = (
+    'parameterisation Tiny{0} extends {0}\n  "{0} for few-step tests."\n  axis D = 2^22 in [2^8, 2^44]\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +53,50 @@ def invoke(*args: str):
         (["sweep", "mup", "--hp", "beta1=0.9..1.2:3", "--steps", "2"], "beta1 must lie in [0, 1); got 1.2"),
         (["sweep", "mup", "--hp", "eta=-0.01,0.01", "--steps", "2"], "eta must lie in (0, inf); got -0.01"),
         (["sweep", "mup", "--hp", "eta=2^-9..2^-5", "--steps", "2"], "a grid needs a point count"),
-        (["sweep", "mup", "--hp", "eta=0.01,0.1", "--steps", "2", "--width", "8", "--head-dim", "8"],
-         "--width 8: outside the range [16, 65536]"),
-        (["sweep", "completedp", "--hp", "eta=0.01,0.1", "--duration", "2^22", "--batch", "2^20"],
-         "--batch 1.04858e+06: outside the range"),
+        (
+            ["sweep", "mup", "--hp", "eta=0.01,0.1", "--steps", "2", "--width", "8", "--head-dim", "8"],
+            "--width 8: outside the range [16, 65536]",
+        ),
+        (
+            ["sweep", "completedp", "--hp", "eta=0.01,0.1", "--duration", "2^22", "--batch", "2^20"],
+            "--batch 1.04858e+06: outside the range",
+        ),
         (["search", "mup", "--sampler", "bayes", "--steps", "2"], "unknown; choose one of tpe"),
         (["search", "mup", "--space", "nothing*", "--steps", "2"], "matches no tunable HP"),
-        (["transfer", "mup", "--hp", "eta=2^-9..2^-5:3", "--base-shape", "n=64", "--target-shape", "n=2^20",
-          "--steps", "100"], "--width 131072: outside the range"),
-        (["sweep", "mup", "--hp", "eta=0.01,0.1", "--steps", "2"],
-         "--steps 2 (= 8192 tokens at --batch 4096): outside the range [65536"),
-        (["transfer", "mup", "--hp", "eta=2^-9..2^-5:3", "--base-shape", "n=64", "--target-shape", "n=128,L=4",
-          "--steps", "2"], "give exactly one axis that differs"),
+        (
+            [
+                "transfer",
+                "mup",
+                "--hp",
+                "eta=2^-9..2^-5:3",
+                "--base-shape",
+                "n=64",
+                "--target-shape",
+                "n=2^20",
+                "--steps",
+                "100",
+            ],
+            "--width 131072: outside the range",
+        ),
+        (
+            ["sweep", "mup", "--hp", "eta=0.01,0.1", "--steps", "2"],
+            "--steps 2 (= 8192 tokens at --batch 4096): outside the range [65536",
+        ),
+        (
+            [
+                "transfer",
+                "mup",
+                "--hp",
+                "eta=2^-9..2^-5:3",
+                "--base-shape",
+                "n=64",
+                "--target-shape",
+                "n=128,L=4",
+                "--steps",
+                "2",
+            ],
+            "give exactly one axis that differs",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_run(tmp_path, args, message):
@@ -76,7 +110,19 @@ def test_bad_input_is_one_line_before_any_run(tmp_path, args, message):
 
 def test_sweep_trains_stores_and_resumes(tmp_path, corpus, rules_dir):
     out = tmp_path / "sw"
-    args = ["sweep", str(rules_dir / "tiny_mup.scale"), "--hp", "eta=2^-8,2^-5", "--steps", "3", "--corpus", corpus, "--out", str(out), *TINY]
+    args = [
+        "sweep",
+        str(rules_dir / "tiny_mup.scale"),
+        "--hp",
+        "eta=2^-8,2^-5",
+        "--steps",
+        "3",
+        "--corpus",
+        corpus,
+        "--out",
+        str(out),
+        *TINY,
+    ]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     assert "best: final val loss" in first.output and first.output.count("(finished,") == 2
@@ -90,9 +136,25 @@ def test_sweep_trains_stores_and_resumes(tmp_path, corpus, rules_dir):
 def test_transfer_writes_table_figure_and_json(tmp_path, corpus, rules_dir):
     out = tmp_path / "tr"
     mup, sp = str(rules_dir / "tiny_mup.scale"), str(rules_dir / "tiny_sp.scale")
-    result = invoke("transfer", mup, "--vs", sp, "--hp", "eta=2^-8..2^-4:3", "--base-shape", "n=32",
-                    "--target-shape", "n=64", "--steps", "2", "--corpus", corpus, "--out", str(out),
-                    *TINY[2:])
+    result = invoke(
+        "transfer",
+        mup,
+        "--vs",
+        sp,
+        "--hp",
+        "eta=2^-8..2^-4:3",
+        "--base-shape",
+        "n=32",
+        "--target-shape",
+        "n=64",
+        "--steps",
+        "2",
+        "--corpus",
+        corpus,
+        "--out",
+        str(out),
+        *TINY[2:],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "transfer.json").read_text())
     assert [r["rule"] for r in data["rules"]] == [sp, mup] and data["sizes"] == [32, 64]
@@ -102,8 +164,23 @@ def test_transfer_writes_table_figure_and_json(tmp_path, corpus, rules_dir):
 
 def test_search_runs_trials_through_the_store(tmp_path, corpus, rules_dir):
     out = tmp_path / "se"
-    result = invoke("search", str(rules_dir / "tiny_mup.scale"), "--space", "eta,lr[mlp.down]", "--sampler", "random", "--trials", "3",
-                    "--steps", "2", "--corpus", corpus, "--out", str(out), *TINY)
+    result = invoke(
+        "search",
+        str(rules_dir / "tiny_mup.scale"),
+        "--space",
+        "eta,lr[mlp.down]",
+        "--sampler",
+        "random",
+        "--trials",
+        "3",
+        "--steps",
+        "2",
+        "--corpus",
+        corpus,
+        "--out",
+        str(out),
+        *TINY,
+    )
     assert result.exit_code == 0, result.output
     assert "3 complete trials, 0 failed" in result.output and "best: final val loss" in result.output
     assert len(list(out.glob("store/runs/*/result.json"))) == 3

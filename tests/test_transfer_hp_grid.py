@@ -1,4 +1,4 @@
-"""`--hp` specs: parsing, grids, random samples, and one-line errors for bad names and out-of-domain values."""
+"""`--hp` specs: parsing, grids, random samples, one-line errors for bad names and out-of-domain values."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ mid-trial), written to a module on the workers' PYTHONPATH, so these tests run i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -68,14 +69,34 @@ def objective_env(tmp_path, monkeypatch):
 
 
 def settings(tmp_path: Path, **kw) -> SearchSettings:
-    base = {"dims": DIMS, "fixed": {"rule": "completedp", "width": 64}, "n_trials": 12,
-            "out": str(tmp_path / "out"), "sampler": "tpe", "run_fn": "synthetic_objective:bowl",
-            "heartbeat_interval": 1, "grace_period": 3, "poll_s": 0.2, "startup_trials": 4}
+    base = {
+        "dims": DIMS,
+        "fixed": {"rule": "completedp", "width": 64},
+        "n_trials": 12,
+        "out": str(tmp_path / "out"),
+        "sampler": "tpe",
+        "run_fn": "synthetic_objective:bowl",
+        "heartbeat_interval": 1,
+        "grace_period": 3,
+        "poll_s": 0.2,
+        "startup_trials": 4,
+    }
     base.update(kw)
     return SearchSettings(**base)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random", "trust-region"])
+HAS_CMAES = importlib.util.find_spec("cmaes") is not None
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        "tpe",
+        pytest.param("cmaes", marks=pytest.mark.skipif(not HAS_CMAES, reason="cmaes not installed")),
+        "random",
+        "trust-region",
+    ],
+)
 def test_every_sampler_improves_on_the_default_point(tmp_path, objective_env, sampler):
     s = settings(tmp_path, sampler=sampler, n_trials=24)
     result = run_search(s)
@@ -154,8 +175,11 @@ def _free_port() -> int:
 def postgres_url():
     """A throwaway PostgreSQL server on 127.0.0.1 in a temp dir (skipped when it cannot be started)."""
     pytest.importorskip("psycopg2")
-    bindir = next((Path(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
-        if Path("/usr/lib/postgresql").is_dir() else None
+    bindir = (
+        next((Path(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+        if Path("/usr/lib/postgresql").is_dir()
+        else None
+    )
     initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
     pg_ctl = shutil.which("pg_ctl") or (str(bindir / "pg_ctl") if bindir else None)
     if not initdb or not pg_ctl or not Path(initdb).exists():
@@ -179,11 +203,31 @@ def postgres_url():
     port = _free_port()
     data = root / "data"
     try:
-        subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "scalec", "--no-sync"],
-                       check=True, capture_output=True, timeout=60)
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-t", "30", "-o",
-                        f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "scalec", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        subprocess.run(
+            [
+                *prefix,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"could not start PostgreSQL: {exc}")
@@ -196,8 +240,9 @@ def postgres_url():
         conn.close()
         yield f"postgresql://scalec@127.0.0.1:{port}/optuna"
     finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False,
-                       capture_output=True)
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

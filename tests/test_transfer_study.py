@@ -1,4 +1,4 @@
-"""Transfer analysis on a synthetic objective: optimum fit in log2 space, drift per size, transfer gap, outputs."""
+"""Transfer analysis on a synthetic objective: log2 optimum fit, drift per size, transfer gap, outputs."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def synthetic(config, out_dir):
 
 
 def test_transfer_study_reports_drift_and_gap(tmp_path):
-    spec = TransferSpec(["sp", "mup"], "width", [32, 64, 128, 256], parse_hp_spec("eta=2^-10..2^-4:7"),
-                        {"depth": 2}, seeds=1)
+    spec = TransferSpec(
+        ["sp", "mup"], "width", [32, 64, 128, 256], parse_hp_spec("eta=2^-10..2^-4:7"), {"depth": 2}, seeds=1
+    )
     assert len(transfer_configs(spec)) == 2 * 4 * 7
     results = run_transfer(spec, tmp_path, synthetic)
     sp, mup = results

@@ -46,7 +46,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
     from rich.table import Table
 
-    from scalec.runtime.report import verdict_grid, verdict_word
+    from scalec.runtime.report import verdict_grid
 
     table = Table(title="desiderata", title_justify="left")
     table.add_column("area")
@@ -56,8 +56,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     table.add_row("width", "class", *[s.desiderata.width_class for s in cmp.sections])
     table.add_row("depth", "class", *[s.desiderata.depth_class for s in cmp.sections], end_section=True)
     styles = {"pass": "green", "FAIL": "bold red", "n/a": "dim", "-": "dim"}
-    for area, name, vs in verdict_grid(cmp.sections):
-        words = [verdict_word(v.passed) if v else "-" for v in vs]
+    for area, name, words in verdict_grid(cmp.sections):
         table.add_row(area, name, *[f"[{styles[w]}]{w}[/]" for w in words])
     return table
 
@@ -105,7 +104,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
-        from scalec.runtime.report import analyse, write_report
+        from scalec.runtime.report import analyse, equivalence_text, failure_lines, write_report
 
         from .coord_check import CoordCheckArgsError
 
@@ -155,16 +154,11 @@ def register(app: typer.Typer) -> None:
         console.print(exponent_table_rich(cmp))
         console.print(desiderata_table_rich(cmp))
         for s in cmp.sections:
-            for v in s.desiderata.verdicts:
-                if v.passed is False:
-                    console.print(f"  {s.label}: {v.area} / {v.name}: {v.message}", markup=False)
-        for a, b, e in cmp.equivalences:
-            text = (
-                "equivalent (modulo the Adam abc-symmetry)"
-                if e.equivalent
-                else ("differ: " + "; ".join(e.differences[:3]) + (" ..." if len(e.differences) > 3 else ""))
-            )
-            console.print(f"{a} vs {b}: {text}", markup=False)
+            for line in failure_lines(s):
+                console.print(f"  {s.label} fails {line}", markup=False)
+        console.print("equivalence modulo the Adam abc-symmetry:", markup=False)
+        for a, b, q in cmp.equivalences:
+            console.print(f"  {a} vs {b}: {equivalence_text(q, limit=2)}", markup=False)
         if empirical:
             out = out or Path("report")
             results = []

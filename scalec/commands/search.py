@@ -19,24 +19,44 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     @guarded
     def search_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
-        space: Annotated[str, typer.Option(help="Searched HPs: comma-separated names or globs over the rule's "
-                                           "HP_SPACE, e.g. 'eta,lr[*]' (multipliers of roles the model has).")
-                         ] = "eta,lr[*]",
-        hp: Annotated[list[str] | None, typer.Option(help="Range override NAME=LO..HI (adds NAME to the space) "
-                                                     "or fixed value NAME=V.")] = None,
+        rule: Annotated[
+            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
+        ],
+        space: Annotated[
+            str,
+            typer.Option(
+                help="Searched HPs: comma-separated names or globs over the rule's "
+                "HP_SPACE, e.g. 'eta,lr[*]' (multipliers of roles the model has)."
+            ),
+        ] = "eta,lr[*]",
+        hp: Annotated[
+            list[str] | None,
+            typer.Option(help="Range override NAME=LO..HI (adds NAME to the space) or fixed value NAME=V."),
+        ] = None,
         sampler: Annotated[str, typer.Option(help="tpe | cmaes | random | trust-region.")] = "tpe",
-        trials: Annotated[int, typer.Option(help="COMPLETE trials the study should hold (shared by all "
-                                            "workers).")] = 32,
-        storage: Annotated[str | None, typer.Option(help="Optuna storage: default <out>/study.journal "
-                                                    "(JournalStorage file); an RDB URL such as "
-                                                    "postgresql://user@host/db or sqlite:///study.db shares the "
-                                                    "study across machines.")] = None,
-        study: Annotated[str | None, typer.Option(help="Study name (default: derived from rule, shape and "
-                                                  "space; workers joining one study must agree).")] = None,
+        trials: Annotated[
+            int, typer.Option(help="COMPLETE trials the study should hold (shared by all workers).")
+        ] = 32,
+        storage: Annotated[
+            str | None,
+            typer.Option(
+                help="Optuna storage: default <out>/study.journal "
+                "(JournalStorage file); an RDB URL such as "
+                "postgresql://user@host/db or sqlite:///study.db shares the "
+                "study across machines."
+            ),
+        ] = None,
+        study: Annotated[
+            str | None,
+            typer.Option(
+                help="Study name (default: derived from rule, shape and "
+                "space; workers joining one study must agree)."
+            ),
+        ] = None,
         workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
-        out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")
-                       ] = Path("sweeps/search"),
+        out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")] = Path(
+            "sweeps/search"
+        ),
         width: Annotated[int, typer.Option(help="Model width n.")] = 128,
         depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step (axis B).")] = "4096",
@@ -45,16 +65,24 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
+        param: Annotated[
+            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")
+        ] = None,
         seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
         sampler_seed: Annotated[int, typer.Option(help="Sampler seed (worker k uses seed + k).")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: the bundled "
-                                                   "Shakespeare corpus).")] = None,
-        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run; "
-                                                       "the final val loss is what is compared).")] = None,
-        eval_batches: Annotated[int | None, typer.Option(help="Validation batches of 16 sequences per "
-                                                         "evaluation (default 8).")] = None,
+        corpus: Annotated[
+            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
+        ] = None,
+        eval_every: Annotated[
+            int | None,
+            typer.Option(
+                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
+            ),
+        ] = None,
+        eval_batches: Annotated[
+            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
+        ] = None,
     ) -> None:
         """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
@@ -73,34 +101,74 @@ def register(app: typer.Typer) -> None:
         fixed_hp, ranges = split_hp_specs(hp, rules)
         roles = [r for r in ROLES if r != "qk_norm" or qk_norm]
         patterns = [p.strip() for p in space.split(",") if p.strip()]
-        dims = {d.name: d for d in default_dims(rules.module.HP_SPACE, patterns, roles) if d.name not in fixed_hp}
+        dims = {
+            d.name: d for d in default_dims(rules.module.HP_SPACE, patterns, roles) if d.name not in fixed_hp
+        }
         for r in ranges:
             if not r.is_range:
-                raise SweepArgsError(f"error: --hp '{r.text}': search takes a range NAME=LO..HI or one fixed value")
+                raise SweepArgsError(
+                    f"error: --hp '{r.text}': search takes a range NAME=LO..HI or one fixed value"
+                )
             spec = rules.module.HP_SPACE[r.name]
-            dims[r.name] = Dim(r.name, r.low, r.high, r.scale == "log",
-                               spec.default if r.low <= spec.default <= r.high else None)
+            dims[r.name] = Dim(
+                r.name,
+                r.low,
+                r.high,
+                r.scale == "log",
+                spec.default if r.low <= spec.default <= r.high else None,
+            )
         if not dims:
-            raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
-        fixed = fixed_config(rule, width, depth, parse_tokens(batch, "--batch"),
-                             parse_tokens(duration, "--duration") if duration else None, steps, seq_len, head_dim,
-                             qk_norm, params, fixed_hp, seed, device, corpus,
-                             eval_every, eval_batches)
+            raise SweepArgsError(
+                "error: --space: nothing left to search once the fixed --hp values are removed"
+            )
+        fixed = fixed_config(
+            rule,
+            width,
+            depth,
+            parse_tokens(batch, "--batch"),
+            parse_tokens(duration, "--duration") if duration else None,
+            steps,
+            seq_len,
+            head_dim,
+            qk_norm,
+            params,
+            fixed_hp,
+            seed,
+            device,
+            corpus,
+            eval_every,
+            eval_batches,
+        )
         check_shapes(rules, [fixed])
-        settings = SearchSettings(list(dims.values()), fixed, trials, str(out), sampler, storage, study,
-                                  sampler_seed)
-        console.print(f"search: {settings.study_name()} | {sampler} | {trials} trials | {workers} worker(s) | "
-                      f"{len(dims)} HPs: {', '.join(dims)}", markup=False, soft_wrap=True)
+        settings = SearchSettings(
+            list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed
+        )
+        console.print(
+            f"search: {settings.study_name()} | {sampler} | {trials} trials | {workers} worker(s) | "
+            f"{len(dims)} HPs: {', '.join(dims)}",
+            markup=False,
+            soft_wrap=True,
+        )
         result = run_search(settings, workers)
-        console.print(f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
-                      f"{result.n_over_budget} over budget", markup=False, soft_wrap=True)
+        console.print(
+            f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
+            f"{result.n_over_budget} over budget",
+            markup=False,
+            soft_wrap=True,
+        )
         if result.best_params is None:
             console.print("no trial finished (all diverged)", markup=False, soft_wrap=True)
             raise typer.Exit(2)
         ranked = sorted(result.trials, key=lambda t: (not math.isfinite(t["value"]), t["value"]))
         for t in ranked[:5]:
             value = "inf" if math.isinf(t["value"]) else f"{t['value']:.4f}"
-            console.print(f"  trial {t['number']:>3}: {value}  " + " ".join(
-                f"{k}={fmt_value(v)}" for k, v in t["params"].items()), markup=False, soft_wrap=True)
+            console.print(
+                f"  trial {t['number']:>3}: {value}  "
+                + " ".join(f"{k}={fmt_value(v)}" for k, v in t["params"].items()),
+                markup=False,
+                soft_wrap=True,
+            )
         hp_text = " ".join(f"--hp '{k}={v:.6g}'" for k, v in result.best_params.items())
-        console.print(f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)
+        console.print(
+            f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True
+        )

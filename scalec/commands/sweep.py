@@ -26,17 +26,39 @@ def load_rules(rule: str, params: dict[str, str]) -> Any:
     return scalec.load(rule, params=params or None)
 
 
-def fixed_config(rule: str, width: int, depth: int, batch: int, duration: int | None, steps: int | None,
-                 seq_len: int, head_dim: int, qk_norm: bool, params: dict[str, str], hp: dict[str, float],
-                 seed: int, device: str, corpus: str | None = None, eval_every: int | None = None,
-                 eval_batches: int | None = None) -> dict[str, Any]:
+def fixed_config(
+    rule: str,
+    width: int,
+    depth: int,
+    batch: int,
+    duration: int | None,
+    steps: int | None,
+    seq_len: int,
+    head_dim: int,
+    qk_norm: bool,
+    params: dict[str, str],
+    hp: dict[str, float],
+    seed: int,
+    device: str,
+    corpus: str | None = None,
+    eval_every: int | None = None,
+    eval_batches: int | None = None,
+) -> dict[str, Any]:
     """The run settings shared by every run of a sweep (TrainConfig field names; defaults left out)."""
     from scalec.runtime.train_config import TrainConfig
 
     if duration is None and steps is None:
         raise SweepArgsError("error: give the training length: --duration TOKENS or --steps N")
-    config: dict[str, Any] = {"rule": rule, "width": width, "depth": depth, "batch": batch, "seq_len": seq_len,
-                              "head_dim": head_dim, "hp": hp, "seed": seed}
+    config: dict[str, Any] = {
+        "rule": rule,
+        "width": width,
+        "depth": depth,
+        "batch": batch,
+        "seq_len": seq_len,
+        "head_dim": head_dim,
+        "hp": hp,
+        "seed": seed,
+    }
     config["duration" if duration is not None else "steps"] = duration if duration is not None else steps
     if qk_norm:
         config["qk_norm"] = True
@@ -71,7 +93,9 @@ def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
         shaped, labels = dict(c), {}
         if shaped.get("duration") is None and shaped.get("steps") is not None:
             shaped["duration"] = int(shaped["steps"]) * int(shaped["batch"])
-            labels["duration"] = f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
+            labels["duration"] = (
+                f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
+            )
         check_shape(rules, shaped, labels)
 
 
@@ -84,8 +108,10 @@ def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
     value = "inf" if math.isinf(loss) else "-" if math.isnan(loss) else f"{loss:.4f}"
     how = "reused" if record.reused else f"{time.perf_counter() - t0:.0f}s"
     extra = f" {record.error.splitlines()[0]}" if record.error else ""
-    return (f"[{i + 1}/{n}] {record.config['rule']} n={record.config['width']} L={record.config['depth']} "
-            f"seed={record.config['seed']} {hp}: {value} ({record.status}, {how}){extra}")
+    return (
+        f"[{i + 1}/{n}] {record.config['rule']} n={record.config['width']} L={record.config['depth']} "
+        f"seed={record.config['seed']} {hp}: {value} ({record.status}, {how}){extra}"
+    )
 
 
 def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> None:
@@ -99,10 +125,20 @@ def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> N
     for col in ["#", *names, "final val loss", "seeds", "status"]:
         table.add_column(Text(col), justify="right" if col != "status" else "left")
     for k, r in enumerate(rows[:limit] if limit else rows):
-        loss = ("inf" if math.isinf(r.loss) else "-" if math.isnan(r.loss) else
-                f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else ""))
-        cells = [str(k + 1), *[fmt_value(r.hp[n]) if n in r.hp else "" for n in names], loss, str(len(r.losses)),
-                 r.status]
+        loss = (
+            "inf"
+            if math.isinf(r.loss)
+            else "-"
+            if math.isnan(r.loss)
+            else f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else "")
+        )
+        cells = [
+            str(k + 1),
+            *[fmt_value(r.hp[n]) if n in r.hp else "" for n in names],
+            loss,
+            str(len(r.losses)),
+            r.status,
+        ]
         table.add_row(*(Text(c) for c in cells))
     console.print(table)
 
@@ -113,14 +149,27 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @guarded
     def sweep_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
-        hp: Annotated[list[str] | None, typer.Option(help="HP spec, repeatable: eta=2^-12..2^-4:7 (grid of 7, "
-                                                     "log-spaced), eta=0.001,0.01 (list), lr\\[mlp.down]=1/4..4 "
-                                                     "(range for --random), beta1=0.9 (fixed).")] = None,
-        random: Annotated[int | None, typer.Option("--random", help="Sample N random points instead of the "
-                                                   "grid (log-uniform on log-scale HPs).")] = None,
+        rule: Annotated[
+            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
+        ],
+        hp: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="HP spec, repeatable: eta=2^-12..2^-4:7 (grid of 7, "
+                "log-spaced), eta=0.001,0.01 (list), lr\\[mlp.down]=1/4..4 "
+                "(range for --random), beta1=0.9 (fixed)."
+            ),
+        ] = None,
+        random: Annotated[
+            int | None,
+            typer.Option(
+                "--random", help="Sample N random points instead of the grid (log-uniform on log-scale HPs)."
+            ),
+        ] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per HP point.")] = 1,
-        out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
+        out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path(
+            "sweeps/sweep"
+        ),
         width: Annotated[int, typer.Option(help="Model width n.")] = 128,
         depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step (axis B), e.g. 4096 or 2^12.")] = "4096",
@@ -129,16 +178,24 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
+        param: Annotated[
+            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")
+        ] = None,
         seed: Annotated[int, typer.Option(help="First seed.")] = 0,
         sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: the bundled "
-                                                   "Shakespeare corpus).")] = None,
-        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run; "
-                                                       "the final val loss is what is compared).")] = None,
-        eval_batches: Annotated[int | None, typer.Option(help="Validation batches of 16 sequences per "
-                                                         "evaluation (default 8).")] = None,
+        corpus: Annotated[
+            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
+        ] = None,
+        eval_every: Annotated[
+            int | None,
+            typer.Option(
+                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
+            ),
+        ] = None,
+        eval_batches: Annotated[
+            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
+        ] = None,
         top: Annotated[int | None, typer.Option(help="Show only the best K rows.")] = None,
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
@@ -163,16 +220,33 @@ def register(app: typer.Typer) -> None:
         if random is None:
             for s in swept:
                 s.grid()  # a range without a point count is an error before anything runs
-        fixed = fixed_config(rule, width, depth, parse_tokens(batch, "--batch"),
-                             parse_tokens(duration, "--duration") if duration else None, steps, seq_len, head_dim,
-                             qk_norm, params, fixed_hp, seed, device, corpus,
-                             eval_every, eval_batches)
+        fixed = fixed_config(
+            rule,
+            width,
+            depth,
+            parse_tokens(batch, "--batch"),
+            parse_tokens(duration, "--duration") if duration else None,
+            steps,
+            seq_len,
+            head_dim,
+            qk_norm,
+            params,
+            fixed_hp,
+            seed,
+            device,
+            corpus,
+            eval_every,
+            eval_batches,
+        )
         configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
         check_shapes(rules, configs)
         names = [s.name for s in swept]
         store = RunStore(out)
-        console.print(f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
-                      markup=False, soft_wrap=True)
+        console.print(
+            f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
+            markup=False,
+            soft_wrap=True,
+        )
         t0 = [time.perf_counter()]
 
         def report(i: int, record: Any) -> None:

@@ -50,13 +50,13 @@ def parse_hp(items: list[str] | None, rules: Any) -> dict[str, float]:
     return out
 
 
-def parse_params(items: list[str] | None) -> dict[str, str]:
+def parse_params(items: list[str] | None, flag: str = "--param") -> dict[str, str]:
     """`--param NAME=VALUE` rule-file params (e.g. alpha=1/2), values kept as text (exact rationals)."""
     out = {}
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise TrainArgsError(f"error: --param '{item}': expected NAME=VALUE, e.g. --param alpha=1/2")
+            raise TrainArgsError(f"error: {flag} '{item}': expected NAME=VALUE, e.g. --param alpha=1/2")
         out[name.strip()] = value.strip()
     return out
 
@@ -90,6 +90,8 @@ def register(app: typer.Typer) -> None:
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, "
                                                      "lr\\[mlp.down]=2 (repeatable).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
+        base: Annotated[list[str] | None, typer.Option(help="Base-shape override AXIS=VALUE, e.g. n=256 "
+                                                       "(the proxy the HPs were tuned at).")] = None,
         seed: Annotated[int, typer.Option(help="Seed of init and data order.")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")] = False,
@@ -113,11 +115,12 @@ def register(app: typer.Typer) -> None:
         from scalec.runtime.train_config import TrainConfig
 
         params = parse_params(param)
-        rules = scalec.load(rule, params=params or None)
+        bases = {k: parse_tokens(v, f"--base {k}") for k, v in parse_params(base, "--base").items()}
+        rules = scalec.load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(rule=rule, width=width, depth=depth, batch=parse_tokens(batch, "--batch"),
                           duration=parse_tokens(duration, "--duration") if duration is not None else None,
-                          steps=steps, hp=parse_hp(hp, rules), params=params, seq_len=seq_len, head_dim=head_dim,
-                          qk_norm=qk_norm, seed=seed, device=device, compile=compile_, micro_batch=micro_batch,
+                          steps=steps, hp=parse_hp(hp, rules), params=params, base=bases, seq_len=seq_len,
+                          head_dim=head_dim, qk_norm=qk_norm, seed=seed, device=device, compile=compile_, micro_batch=micro_batch,
                           warmup=warmup, decay=decay, eval_every=eval_every, resume=resume, corpus=corpus,
                           tensorboard=tensorboard, progress=not quiet)
         cfg.out_dir = out or default_out(cfg)

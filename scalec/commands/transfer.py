@@ -13,20 +13,30 @@ from scalec.cli_support import console, guarded
 from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, fmt_record, load_rules
 
 # Shape-spec keys -> TrainConfig field.
-SHAPE_KEYS = {"n": "width", "width": "width", "L": "depth", "depth": "depth", "B": "batch", "batch": "batch",
-              "D": "duration", "duration": "duration"}
+SHAPE_KEYS = {
+    "n": "width",
+    "width": "width",
+    "L": "depth",
+    "depth": "depth",
+    "B": "batch",
+    "batch": "batch",
+    "D": "duration",
+    "duration": "duration",
+}
 
 
 def parse_shape(text: str, option: str) -> dict[str, int]:
-    """`n=64,L=2` (keys n L B D or width depth batch duration; values like 2^12 or 2M) -> TrainConfig fields."""
+    """`n=64,L=2` (keys n L B D or width depth batch duration; values like 2^12, 2M) -> TrainConfig fields."""
     from scalec.commands.train import parse_tokens
 
     out: dict[str, int] = {}
     for item in (s.strip() for s in text.split(",") if s.strip()):
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in SHAPE_KEYS:
-            raise SweepArgsError(f"error: {option} '{text}': expected AXIS=VALUE pairs with AXIS in n, L, B, D, "
-                                 f"e.g. {option} n=64,L=2")
+            raise SweepArgsError(
+                f"error: {option} '{text}': expected AXIS=VALUE pairs with AXIS in n, L, B, D, "
+                f"e.g. {option} n=64,L=2"
+            )
         out[SHAPE_KEYS[key.strip()]] = parse_tokens(value, option)
     return out
 
@@ -56,40 +66,67 @@ def register(app: typer.Typer) -> None:
     @app.command("transfer")
     @guarded
     def transfer_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
-        hp: Annotated[list[str], typer.Option(help="The swept HP as a grid, e.g. eta=2^-10..2^-4:7; extra "
-                                              "NAME=VALUE specs are fixed overrides.")],
-        base_shape: Annotated[str, typer.Option(help="Proxy shape, e.g. n=64,L=2 (other axes: --width/--depth/"
-                                                "--batch/--duration).")],
-        target_shape: Annotated[str, typer.Option(help="Target shape; differs from the base along --axis, "
-                                                  "e.g. n=256.")],
-        axis: Annotated[str | None, typer.Option(help="width | depth | batch | duration (default: the one axis "
-                                                 "where base and target differ).")] = None,
-        sizes: Annotated[str | None, typer.Option(help="Sizes along the axis, base first (default: doublings "
-                                                  "from base to target).")] = None,
-        vs: Annotated[str | None, typer.Option(help="Other rules to compare, e.g. sp,mup (one panel each).")
-                      ] = None,
+        rule: Annotated[
+            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
+        ],
+        hp: Annotated[
+            list[str],
+            typer.Option(
+                help="The swept HP as a grid, e.g. eta=2^-10..2^-4:7; extra "
+                "NAME=VALUE specs are fixed overrides."
+            ),
+        ],
+        base_shape: Annotated[
+            str,
+            typer.Option(help="Proxy shape, e.g. n=64,L=2 (other axes: --width/--depth/--batch/--duration)."),
+        ],
+        target_shape: Annotated[
+            str, typer.Option(help="Target shape; differs from the base along --axis, e.g. n=256.")
+        ],
+        axis: Annotated[
+            str | None,
+            typer.Option(
+                help="width | depth | batch | duration (default: the one axis where base and target differ)."
+            ),
+        ] = None,
+        sizes: Annotated[
+            str | None,
+            typer.Option(help="Sizes along the axis, base first (default: doublings from base to target)."),
+        ] = None,
+        vs: Annotated[
+            str | None, typer.Option(help="Other rules to compare, e.g. sp,mup (one panel each).")
+        ] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per point.")] = 1,
-        out: Annotated[Path, typer.Option(help="Output dir: store/, transfer.{png,md,json}.")
-                       ] = Path("sweeps/transfer"),
+        out: Annotated[Path, typer.Option(help="Output dir: store/, transfer.{png,md,json}.")] = Path(
+            "sweeps/transfer"
+        ),
         width: Annotated[int, typer.Option(help="Width when not in the shapes.")] = 128,
         depth: Annotated[int, typer.Option(help="Depth when not in the shapes.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step when not in the shapes.")] = "4096",
         duration: Annotated[str | None, typer.Option(help="Training tokens when not in the shapes.")] = None,
-        steps: Annotated[int | None, typer.Option(help="Steps (width/depth studies; else use --duration).")
-                         ] = None,
+        steps: Annotated[
+            int | None, typer.Option(help="Steps (width/depth studies; else use --duration).")
+        ] = None,
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
-        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2), passed "
-                                                        "to every compared rule.")] = None,
+        param: Annotated[
+            list[str] | None,
+            typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2), passed to every compared rule."),
+        ] = None,
         seed: Annotated[int, typer.Option(help="First seed.")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: the bundled "
-                                                   "Shakespeare corpus).")] = None,
-        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run; "
-                                                       "the final val loss is what is compared).")] = None,
-        eval_batches: Annotated[int | None, typer.Option(help="Validation batches of 16 sequences per "
-                                                         "evaluation (default 8).")] = None,
+        corpus: Annotated[
+            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
+        ] = None,
+        eval_every: Annotated[
+            int | None,
+            typer.Option(
+                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
+            ),
+        ] = None,
+        eval_batches: Annotated[
+            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
+        ] = None,
         title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
     ) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
@@ -102,28 +139,40 @@ def register(app: typer.Typer) -> None:
         rule_names = [*(r.strip() for r in (vs or "").split(",") if r.strip()), rule]
         loaded = {r: load_rules(r, params) for r in rule_names}
         base, target = parse_shape(base_shape, "--base-shape"), parse_shape(target_shape, "--target-shape")
-        defaults = {"width": width, "depth": depth, "batch": parse_tokens(batch, "--batch"),
-                    "duration": parse_tokens(duration, "--duration") if duration else None}
+        defaults = {
+            "width": width,
+            "depth": depth,
+            "batch": parse_tokens(batch, "--batch"),
+            "duration": parse_tokens(duration, "--duration") if duration else None,
+        }
         shape = {**defaults, **base}
         if axis is None:
             differing = [f for f in target if target[f] != shape[f]]
             if len(differing) != 1:
-                raise SweepArgsError(f"error: --target-shape '{target_shape}': give exactly one axis that differs "
-                                     f"from --base-shape, or pick one with --axis")
+                raise SweepArgsError(
+                    f"error: --target-shape '{target_shape}': give exactly one axis that differs "
+                    f"from --base-shape, or pick one with --axis"
+                )
             axis = differing[0]
         if axis not in ("width", "depth", "batch", "duration"):
             raise SweepArgsError(f"error: --axis {axis}: choose width, depth, batch or duration")
         if axis not in target:
-            raise SweepArgsError(f"error: --target-shape '{target_shape}': has no value for the --axis {axis}")
+            raise SweepArgsError(
+                f"error: --target-shape '{target_shape}': has no value for the --axis {axis}"
+            )
         base_size = shape[axis]
         if base_size is None:
             raise SweepArgsError(f"error: --base-shape '{base_shape}': give the base {axis}")
         size_list = parse_sizes(sizes) if sizes else doubling_sizes(base_size, target[axis])
         if size_list[0] != base_size:
-            raise SweepArgsError(f"error: --sizes '{sizes}': the first size must be the base {axis} {base_size}")
+            raise SweepArgsError(
+                f"error: --sizes '{sizes}': the first size must be the base {axis} {base_size}"
+            )
         if axis in ("batch", "duration") and shape["duration"] is None:
             if steps is None:
-                raise SweepArgsError("error: batch/duration transfer needs --duration (or --steps at the base)")
+                raise SweepArgsError(
+                    "error: batch/duration transfer needs --duration (or --steps at the base)"
+                )
             shape["duration"], steps = steps * shape["batch"], None
         specs = [parse_hp_spec(t) for t in hp]
         swept: list[Any] = []
@@ -133,30 +182,58 @@ def register(app: typer.Typer) -> None:
             swept = [s for s in resolved if s.is_range or len(s.values) > 1]
             fixed_hp = {s.name: s.values[0] for s in resolved if s not in swept}
         if len(swept) != 1:
-            raise SweepArgsError("error: --hp: give exactly one swept HP (a grid such as eta=2^-10..2^-4:7); "
-                                 "single values are fixed overrides")
+            raise SweepArgsError(
+                "error: --hp: give exactly one swept HP (a grid such as eta=2^-10..2^-4:7); "
+                "single values are fixed overrides"
+            )
         swept[0].grid()
-        fixed = fixed_config(rule, shape["width"], shape["depth"], shape["batch"], shape["duration"], steps,
-                             seq_len, head_dim, False, params, fixed_hp, seed, device, corpus,
-                             eval_every, eval_batches)
+        fixed = fixed_config(
+            rule,
+            shape["width"],
+            shape["depth"],
+            shape["batch"],
+            shape["duration"],
+            steps,
+            seq_len,
+            head_dim,
+            False,
+            params,
+            fixed_hp,
+            seed,
+            device,
+            corpus,
+            eval_every,
+            eval_batches,
+        )
         fixed.pop("rule")
-        spec = TransferSpec(rule_names, axis, size_list, swept[0], fixed, seeds)
+        spec = TransferSpec(
+            rule_names, axis, size_list, swept[0], fixed, seeds, {r: loaded[r].name for r in loaded}
+        )
         configs = transfer_configs(spec)
         for r in rule_names:
             check_shapes(loaded[r], [c for c in configs if c["rule"] == r])
-        console.print(f"transfer: {axis} {size_list} x {len(swept[0].grid())} values of {swept[0].name} x "
-                      f"{seeds} seed(s) x {len(rule_names)} rule(s) = {len(configs)} runs in {out}", markup=False, soft_wrap=True)
+        console.print(
+            f"transfer: {axis} {size_list} x {len(swept[0].grid())} values of {swept[0].name} x "
+            f"{seeds} seed(s) x {len(rule_names)} rule(s) = {len(configs)} runs in {out}",
+            markup=False,
+            soft_wrap=True,
+        )
         t0 = [time.perf_counter()]
 
         def report(i: int, record: Any) -> None:
-            console.print(fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True)
+            console.print(
+                fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True
+            )
             t0[0] = time.perf_counter()
 
         from scalec.runtime.sweep import train_run_fn
 
         results = run_transfer(spec, out, train_run_fn, report, title)
         console.print(to_markdown(spec, results), markup=False, soft_wrap=True)
-        console.print(f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
-                      markup=False, soft_wrap=True)
+        console.print(
+            f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
+            markup=False,
+            soft_wrap=True,
+        )
         if all(r.target_best_loss is None or math.isinf(r.target_best_loss) for r in results):
             raise typer.Exit(2)

@@ -1,0 +1,22 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BUNDLED = ["sp", "mup", "mup_table3", "depth_mup", "completep", "completedp"]
+
+
+@pytest.fixture
+def write_rule(tmp_path: Path):
+    """Write a dedented rule file into tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / f"{name}.scale"
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    return _write
