@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -73,15 +74,15 @@ def _corners(ir: ParameterisationIR, used: set, with_hp_ranges: bool):
     for a, q in ir.axes.items():
         if RATIO[a] in used:
             lo, hi = (q.low, q.high) if q.low is not None else (q.value, q.value)
-            opts.append([(RATIO[a], sympy.Rational(v, q.value)) for v in sorted({lo, q.value, hi})])
+            opts.append([(RATIO[a], float(sympy.Rational(v, q.value))) for v in sorted({lo, q.value, hi})])
     for k, q in ir.params.items():
         if param_symbol(k) in used:
-            opts.append([(param_symbol(k), v) for v in sorted({q.low, q.value, q.high})])
+            opts.append([(param_symbol(k), float(v)) for v in sorted({q.low, q.value, q.high})])
     for k, q in ir.hps.items():
         sym = hp_symbol(k, q.low)
         if sym in used:
             values = sorted({q.low, q.value, q.high}) if with_hp_ranges else [q.value]
-            opts.append([(sym, v) for v in values])
+            opts.append([(sym, float(v)) for v in values])
     for combo in itertools.product(*opts):
         yield dict(combo)
 
@@ -90,14 +91,18 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
     """HP domains must hold at every corner of the declared axis and param ranges (hp defaults);
     corners of the hp search ranges that break a domain are warnings."""
     base = _base_values(ir)
+    memo: dict = {}  # many roles share one expression: evaluate each once
     for role, rules in ir.roles.items():
         for kind, (ok, desc) in DOMAINS.items():
             rule = rules[kind]
             expr = rule.expr.subs(base)
             args = sorted(expr.free_symbols, key=str)
-            f = sympy.lambdify(args, expr, modules="math")
+            f = _evaluator(expr, tuple(args))
             for strict in (True, False):
-                bad = _first_violation(f, args, ir, ok, with_hp_ranges=not strict)
+                key = (expr, kind, strict)
+                if key not in memo:
+                    memo[key] = _first_violation(f, args, ir, ok, with_hp_ranges=not strict)
+                bad = memo[key]
                 if bad is None:
                     continue
                 where = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
@@ -119,6 +124,36 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
     report.checked.append("domains")
 
 
+@functools.lru_cache(maxsize=4096)
+def _evaluator(expr: sympy.Expr, args: tuple):
+    """Compile a rule expression into nested float closures (much faster than lambdify to build)."""
+    index = {a: i for i, a in enumerate(args)}
+
+    def build(e):
+        if e.is_Symbol:
+            k = index[e]
+            return lambda v: v[k]
+        if e.is_Number:
+            c = float(e)
+            return lambda v: c
+        parts = [build(a) for a in e.args]
+        if e.is_Add:
+            return lambda v: math.fsum(p(v) for p in parts)
+        if e.is_Mul:
+            return lambda v: math.prod(p(v) for p in parts)
+        if e.is_Pow:
+            b, x = parts
+            return lambda v: b(v) ** x(v)
+        if isinstance(e, (sympy.Min, sympy.Max)):
+            pick = min if isinstance(e, sympy.Min) else max
+            return lambda v: pick(p(v) for p in parts)
+        f = sympy.lambdify(args, e, modules="math")
+        return lambda v: f(*v)
+
+    root = build(expr)
+    return lambda *values: root(values)
+
+
 def _fmt(v) -> str:
     try:
         return f"{float(v):.4g}"
@@ -129,7 +164,7 @@ def _fmt(v) -> str:
 def _first_violation(f, args, ir, ok, with_hp_ranges: bool):
     for point in _corners(ir, set(args), with_hp_ranges):
         try:
-            value = f(*(float(point[a]) if a in point else float("nan") for a in args))
+            value = f(*(point.get(a, math.nan) for a in args))
         except (ValueError, ZeroDivisionError, OverflowError):
             return point, float("nan")
         if isinstance(value, complex) or math.isnan(value) or not ok(value):

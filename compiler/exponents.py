@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -18,6 +19,12 @@ TABLE_KINDS = ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "mult"
 
 def monomial_exponents(expr: sympy.Expr, axes=tuple(RATIO)) -> dict[str, sympy.Expr] | None:
     """Exponent of every ratio symbol if `expr` is a power law in them (constants are exponent 0), else None."""
+    found = _monomial_exponents(expr, tuple(axes))
+    return dict(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _monomial_exponents(expr: sympy.Expr, axes: tuple[str, ...]):
     exps = {a: sympy.Integer(0) for a in axes}
     if expr == 0:
         return exps
@@ -29,7 +36,7 @@ def monomial_exponents(expr: sympy.Expr, axes=tuple(RATIO)) -> dict[str, sympy.E
             exps[by_symbol[base]] += exp
         elif factor.free_symbols & RATIO_SYMBOLS:
             return None
-    return exps
+    return tuple(exps.items())
 
 
 def to_fraction(value: sympy.Expr, params: dict[str, sympy.Rational]) -> Fraction | None:

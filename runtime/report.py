@@ -19,6 +19,7 @@ AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}
 ALL_ROLES: tuple[str, ...] = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down",
                               "norm", "qk_norm", "bias", "final_norm", "unembed")
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all roles": ALL_ROLES,
     "hidden": ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down"),
     "attn.*": ("attn.q", "attn.k", "attn.v", "attn.o"),
     "mlp.*": ("mlp.up", "mlp.gate", "mlp.down"),
@@ -71,8 +72,8 @@ def format_exponents(exponents: Mapping[str, Fraction | None]) -> str:
 
 
 def compress_roles(names: Sequence[str]) -> str:
-    """A list of roles as text, writing complete groups short: all hidden matrices as 'hidden', all four
-    attention matrices as 'attn.*', all three MLP matrices as 'mlp.*'."""
+    """A list of roles as text, writing complete groups short: every role as 'all roles', all hidden matrices
+    as 'hidden', all four attention matrices as 'attn.*', all three MLP matrices as 'mlp.*'."""
     out = list(dict.fromkeys(names))
     for label, members in ROLE_GROUPS.items():
         if all(m in out for m in members):
@@ -161,8 +162,10 @@ def failure_lines(section: RuleSection) -> list[str]:
         roles = [r for r, _ in items if r]
         first_role, first = items[0]
         message = first.message
-        if first_role and message.startswith(first_role + " "):
-            message = message[len(first_role) + 1 :]
+        for prefix in (f"{first_role}: ", f"{first_role} "):
+            if first_role and message.startswith(prefix):
+                message = message[len(prefix) :]
+                break
         if first_role and message.startswith(rest + ": "):
             message = message[len(rest) + 2 :]
         what = f"{compress_roles(roles)} {rest}" if roles else rest

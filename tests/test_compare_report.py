@@ -11,6 +11,8 @@ import pytest
 from scalec.runtime.report import (
     Comparison,
     RuleSection,
+    analyse,
+    compress_roles,
     exponent_grid,
     format_exponents,
     render_html,
@@ -65,28 +67,25 @@ def symbolic_report(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_exponent_cells_list_the_four_axes():
-    assert format_exponents({"n": Fraction(-1), "L": Fraction(1, 2)}) == "-1, 1/2, 0, 0"
-    assert format_exponents({"n": None}) == "n/a, 0, 0, 0"
+    assert format_exponents({"n": Fraction(-1), "L": Fraction(1, 2), "B": Fraction(0)}) == "m_N^-1 m_L^1/2"
+    assert format_exponents({"n": Fraction(0), "d_head": Fraction(-1)}) == "d_head^-1"
+    assert format_exponents({"n": Fraction(0)}) == "1" and format_exponents({"n": None}) == "n/a"
 
 
-def test_grid_drops_all_zero_rows_and_flags_differences():
+def test_grid_drops_unscaled_rows_merges_roles_and_flags_differences():
     zero = {"n": Fraction(0), "L": Fraction(0), "B": Fraction(0), "D": Fraction(0)}
-    a = _section("a", [_Row("embed", "lr", zero), _Row("attn.q", "lr", {**zero, "n": Fraction(-1)})])
-    b = _section(
-        "b",
-        [
-            _Row("embed", "lr", zero),
-            _Row("attn.q", "lr", {**zero, "n": Fraction(-1)}),
-            _Row("residual.attn", "mult", {**zero, "L": Fraction(-1)}),
-        ],
-    )
+    hidden = ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down"]
+    rows = [_Row("embed", "lr", zero)] + [_Row(r, "lr", {**zero, "n": Fraction(-1)}) for r in hidden]
+    a = _section("a", rows)
+    b = _section("b", [*rows, _Row("residual.attn", "site", {**zero, "L": Fraction(-1)})])
     grid = exponent_grid([a, b])
-    assert [(s, hp) for s, hp, _, _ in grid] == [("attn.q", "lr"), ("residual.attn", "mult")]
-    assert grid[0][3] is False and grid[1][2] == ["-", "0, -1, 0, 0"] and grid[1][3] is True
+    assert grid == [("hidden", "lr", ["m_N^-1", "m_N^-1"], False),
+                    ("residual.attn", "site", ["-", "m_L^-1"], True)]
 
 
 def test_labels_are_short_and_unique():
     assert unique_labels(["mup", "rules/my_rule.scale", "mup"]) == ["mup", "my_rule", "mup#2"]
+    assert compress_roles(["embed", "attn.q", "attn.k", "attn.v", "attn.o", "norm"]) == "embed, attn.*, norm"
 
 
 def test_html_escapes_and_needs_no_network(tmp_path):
@@ -97,7 +96,7 @@ def test_html_escapes_and_needs_no_network(tmp_path):
     page = render_html(cmp)
     assert "&lt;a&gt;" in page and "<a>" not in page
     assert not re.search(r"(src|href)=\"https?:", page)
-    assert "| **attn.q** | lr | -1, 0, 0, 0 | - |" in render_markdown(cmp, tmp_path)  # differing: bold
+    assert "| **attn.q** | lr | m_N^-1 | - |" in render_markdown(cmp, tmp_path)  # differing rows in bold
 
 
 def test_compare_prints_tables_and_writes_report(symbolic_report):
@@ -105,7 +104,7 @@ def test_compare_prints_tables_and_writes_report(symbolic_report):
     assert result.exit_code == 0, result.output
     for label in RULES:
         assert label in result.output
-    assert "scaling exponents" in result.output and "desiderata" in result.output
+    assert "Each cell is the factor multiplying the base value" in result.output and "desiderata" in result.output
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     for heading in ("## Scaling exponents", "## Desiderata", "## Equivalence"):
         assert heading in md
@@ -118,7 +117,17 @@ def test_compare_shows_mup_table3_equivalent_to_mup(tmp_path):
     assert result.exit_code == 0, result.output
     assert "mup vs mup_table3: equivalent" in result.output
     assert "mup vs sp: differ" in result.output
-    assert "- mup == mup_table3: equivalent" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "- mup vs mup_table3: equivalent" in md and "- mup vs sp: differ" in md
+
+
+def test_only_alpha_one_is_reported_complete():
+    cmp = analyse(["sp", "mup", "depth_mup", "completep", "completedp"])
+    complete = [s.label for s in cmp.sections if "complete feature learning" in s.desiderata.depth_class]
+    assert complete == ["completep", "completedp"]
+    assert "lazy" in cmp.sections[2].desiderata.depth_class
+    half = analyse(["completep"], {"alpha": "1/2"}).sections[0].desiderata.depth_class
+    assert "alpha=1/2" in half and "complete feature learning" not in half
 
 
 def test_compare_needs_two_files():

@@ -26,13 +26,9 @@ def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
 
-    from scalec.runtime.report import exponent_grid
+    from scalec.runtime.report import EXPONENT_LEGEND, exponent_grid
 
-    table = Table(
-        title="scaling exponents of (m_N, m_L, m_B, m_D); rows zero in every file left out; "
-        "differing rows in yellow",
-        title_justify="left",
-    )
+    table = Table(title=EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
     table.add_column("HP")
     for s in cmp.sections:

@@ -170,14 +170,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_table(result: Any) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     axes = ", ".join(f"{k}={v:g}" for k, v in result.axes.items())
     table = Table(title=f"{result.rule} plan at {axes}", title_justify="left", box=None, pad_edge=False)
-    table.add_column("parameter", overflow="fold", min_width=24)  # long names fold; the numbers never do
+    table.add_column("parameter", no_wrap=True)
     for col in ("shape", "role", "init", "lr", "wd", "betas", "eps", "mult"):
-        right = col not in ("shape", "role")
-        table.add_column(col, justify="right" if right else "left", no_wrap=True, min_width=len(col))
+        table.add_column(col, justify="left" if col in ("shape", "role") else "right", no_wrap=True)
     for e in result.entries:
         name = e.name + (f" (= {', '.join(e.tied_with)})" if e.tied_with else "")
         init = f"={_fmt(e.init_mean)}" if e.init_std == 0 else f"N({_fmt(e.init_mean)},{_fmt(e.init_std)})"
@@ -193,7 +193,9 @@ def _print_table(result: Any) -> None:
             _fmt(e.eps),
             _fmt(e.mult),
         )
-    console.print(table)
+    # Never hide a column on a narrow (or piped, 80-column) console: widen to the table's natural width.
+    width = max(console.width, Console(width=10_000).measure(table).maximum)
+    Console(width=width, highlight=False, soft_wrap=False).print(table)
     mults = Table(title="forward multipliers", title_justify="left", box=None, pad_edge=False)
     mults.add_column("site")
     mults.add_column("value", justify="right")

@@ -1,0 +1,44 @@
+"""Time to check + compile every bundled rule file, after imports (target: all under 2 s).
+
+    .venv/bin/python bench/compile.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import lark  # noqa: F401 - imports are excluded from the timing
+import sympy  # noqa: F401
+
+from scalec.compiler.analysis import desiderata
+from scalec.compiler.codegen import generate
+from scalec.compiler.loader import bundled_rules
+from scalec.compiler.parameterisation import compile_ir, import_source
+
+
+def main() -> None:
+    import scalec.compiler.templates  # noqa: F401
+
+    names = list(bundled_rules())
+    rows = []
+    t_all = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        ir, _ = compile_ir(name)
+        t1 = time.perf_counter()
+        src = generate(ir)
+        import_source(src, ir.name)
+        t2 = time.perf_counter()
+        desiderata(ir)
+        t3 = time.perf_counter()
+        rows.append((name, t1 - t0, t2 - t1, t3 - t2, len(src.splitlines())))
+    total = time.perf_counter() - t_all
+    print(f"{'rule':<12} {'check s':>8} {'codegen s':>10} {'analysis s':>11} {'lines':>6}")
+    for name, c, g, a, n in rows:
+        print(f"{name:<12} {c:8.3f} {g:10.3f} {a:11.3f} {n:6d}")
+    print(f"total for {len(names)} files (parse+resolve+check+codegen+import+desiderata): {total:.2f} s "
+          f"(target < 2 s) -> {'OK' if total < 2 else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()
