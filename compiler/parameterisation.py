@@ -91,9 +91,14 @@ def compile_ir(name_or_path: str | Path, params: Mapping[str, str | float] | Non
 
 
 def load(name_or_path: str | Path, params: Mapping[str, str | float] | None = None,
-         base: Mapping[str, float] | None = None) -> Parameterisation:
-    """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported."""
-    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())))
+         base: Mapping[str, float] | None = None, fold: bool = False, qk_norm: bool = False) -> Parameterisation:
+    """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
+
+    `fold=True` moves every forward multiplier into init/LR (exact under the Adam abc-symmetry) for models
+    without multiplier hooks; `qk_norm` tells the folder whether queries are normalised.
+    """
+    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())),
+           fold, qk_norm)
     path = Path(str(name_or_path))
     if path.is_file():
         key = key + (path.stat().st_mtime_ns,)
@@ -102,7 +107,12 @@ def load(name_or_path: str | Path, params: Mapping[str, str | float] | None = No
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(key) -> Parameterisation:
-    name_or_path, params, base = key[0], dict(key[1]), dict(key[2])
+    name_or_path, params, base, fold, qk_norm = key[0], dict(key[1]), dict(key[2]), key[3], key[4]
     ir, report = compile_ir(name_or_path, params, base)
+    if fold:
+        from scalec.compiler.folding import fold as fold_ir
+
+        ir, folded = fold_ir(ir, qk_norm=qk_norm)
+        report.checked.extend(f"folded {f}" for f in folded.folded)
     source = generate(ir)
     return Parameterisation(ir, report, source, import_source(source, ir.name))

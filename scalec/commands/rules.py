@@ -94,12 +94,19 @@ def compile_cmd(
     file: Annotated[str, typer.Argument(help="Rule file or bundled name.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the module here.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
+    fold: Annotated[bool, typer.Option("--fold", help="Fold forward multipliers into init/LR.")] = False,
+    qk_norm: Annotated[bool, typer.Option("--qk-norm", help="(with --fold) the model uses QK-norm.")] = False,
 ) -> None:
     """Compile a rule file to a standalone Python module (stdlib only)."""
     from scalec.compiler.codegen import generate
+    from scalec.compiler.folding import fold as fold_ir
     from scalec.compiler.parameterisation import compile_ir
 
     ir, _ = compile_ir(file, parse_assignments(param, "--param"))
+    if fold:
+        ir, report = fold_ir(ir, qk_norm=qk_norm)
+        for line in report.folded:
+            err_console.print(f"folded {line}")
     source = generate(ir)
     if output is None:
         typer.echo(source, nl=False)
