@@ -101,7 +101,7 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
         if ok:
             msg = f"{role} update: a+c = {_f(a_ + c_)}, Theta(1) feature updates"
         else:
-            need = -(_UPDATE_TARGET[cls] + m["n"]) if True else None
+            need = -(_UPDATE_TARGET[cls] + m["n"])  # the lr exponent that gives a+c = target
             msg = (f"{role} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
                    f"width^{_f(u)}; needs {_f(need)}")
         d.verdicts.append(Verdict("width", f"{role} update", ok, msg))
@@ -136,8 +136,6 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                               f"residual multiplier m_L^-{_f(alpha)}: "
                               + ("stable at init (1/2 <= alpha <= 1)" if stable else "alpha outside [1/2, 1]")))
     for role in sorted(BLOCK_ROLES):
-        if ir.roles[role]["init_std"].expr == 0 and role in ("bias",):
-            pass
         lr = role_exps(ir, role, "lr")
         if role == "qk_norm" and lr is not None and lr["L"] == 0:
             continue  # CompleteP states no QK-norm rule
@@ -201,7 +199,7 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
 
 
 def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
-    for role, cls in ROLES.items():
+    for role in ROLES:
         lr, wd = role_exps(ir, role, "lr"), role_exps(ir, role, "weight_decay")
         if lr is None or wd is None:
             continue

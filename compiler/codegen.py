@@ -9,12 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
-import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.symbols import BASE, RATIO, param_symbol
-from scalec.compiler.vocabulary import AXIS_DOCS, AXES, MODULE_HP_KINDS, ROLES
+from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")

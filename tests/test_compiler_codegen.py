@@ -22,7 +22,7 @@ from tests.conftest import BUNDLED
 KINDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _evaluator(p, expr):
     """Evaluate the IR expression with mpmath at 50 digits (independent of the generated code path)."""
     fixed = {BASE[a]: p.ir.axes[a].value for a in BASE}
