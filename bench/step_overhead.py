@@ -13,10 +13,10 @@ import statistics
 import time
 
 import torch
-from scalec.runtime.gpt import GPT, GPTConfig
-from scalec.runtime.plan import make_plan
 
 import scalec
+from scalec.runtime.gpt import GPT, GPTConfig
+from scalec.runtime.plan import make_plan
 
 
 def _sync(device: str) -> None:
@@ -105,8 +105,7 @@ def main() -> None:
     print(f"median step: plan groups {med['plan'] * 1e3:.3f} ms, one group {med['plain'] * 1e3:.3f} ms")
     print(f"ratio plan/plain = {med['plan'] / med['plain']:.4f}  (target <= 1.02)")
     print(
-        f"optimizer.step() alone: plan groups {opt_med['plan'] * 1e3:.3f} ms, "
-        f"one group {opt_med['plain'] * 1e3:.3f} ms"
+        f"optimizer.step() alone: plan groups {opt_med['plan'] * 1e3:.3f} ms, one group {opt_med['plain'] * 1e3:.3f} ms"
     )
 
 

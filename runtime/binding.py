@@ -15,9 +15,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from scalec.compiler.vocabulary import ROLES
-from scalec.runtime.presets import PRESETS, Preset, Rule, detect_preset
-
 from scalec.errors import ScalecError
+from scalec.runtime.presets import PRESETS, Preset, Rule, detect_preset
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 _SHOW = 5  # how many offending names an error message lists
@@ -173,9 +172,7 @@ def bind(
     inferred: dict[str, tuple[str, str]] = {}
     if preset == "infer":
         if base_model is None:
-            raise BindingError(
-                "error: preset='infer' needs base_model=<the same model built at another width>"
-            )
+            raise BindingError("error: preset='infer' needs base_model=<the same model built at another width>")
         from scalec.runtime.shape_inference import infer_roles
 
         inferred = {name: (c.role, c.layout) for name, c in infer_roles(model, base_model).items()}

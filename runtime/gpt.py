@@ -79,7 +79,8 @@ class RMSNorm(nn.Module):
         self.eps, self.mult = eps, mult
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # Under bf16 autocast q/k arrive in bf16: match the gain's dtype so the fused kernel applies.
+        y = F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
         return y * self.mult if self.mult != 1.0 else y
 
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scalec.runtime.binding import _listing, bind, unique_parameters
-
 from scalec.errors import ScalecError
+from scalec.runtime.binding import _listing, bind, unique_parameters
 
 
 class PlanError(ScalecError):
@@ -177,8 +176,7 @@ def _module_of(rules: Any) -> Any:
     module = getattr(rules, "module", rules)
     if not hasattr(module, "role_hparams") or not hasattr(module, "Shape"):
         raise PlanError(
-            f"error: {type(rules).__name__} is not a parameterisation; pass scalec.load('<rule>') "
-            "or a generated module"
+            f"error: {type(rules).__name__} is not a parameterisation; pass scalec.load('<rule>') or a generated module"
         )
     return module
 
@@ -189,9 +187,7 @@ def resolve_shape(module: Any, shape: Any) -> Any:
         axes = {f.name for f in dataclasses.fields(module.Shape)}
         unknown = sorted(set(shape) - axes)
         if unknown:
-            raise PlanError(
-                f"error: unknown axis '{unknown[0]}' in the shape; axes: {', '.join(sorted(axes))}"
-            )
+            raise PlanError(f"error: unknown axis '{unknown[0]}' in the shape; axes: {', '.join(sorted(axes))}")
         shape = dataclasses.replace(module.BASE, **{k: float(v) for k, v in shape.items()})
     elif not isinstance(shape, module.Shape):
         raise PlanError(
@@ -247,8 +243,7 @@ def make_plan(
             bad_beta = f.name in ("beta1", "beta2") and not 0 <= value < 1
             if not math.isfinite(value) or negative or bad_beta:
                 raise PlanError(
-                    f"error: role '{role}' gets {f.name} = {value} at this shape; check the hp "
-                    "values and the shape"
+                    f"error: role '{role}' gets {f.name} = {value} at this shape; check the hp values and the shape"
                 )
     entries = []
     for b in bound:

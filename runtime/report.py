@@ -194,6 +194,10 @@ def run_description(cfg: CoordCheckConfig) -> str:
     )
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _pow2(x: float) -> str:
     """2^-6 for exact powers of two, else %g."""
     k = math.log2(x) if x > 0 else 0.5
@@ -253,7 +257,7 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
             "",
             run_description(cfg),
             "",
-            f"{cfg.thresholds().capitalize()}.",
+            f"{_sentence(cfg.thresholds())}.",
             "",
         ]
         for sweep in ("width", "depth"):
@@ -367,7 +371,7 @@ def render_html(cmp: Comparison) -> str:
         cfg = emp[0].coord.config  # type: ignore[union-attr]
         body.append("<h2>Coordinate checks</h2>")
         body.append(f"<p>{e(run_description(cfg))}</p>")
-        body.append(f"<p>{e(cfg.thresholds().capitalize())}.</p>")
+        body.append(f"<p>{e(_sentence(cfg.thresholds()))}.</p>")
         for sweep in ("width", "depth"):
             body.append(f"<h3>{sweep}</h3>")
             rows = [[m, *[coord_cell(s.coord, sweep, m) for s in emp]] for m in MODULES]
@@ -421,14 +425,14 @@ def _exponent_table(p: Any) -> Any:
 
 def analyse(names: Sequence[str], params: Mapping[str, str] | None = None) -> Comparison:
     """Load every file and run the symbolic analysis: exponent tables, desiderata, pairwise equivalence."""
-    from scalec.compiler.analysis import desiderata, equivalence
-
     import scalec
+    from scalec.compiler.analysis import desiderata, equivalence
 
     rules = [scalec.load(n, dict(params) if params else None) for n in names]
     labels = unique_labels(names)
     sections = [
-        RuleSection(label, p.name, _exponent_table(p), desiderata(p), rules=p) for label, p in zip(labels, rules)
+        RuleSection(label, p.name, _exponent_table(p), desiderata(p), rules=p)
+        for label, p in zip(labels, rules, strict=True)
     ]
     pairs = [
         (labels[i], labels[j], equivalence(rules[i], rules[j]))

@@ -40,9 +40,7 @@ def classify(name: str, shape: tuple[int, ...], base_shape: tuple[int, ...], lay
         changed = "out" if tuple(shape) != tuple(base_shape) else "none"
         width_class = "vector"
     else:
-        out_dim, in_dims = (
-            (1, (0, *range(2, len(shape)))) if layout == "in_out" else (0, range(1, len(shape)))
-        )
+        out_dim, in_dims = (1, (0, *range(2, len(shape)))) if layout == "in_out" else (0, range(1, len(shape)))
         out_changed = shape[out_dim] != base_shape[out_dim]
         in_changed = any(shape[d] != base_shape[d] for d in in_dims)
         changed = {(True, True): "both", (True, False): "out", (False, True): "in"}.get(

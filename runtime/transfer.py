@@ -307,7 +307,7 @@ def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: s
             ys = [y if math.isfinite(y) else math.nan for y in c.losses]
             ax.plot(
                 xs,
-                [min(y, top) if math.isfinite(y) else math.nan for y in ys],
+                ys,
                 "o-",
                 ms=3,
                 color=color,

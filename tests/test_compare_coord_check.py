@@ -8,6 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
+import scalec
+from scalec.cli import app
 from scalec.runtime.coord_check import (
     MODULES,
     CoordCheckConfig,
@@ -16,10 +20,6 @@ from scalec.runtime.coord_check import (
     run_coord_check,
 )
 from scalec.runtime.coord_plot import plot_all
-from typer.testing import CliRunner
-
-import scalec
-from scalec.cli import app
 
 # Small but telling: 8x range in both width and depth, eta = 2^-6 so differences show within 4 steps.
 CFG = CoordCheckConfig(

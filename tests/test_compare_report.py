@@ -8,6 +8,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+from scalec.cli import app
 from scalec.runtime.report import (
     Comparison,
     RuleSection,
@@ -19,9 +22,6 @@ from scalec.runtime.report import (
     render_markdown,
     unique_labels,
 )
-from typer.testing import CliRunner
-
-from scalec.cli import app
 
 RULES = ["sp", "mup", "completep", "completedp"]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from scalec.compiler.vocabulary import ROLES
 from scalec.runtime.binding import BindingError, bind, normalise_name
 from scalec.runtime.gpt import GPT, GPTConfig
 from scalec.runtime.shape_inference import infer_roles
-from torch import nn
 
 
 def _gpt(width: int = 32, qk_norm: bool = True) -> GPT:
@@ -176,9 +177,7 @@ def test_inferred_width_classes_match_the_gpt_preset_once_the_lookup_table_is_na
 
 
 def test_shape_inference_rejects_models_that_do_not_correspond():
-    with pytest.raises(
-        BindingError, match="base_model lacks 'blocks.0.attn.q_norm.weight', 'blocks.0.attn.k_norm"
-    ):
+    with pytest.raises(BindingError, match="base_model lacks 'blocks.0.attn.q_norm.weight', 'blocks.0.attn.k_norm"):
         bind(_gpt(64), preset="infer", base_model=_gpt(32, qk_norm=False))
     with pytest.raises(BindingError, match="identical shapes"):
         bind(_gpt(32), preset="infer", base_model=_gpt(32))
@@ -191,13 +190,9 @@ def _nanogpt(width: int = 16) -> nn.Module:
         return nn.ModuleDict(
             {
                 "ln_1": nn.LayerNorm(width),
-                "attn": nn.ModuleDict(
-                    {"c_attn": nn.Linear(width, 3 * width), "c_proj": nn.Linear(width, width)}
-                ),
+                "attn": nn.ModuleDict({"c_attn": nn.Linear(width, 3 * width), "c_proj": nn.Linear(width, width)}),
                 "ln_2": nn.LayerNorm(width),
-                "mlp": nn.ModuleDict(
-                    {"c_fc": nn.Linear(width, 4 * width), "c_proj": nn.Linear(4 * width, width)}
-                ),
+                "mlp": nn.ModuleDict({"c_fc": nn.Linear(width, 4 * width), "c_proj": nn.Linear(4 * width, width)}),
             }
         )
 

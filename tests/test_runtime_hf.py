@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from scalec.runtime.binding import bind
 
 try:  # transformers is the optional `hf` extra; a broken install counts as missing too
@@ -96,9 +97,7 @@ def test_llama_with_tied_embeddings_plans_the_shared_tensor_as_embed():
 
 def test_shape_inference_on_gpt2_agrees_with_the_preset_width_classes():
     preset = {b.name: b.width_class for b in bind(gpt2(width=32))}
-    inferred = {
-        b.name: b.width_class for b in bind(gpt2(width=64), preset="infer", base_model=gpt2(width=32))
-    }
+    inferred = {b.name: b.width_class for b in bind(gpt2(width=64), preset="infer", base_model=gpt2(width=32))}
     assert inferred == preset
 
 

@@ -12,11 +12,11 @@ import math
 
 import pytest
 import torch
-from scalec.runtime.gpt import GPT, GPTConfig
-from scalec.runtime.plan import make_plan
 from torch import nn
 
 import scalec
+from scalec.runtime.gpt import GPT, GPTConfig
+from scalec.runtime.plan import make_plan
 
 mup = pytest.importorskip("mup")
 
@@ -67,9 +67,7 @@ def _mup_ratios(build, n0: int, mult: int) -> dict[str, float]:
     """Per 2-D parameter: mup's init std at n0*mult over that at n0 (mup.init.normal_, base shapes set)."""
     wide, base = build(n0 * mult, n0), build(n0, n0)
     base_p = dict(base.named_parameters())
-    return {
-        n: _mup_normal_std(p) / _mup_normal_std(base_p[n]) for n, p in wide.named_parameters() if p.ndim == 2
-    }
+    return {n: _mup_normal_std(p) / _mup_normal_std(base_p[n]) for n, p in wide.named_parameters() if p.ndim == 2}
 
 
 # --- a small MLP --------------------------------------------------------------------------------------------
@@ -111,12 +109,8 @@ def test_mlp_plan_matches_mup_lr_weight_decay_and_output_multiplier(rules, mult)
     plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS)
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.readout.width_mult(), rel=1e-12)
-    inferred = make_plan(
-        rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2)
-    )
-    assert [(e.lr, e.weight_decay) for e in inferred.entries] == [
-        (e.lr, e.weight_decay) for e in plan.entries
-    ]
+    inferred = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2))
+    assert [(e.lr, e.weight_decay) for e in inferred.entries] == [(e.lr, e.weight_decay) for e in plan.entries]
 
 
 def _mup_mlp_std(width: int, n0: int, name: str) -> float:
@@ -160,7 +154,7 @@ def test_one_training_step_equals_mup_on_the_mlp(rules):
             nn.functional.mse_loss(model(x), y).backward()
             opt.step()
             opt.zero_grad()
-    for (name, a), b in zip(ref.named_parameters(), ours.parameters()):
+    for (name, a), b in zip(ref.named_parameters(), ours.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
@@ -215,7 +209,7 @@ def test_one_training_step_equals_mup_on_the_gpt(small):
     for model, opt in ((ref, opt_ref), (ours, opt_ours)):
         model(tokens[:, :-1], tokens[:, 1:]).backward()
         opt.step()
-    for (name, a), b in zip(ref.named_parameters(), ours.parameters()):
+    for (name, a), b in zip(ref.named_parameters(), ours.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
@@ -337,9 +331,7 @@ def _plans(rules, k: float = 2.0, **params):
         if axis:
             shape[axis] *= k
         with torch.device("meta"):
-            model = GPT(
-                GPTConfig(width=int(shape["n"]), depth=int(shape["L"]), head_dim=32, seq_len=16, qk_norm=True)
-            )
+            model = GPT(GPTConfig(width=int(shape["n"]), depth=int(shape["L"]), head_dim=32, seq_len=16, qk_norm=True))
         out[axis] = make_plan(rules, model, shape)
     return out
 

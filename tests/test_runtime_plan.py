@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
-from scalec.runtime.gpt import GPT, GPTConfig
-from scalec.runtime.plan import Plan, PlanError, make_plan
-from scalec.runtime.schedule import scale_lrs
 from typer.testing import CliRunner
 
 import scalec
 from scalec.cli import app
+from scalec.runtime.gpt import GPT, GPTConfig
+from scalec.runtime.plan import Plan, PlanError, make_plan
+from scalec.runtime.schedule import scale_lrs
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,7 @@ def rules():
 
 def _gpt(width: int = 32, depth: int = 2, multipliers=None, qk_norm: bool = True) -> GPT:
     torch.manual_seed(0)
-    return GPT(
-        GPTConfig(width=width, depth=depth, head_dim=16, seq_len=16, vocab=64, qk_norm=qk_norm), multipliers
-    )
+    return GPT(GPTConfig(width=width, depth=depth, head_dim=16, seq_len=16, vocab=64, qk_norm=qk_norm), multipliers)
 
 
 def _shape(width: int = 32, depth: int = 2) -> dict[str, float]:
@@ -85,7 +83,7 @@ def test_hp_overrides_scale_the_plan_and_unknown_names_are_rejected(rules):
     base = make_plan(rules, _gpt(), _shape())
     eta = rules.module.HP_SPACE["eta"].default
     doubled = make_plan(rules, _gpt(), _shape(), hp={"eta": 2 * eta, "lr[mlp.down]": 3.0})
-    for a, b in zip(base.entries, doubled.entries):
+    for a, b in zip(base.entries, doubled.entries, strict=True):
         assert b.lr == pytest.approx(a.lr * (6 if a.role == "mlp.down" else 2))
     with pytest.raises(PlanError, match="unknown hyperparameter 'etaa'"):
         make_plan(rules, _gpt(), _shape(), hp={"etaa": 1.0})
@@ -109,7 +107,7 @@ def test_init_draws_each_tensor_with_its_planned_mean_and_std(rules):
     again = _gpt(width=64)
     torch.manual_seed(0)
     plan.init_(again)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("impl", [{"fused": True}, {"foreach": True}, {"foreach": False}])
@@ -131,7 +129,7 @@ def test_param_groups_merge_identical_settings_and_train_with_adamw(rules, impl)
     before = [p.detach().clone() for p in model.parameters()]
     model(tokens[:, :-1], tokens[:, 1:]).backward()
     opt.step()
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_scale_lrs_is_relative_to_each_groups_planned_lr(rules):
@@ -190,9 +188,7 @@ def test_multipliers_feed_the_bundled_gpt(rules):
     plan = make_plan(rules, _gpt(), _shape(depth=8), hp={"mult[mlp.gate]": 2.0})
     assert plan.multipliers["mult[mlp.gate]"] == 2.0
     assert "mult[attn.q]" not in plan.multipliers
-    model = GPT(
-        GPTConfig(width=32, depth=2, head_dim=16, seq_len=16, vocab=64, qk_norm=True), plan.multipliers
-    )
+    model = GPT(GPTConfig(width=32, depth=2, head_dim=16, seq_len=16, vocab=64, qk_norm=True), plan.multipliers)
     assert model.blocks[0].mlp.gate_mult == 2.0
 
 
@@ -200,7 +196,7 @@ def test_infer_preset_plans_like_the_gpt_preset_up_to_representative_roles(rules
     patterns = {"embed.weight": "embed", "final_norm.weight": "final_norm"}
     inferred = make_plan(rules, _gpt(64), _shape(64), preset="infer", base_model=_gpt(32), patterns=patterns)
     preset = make_plan(rules, _gpt(64), _shape(64))
-    for a, b in zip(inferred.entries, preset.entries):
+    for a, b in zip(inferred.entries, preset.entries, strict=True):
         if a.role != "qk_norm" and b.role != "qk_norm":  # d_head-sized gains do not change with width
             assert (a.init_std, a.lr, a.weight_decay) == (b.init_std, b.lr, b.weight_decay), a.name
 
@@ -234,22 +230,40 @@ def test_cli_plan_prints_json_with_parameters_and_multipliers():
     assert data["axes"]["n"] == 256
 
 
-def test_cli_plan_prints_a_table():
-    result = runner.invoke(app, ["plan", "mup", "--width", "64", "--depth", "1", "--heads", "2"])
+def test_cli_plan_takes_rule_params_and_base_overrides():
+    args = ["plan", "completep", "--width", "256", "--depth", "8", "--param", "alpha=1/2", "--base", "n=64,L=2"]
+    result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    assert (
-        "mlp.down" in result.stdout and "output.mult" in result.stdout and "muP plan at n=64" in result.stdout
-    )
+    data = json.loads(result.stdout)
+    assert data["multipliers"]["residual.attn"] == pytest.approx(4**-0.5)  # m_L = 4, alpha = 1/2
+    assert data["multipliers"]["output.mult"] == pytest.approx(1 / 4)  # m_N = 256 / 64
+    mlp = next(p for p in data["parameters"] if p["name"] == "blocks.0.mlp.up.weight")
+    assert mlp["lr"] == pytest.approx(2**-8 / 4 * 4**-0.5)
 
 
-def test_cli_plan_hf_gpt2_shows_the_tied_readout():
-    pytest.importorskip("transformers")
-    result = runner.invoke(
-        app, ["plan", "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1", "--json"]
-    )
+def _hf_plan(*args: str):
+    """Run `scalec plan` on an HF model; skip when transformers (the `hf` extra) is not importable."""
+    result = runner.invoke(app, ["plan", *args])
     if result.exit_code and "needs transformers" in result.output:
         pytest.skip("transformers is not importable")
     assert result.exit_code == 0, result.output
+    return result
+
+
+def test_cli_plan_hf_llama_on_the_meta_device():
+    result = _hf_plan("mup", "--model", "hf-llama", "--width", "64", "--depth", "2", "--json")
+    roles = {p["name"]: p["role"] for p in json.loads(result.stdout)["parameters"]}
+    assert roles["lm_head.weight"] == "unembed" and roles["model.layers.1.mlp.gate_proj.weight"] == "mlp.gate"
+
+
+def test_cli_plan_prints_a_table():
+    result = runner.invoke(app, ["plan", "mup", "--width", "64", "--depth", "1", "--heads", "2"])
+    assert result.exit_code == 0, result.output
+    assert "mlp.down" in result.stdout and "output.mult" in result.stdout and "muP plan at n=64" in result.stdout
+
+
+def test_cli_plan_hf_gpt2_shows_the_tied_readout():
+    result = _hf_plan("mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1", "--json")
     params = json.loads(result.stdout)["parameters"]
     wte = next(p for p in params if p["name"] == "transformer.wte.weight")
     assert wte["tied_with"] == ["lm_head.weight"] and wte["role"] == "embed"

@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
             out = out or Path("report")
             results = []
             with torch_threads(threads):
-                for s, cfg in zip(cmp.sections, configs):
+                for s, cfg in zip(cmp.sections, configs, strict=True):
                     s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label)
                     results.append((s.label, s.coord))
             for sweep in ("width", "depth"):

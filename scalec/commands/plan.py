@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Annotated, Any
 
 import typer
@@ -52,41 +51,33 @@ def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk
 
             try:
                 return GPT(
-                    GPTConfig(
-                        width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm
-                    )
+                    GPTConfig(width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm)
                 )
             except ValueError as exc:
                 raise PlanCommandError(f"error: --model gpt: {exc}") from None
-        try:
-            import transformers
+        try:  # a broken install fails lazily, on the first class access, with various errors
+            if kind == "hf-gpt2":
+                from transformers import GPT2Config as Config
+                from transformers import GPT2LMHeadModel as Model
+            else:
+                from transformers import LlamaConfig as Config
+                from transformers import LlamaForCausalLM as Model
         except (ImportError, RuntimeError):
-            raise PlanCommandError(
-                f"error: --model {kind} needs transformers; pip install 'scalec[hf]'"
-            ) from None
+            raise PlanCommandError(f"error: --model {kind} needs transformers; pip install 'scalec[hf]'") from None
+        common = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0}
         if kind == "hf-gpt2":
-            cfg = transformers.GPT2Config(
-                n_embd=width,
-                n_layer=depth,
-                n_head=heads,
-                vocab_size=vocab,
-                n_positions=16,
-                bos_token_id=0,
-                eos_token_id=0,
+            return Model(Config(n_embd=width, n_layer=depth, n_head=heads, n_positions=16, **common))
+        return Model(
+            Config(
+                hidden_size=width,
+                intermediate_size=3 * width,
+                num_hidden_layers=depth,
+                num_attention_heads=heads,
+                num_key_value_heads=heads,
+                max_position_embeddings=16,
+                **common,
             )
-            return transformers.GPT2LMHeadModel(cfg)
-        cfg = transformers.LlamaConfig(
-            hidden_size=width,
-            intermediate_size=3 * width,
-            num_hidden_layers=depth,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            vocab_size=vocab,
-            max_position_embeddings=16,
-            bos_token_id=0,
-            eos_token_id=0,
         )
-        return transformers.LlamaForCausalLM(cfg)
 
 
 def _fmt(x: float) -> str:
@@ -99,40 +90,24 @@ def register(app: typer.Typer) -> None:
     @app.command("plan")
     @guarded
     def plan(
-        rule: Annotated[
-            str, typer.Argument(help="Bundled rule (sp, mup, completep, completedp, ...) or .scale path.")
-        ],
+        rule: Annotated[str, typer.Argument(help="Bundled rule (sp, mup, completep, completedp, ...) or .scale path.")],
         width: Annotated[int, typer.Option("--width", min=1, help="Model width n (d_model).")],
         depth: Annotated[int, typer.Option("--depth", min=1, help="Residual blocks L.")],
         model: Annotated[str, typer.Option("--model", help="gpt (bundled), hf-gpt2 or hf-llama.")] = "gpt",
-        batch: Annotated[
-            float | None, typer.Option("--batch", help="Tokens per step B (default: base).")
-        ] = None,
-        duration: Annotated[
-            float | None, typer.Option("--duration", help="Training tokens D (default: base).")
-        ] = None,
+        batch: Annotated[float | None, typer.Option("--batch", help="Tokens per step B (default: base).")] = None,
+        duration: Annotated[float | None, typer.Option("--duration", help="Training tokens D (default: base).")] = None,
         heads: Annotated[
             int | None, typer.Option("--heads", min=1, help="Attention heads (d_head = width/heads).")
         ] = None,
-        head_dim: Annotated[
-            int | None, typer.Option("--head-dim", min=1, help="Head dimension (default 32).")
-        ] = None,
-        base: Annotated[
-            list[str] | None, typer.Option("--base", help="Base-shape overrides, e.g. n=256,L=4.")
-        ] = None,
+        head_dim: Annotated[int | None, typer.Option("--head-dim", min=1, help="Head dimension (default 32).")] = None,
+        base: Annotated[list[str] | None, typer.Option("--base", help="Base-shape overrides, e.g. n=256,L=4.")] = None,
         hp: Annotated[
-            list[str] | None, typer.Option("--hp", help="HP overrides: eta=0.01, 'lr[mlp.down]=2'.")
+            list[str] | None, typer.Option("--hp", help="HP overrides: eta=0.01, 'lr\\[mlp.down]=2'.")
         ] = None,
-        param: Annotated[
-            list[str] | None, typer.Option("--param", help="Rule-file params, e.g. alpha=1/2.")
-        ] = None,
-        vocab: Annotated[
-            int, typer.Option("--vocab", min=2, help="Vocabulary size of the planned model.")
-        ] = 256,
+        param: Annotated[list[str] | None, typer.Option("--param", help="Rule-file params, e.g. alpha=1/2.")] = None,
+        vocab: Annotated[int, typer.Option("--vocab", min=2, help="Vocabulary size of the planned model.")] = 256,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")
-        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")] = False,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
@@ -147,15 +122,8 @@ def register(app: typer.Typer) -> None:
                 raise PlanCommandError(f"error: --width {width} is not divisible by --heads {heads}")
             head_dim = width // heads
         head_dim = head_dim or 32
-        load_kwargs: dict[str, Any] = {}
-        if param:
-            load_kwargs["params"] = _pairs(param or [], "--param")
-        bases = _floats(_pairs(base or [], "--base"), "--base")
-        if bases:
-            load_kwargs["base"] = bases
-        if bases and "base" not in inspect.signature(scalec.load).parameters:
-            raise PlanCommandError("error: --base is not supported by this compiler version")
-        rules = scalec.load(rule, **load_kwargs)
+        params = _pairs(param or [], "--param") or None
+        rules = scalec.load(rule, params=params, base=_floats(_pairs(base or [], "--base"), "--base") or None)
         net = build_model(model, width, depth, head_dim, vocab, qk_norm)
         shape: dict[str, float] = {"n": width, "L": depth, "d_head": head_dim}
         if batch is not None:
