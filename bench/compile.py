@@ -1,6 +1,6 @@
 """Time to check + compile every bundled rule file, after imports (target: all under 2 s).
 
-    .venv/bin/python bench/compile.py
+.venv/bin/python bench/compile.py
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def main() -> None:
     print(f"{'rule':<12} {'check s':>8} {'codegen s':>10} {'analysis s':>11} {'lines':>6}")
     for name, c, g, a, n in rows:
         print(f"{name:<12} {c:8.3f} {g:10.3f} {a:11.3f} {n:6d}")
-    print(f"total for {len(names)} files (parse+resolve+check+codegen+import+desiderata): {total:.2f} s "
-          f"(target < 2 s) -> {'OK' if total < 2 else 'OVER'}")
+    print(
+        f"total for {len(names)} files (parse+resolve+check+codegen+import+desiderata): {total:.2f} s "
+        f"(target < 2 s) -> {'OK' if total < 2 else 'OVER'}"
+    )
 
 
 if __name__ == "__main__":

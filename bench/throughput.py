@@ -18,6 +18,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import scalec
 from scalec.runtime.data import ByteData, resolve_corpus
 from scalec.runtime.gpt import GPT, GPTConfig
 from scalec.runtime.lr_schedule import lr_factor
@@ -25,9 +28,6 @@ from scalec.runtime.metrics import peak_flops
 from scalec.runtime.plan import make_plan
 from scalec.runtime.schedule import scale_lrs
 from scalec.runtime.train import train_step
-from torch import nn
-
-import scalec
 
 
 class RefBlock(nn.Module):
@@ -90,8 +90,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(rule: str, width: int, depth: int, seq_len: int, seqs: int, device: torch.device, rounds: int,
-            steps_per_round: int, compile_: bool, corpus: str | None) -> dict[str, float]:
+def measure(
+    rule: str,
+    width: int,
+    depth: int,
+    seq_len: int,
+    seqs: int,
+    device: torch.device,
+    rounds: int,
+    steps_per_round: int,
+    compile_: bool,
+    corpus: str | None,
+) -> dict[str, float]:
     """Median seconds per step of ours and of the reference, alternating rounds; plus tok/s and MFU."""
     rules = scalec.load(rule)
     data = ByteData(resolve_corpus(corpus), seq_len=seq_len)
@@ -107,12 +117,14 @@ def measure(rule: str, width: int, depth: int, seq_len: int, seqs: int, device: 
     assert ours.num_params(non_embedding=False) == sum(p.numel() for p in ref.parameters())
     fused = device.type == "cuda"
     opt_ours = torch.optim.AdamW(plan.param_groups(ours), fused=fused, foreach=None if fused else True)
-    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.1, fused=fused,
-                                foreach=None if fused else True)
+    opt_ref = torch.optim.AdamW(
+        ref.parameters(), lr=1e-3, weight_decay=0.1, fused=fused, foreach=None if fused else True
+    )
     fwd_ours = torch.compile(ours) if compile_ else ours
     fwd_ref = torch.compile(ref) if compile_ else ref
-    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
-                else contextlib.nullcontext)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    )
     params = list(ours.parameters())
     train_arr = torch.from_numpy(data.splits["train"][: 1 << 22].astype("int64"))
     gen = torch.Generator().manual_seed(0)
@@ -151,9 +163,13 @@ def measure(rule: str, width: int, depth: int, seq_len: int, seqs: int, device: 
     t_ours, t_ref = statistics.median(times["ours"]), statistics.median(times["ref"])
     tok_s = batch_tokens / t_ours
     peak = peak_flops(device)
-    return {"tok_s": tok_s, "ref_tok_s": batch_tokens / t_ref, "ratio": t_ref / t_ours,
-            "mfu": ours.flops_per_token() * tok_s / peak if peak else math.nan,
-            "params_M": ours.num_params() / 1e6}
+    return {
+        "tok_s": tok_s,
+        "ref_tok_s": batch_tokens / t_ref,
+        "ratio": t_ref / t_ours,
+        "mfu": ours.flops_per_token() * tok_s / peak if peak else math.nan,
+        "params_M": ours.num_params() / 1e6,
+    }
 
 
 def main() -> None:
@@ -165,8 +181,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="main shape only")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 resists load from other processes)")
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         main_shape, seqs, rounds, spr = (768, 12, 1024), 16, 7, 5
@@ -175,21 +194,31 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         main_shape, seqs, rounds, spr = (128, 4, 64), 8, 40, 1
         sweep = [(128, 2, 64), (256, 2, 64), (256, 8, 32), (512, 2, 32)]
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, rule {args.rule}, "
-          f"compile {args.compile}")
-    print(f"{'width':>6} {'depth':>5} {'T':>5} {'seqs':>4} {'params(M)':>9} {'ours tok/s':>11} "
-          f"{'ref tok/s':>11} {'ours/ref':>8} {'MFU':>6}")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, rule {args.rule}, "
+        f"compile {args.compile}"
+    )
+    print(
+        f"{'width':>6} {'depth':>5} {'T':>5} {'seqs':>4} {'params(M)':>9} {'ours tok/s':>11} "
+        f"{'ref tok/s':>11} {'ours/ref':>8} {'MFU':>6}"
+    )
     t_start = time.perf_counter()
     shapes = [main_shape] + ([] if args.quick else [s for s in sweep if s != main_shape])
     for i, (d, L, T) in enumerate(shapes):
-        r = measure(args.rule, d, L, T, seqs, device, rounds if i == 0 else max(3, rounds // 2), spr,
-                    args.compile, args.corpus)
+        r = measure(
+            args.rule, d, L, T, seqs, device, rounds if i == 0 else max(3, rounds // 2), spr, args.compile, args.corpus
+        )
         mfu = f"{100 * r['mfu']:.1f}%" if math.isfinite(r["mfu"]) else "n/a"
-        print(f"{d:>6} {L:>5} {T:>5} {seqs:>4} {r['params_M']:>9.2f} {r['tok_s']:>11,.0f} {r['ref_tok_s']:>11,.0f} "
-              f"{r['ratio']:>8.3f} {mfu:>6}", flush=True)
-    print(f"total {time.perf_counter() - t_start:.0f}s; ours/ref >= 0.98 is the target (medians of interleaved "
-          "rounds; MFU = (6N + 12 L d T) tok/s / peak bf16)")
+        print(
+            f"{d:>6} {L:>5} {T:>5} {seqs:>4} {r['params_M']:>9.2f} {r['tok_s']:>11,.0f} {r['ref_tok_s']:>11,.0f} "
+            f"{r['ratio']:>8.3f} {mfu:>6}",
+            flush=True,
+        )
+    print(
+        f"total {time.perf_counter() - t_start:.0f}s; ours/ref >= 0.98 is the target (medians of interleaved "
+        "rounds; MFU = (6N + 12 L d T) tok/s / peak bf16)"
+    )
 
 
 if __name__ == "__main__":

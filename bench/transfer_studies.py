@@ -211,10 +211,7 @@ def write_per_module_table(best) -> None:
             f"{proxy_global_loss:.4f} | "
             f"{at_proxy_eta[0].loss:.4f} |"
         ),
-        (
-            f"| global eta={fmt_value(target_best_hp['eta'])} | target sweep (7 points) | - | "
-            f"{target_best_loss:.4f} |"
-        ),
+        (f"| global eta={fmt_value(target_best_hp['eta'])} | target sweep (7 points) | - | {target_best_loss:.4f} |"),
         (
             f"| per-module ({len(best.best_params)} HPs) | proxy search (TPE, {len(best.trials)} trials) | "
             f"{best.best_value:.4f} | {transferred_loss:.4f} |"

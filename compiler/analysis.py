@@ -90,8 +90,7 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
             init = a_ + b_
             ok = init >= _INIT_TARGET[cls] if cls == "output" else init == _INIT_TARGET[cls]
             grow = _INIT_TARGET[cls] - init
-            msg = (f"{role} init: a+b = {_f(init)} (needs {'>=' if cls == 'output' else '='} "
-                   f"{_f(_INIT_TARGET[cls])})")
+            msg = f"{role} init: a+b = {_f(init)} (needs {'>=' if cls == 'output' else '='} {_f(_INIT_TARGET[cls])})"
             if not ok:
                 msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
             d.verdicts.append(Verdict("width", f"{role} init", ok, msg))
@@ -102,8 +101,10 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
             msg = f"{role} update: a+c = {_f(a_ + c_)}, Theta(1) feature updates"
         else:
             need = -(_UPDATE_TARGET[cls] + m["n"])  # the lr exponent that gives a+c = target
-            msg = (f"{role} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
-                   f"width^{_f(u)}; needs {_f(need)}")
+            msg = (
+                f"{role} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
+                f"width^{_f(u)}; needs {_f(need)}"
+            )
         d.verdicts.append(Verdict("width", f"{role} update", ok, msg))
     if us:
         d.r = min(-u for u in us.values())
@@ -126,15 +127,27 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
         return
     alpha = -res[0]["L"]
     if alpha == 0:
-        d.verdicts.append(Verdict("depth", "residual", False,
-                                  "residual branches unscaled (m_L^0): the residual stream grows with depth; "
-                                  "needs m_L^-alpha with 1/2 <= alpha <= 1"))
+        d.verdicts.append(
+            Verdict(
+                "depth",
+                "residual",
+                False,
+                "residual branches unscaled (m_L^0): the residual stream grows with depth; "
+                "needs m_L^-alpha with 1/2 <= alpha <= 1",
+            )
+        )
         d.depth_class = "no depth scaling"
         return
     stable = Fraction(1, 2) <= alpha <= 1
-    d.verdicts.append(Verdict("depth", "residual", stable,
-                              f"residual multiplier m_L^-{_f(alpha)}: "
-                              + ("stable at init (1/2 <= alpha <= 1)" if stable else "alpha outside [1/2, 1]")))
+    d.verdicts.append(
+        Verdict(
+            "depth",
+            "residual",
+            stable,
+            f"residual multiplier m_L^-{_f(alpha)}: "
+            + ("stable at init (1/2 <= alpha <= 1)" if stable else "alpha outside [1/2, 1]"),
+        )
+    )
     for role in sorted(BLOCK_ROLES):
         lr = role_exps(ir, role, "lr")
         if role == "qk_norm" and lr is not None and lr["L"] == 0:
@@ -142,17 +155,28 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
         if lr is None:
             continue
         ok = lr["L"] == alpha - 1
-        d.verdicts.append(Verdict("depth", f"{role} lr", ok,
-                                  f"{role} lr depth exponent {_f(lr['L'])}"
-                                  + ("" if ok else f"; needs alpha-1 = {_f(alpha - 1)}")))
+        d.verdicts.append(
+            Verdict(
+                "depth",
+                f"{role} lr",
+                ok,
+                f"{role} lr depth exponent {_f(lr['L'])}" + ("" if ok else f"; needs alpha-1 = {_f(alpha - 1)}"),
+            )
+        )
     for role in sorted(r for r in BLOCK_ROLES if ROLES[r] == "hidden"):
         eps = role_exps(ir, role, "eps")
         if eps is None:
             continue
         ok = eps["L"] == -alpha
-        d.verdicts.append(Verdict("depth", f"{role} eps", ok,
-                                  f"{role} eps depth exponent {_f(eps['L'])}"
-                                  + ("" if ok else f"; residual-block eps needs -alpha = {_f(-alpha)}")))
+        d.verdicts.append(
+            Verdict(
+                "depth",
+                f"{role} eps",
+                ok,
+                f"{role} eps depth exponent {_f(eps['L'])}"
+                + ("" if ok else f"; residual-block eps needs -alpha = {_f(-alpha)}"),
+            )
+        )
     ok = not d.failed("depth")
     if alpha == 1:
         d.depth_class = "CompleteP (alpha=1): complete feature learning" if ok else "alpha=1 but incomplete rules"
@@ -169,33 +193,66 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
     lr_b = {e["B"] for e in lrs}
     lr_d = {e["D"] for e in lrs}
     if lr_b == {0} and lr_d == {0}:
-        d.verdicts.append(Verdict("batch", "square-root rule", False,
-                                  "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
-                                  "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2"))
-        d.verdicts.append(Verdict("duration", "tau invariant", False,
-                                  "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D"))
+        d.verdicts.append(
+            Verdict(
+                "batch",
+                "square-root rule",
+                False,
+                "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
+                "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2",
+            )
+        )
+        d.verdicts.append(
+            Verdict(
+                "duration",
+                "tau invariant",
+                False,
+                "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D",
+            )
+        )
         return
     for role in ROLES:
         lr, eps, b1, b2, wd = (role_exps(ir, role, k) for k in ("lr", "eps", "beta1", "beta2", "weight_decay"))
         if None in (lr, eps, b1, b2, wd):
             continue
         ok = lr["B"] == Fraction(1, 2) and eps["B"] == Fraction(-1, 2) and b1["B"] == 1 and b2["B"] == 1
-        d.verdicts.append(Verdict("batch", f"{role} sqrt rule", ok,
-                                  f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
-                                  + ("" if ok else " (square-root rule: 1/2, -1/2, 1)")))
+        d.verdicts.append(
+            Verdict(
+                "batch",
+                f"{role} sqrt rule",
+                ok,
+                f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
+                + ("" if ok else " (square-root rule: 1/2, -1/2, 1)"),
+            )
+        )
         # tau_epoch = B / (lr * wd * D): exponents of m_B and m_D must vanish.
         tb, td = 1 - lr["B"] - wd["B"], -1 - lr["D"] - wd["D"]
         ok = tb == 0 and td == 0
-        d.verdicts.append(Verdict("duration", f"{role} tau", ok,
-                                  f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}"
-                                  + ("" if ok else " (needs 0, 0)")))
+        d.verdicts.append(
+            Verdict(
+                "duration",
+                f"{role} tau",
+                ok,
+                f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}" + ("" if ok else " (needs 0, 0)"),
+            )
+        )
         half_tokens = b2["B"] == 1 and b2["D"] == 0
         half_frac = b2["B"] == 1 and b2["D"] == -1
-        d.verdicts.append(Verdict("duration", f"{role} beta2 half-life", half_tokens or half_frac,
-                                  f"{role}: beta2 half-life fixed "
-                                  + ("in tokens (Marek et al.)" if half_tokens else
-                                     "as a fraction of training" if half_frac else
-                                     f"in neither (1-beta2 m_B^{_f(b2['B'])} m_D^{_f(b2['D'])})")))
+        d.verdicts.append(
+            Verdict(
+                "duration",
+                f"{role} beta2 half-life",
+                half_tokens or half_frac,
+                f"{role}: beta2 half-life fixed "
+                + (
+                    "in tokens (Marek et al.)"
+                    if half_tokens
+                    else "as a fraction of training"
+                    if half_frac
+                    else f"in neither (1-beta2 m_B^{_f(b2['B'])} m_D^{_f(b2['D'])})"
+                ),
+            )
+        )
 
 
 def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
@@ -204,9 +261,15 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         if lr is None or wd is None:
             continue
         ok = lr["n"] + wd["n"] == 0
-        d.verdicts.append(Verdict("weight_decay", f"{role} lr*wd", ok,
-                                  f"{role}: lr*wd width exponent {_f(lr['n'] + wd['n'])}"
-                                  + ("" if ok else " (coupled decay should keep lr*wd width-free)")))
+        d.verdicts.append(
+            Verdict(
+                "weight_decay",
+                f"{role} lr*wd",
+                ok,
+                f"{role}: lr*wd width exponent {_f(lr['n'] + wd['n'])}"
+                + ("" if ok else " (coupled decay should keep lr*wd width-free)"),
+            )
+        )
     # eps tracks the gradient in muP-like nets: gradient of a block/embedding tensor ~ mult * n^-1 (the
     # readout's 1/n reaches every hidden gradient) and ~ m_L^-alpha inside residual blocks.
     if not d.width_class.startswith("muP"):
@@ -219,10 +282,15 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         want_n = m["n"] - 1
         want_l = res["L"] if role in BLOCK_ROLES else 0
         ok = eps["n"] == want_n and eps["L"] == want_l
-        d.verdicts.append(Verdict("eps", f"{role} eps", ok,
-                                  f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
-                                  f"m_N^{_f(want_n)} m_L^{_f(want_l)}"
-                                  + ("" if ok else " (eps does not track the gradient)")))
+        d.verdicts.append(
+            Verdict(
+                "eps",
+                f"{role} eps",
+                ok,
+                f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
+                f"m_N^{_f(want_n)} m_L^{_f(want_l)}" + ("" if ok else " (eps does not track the gradient)"),
+            )
+        )
 
 
 def desiderata(ir_or_p) -> Desiderata:
@@ -268,8 +336,10 @@ def equivalence(p, q) -> Equivalence:
             for kind, sign in _SHIFT.items():
                 want = ea[kind][axis] + sign * k
                 if eb[kind][axis] != want:
-                    diffs.append(f"{role} {kind} {AXES[axis]}: {_f(ea[kind][axis])} vs {_f(eb[kind][axis])} "
-                                 f"(symmetry with lr shift {_f(k)} needs {_f(want)})")
+                    diffs.append(
+                        f"{role} {kind} {AXES[axis]}: {_f(ea[kind][axis])} vs {_f(eb[kind][axis])} "
+                        f"(symmetry with lr shift {_f(k)} needs {_f(want)})"
+                    )
                     eps_only &= kind == "eps"
         for kind in ("beta1", "beta2", "init_mean"):
             if sympy.simplify(a.roles[role][kind].expr - b.roles[role][kind].expr) != 0:

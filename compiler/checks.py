@@ -62,9 +62,12 @@ def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
     here, there = rule.expr.subs(subs), root.expr.subs(subs)
     diff = sympy.expand(here - there)
     if diff != 0 and sympy.simplify(diff) != 0:
-        raise _error_at(ir, rule.origins,
-                        f"{what} is not the identity at the base shape: gives {here} where the base is {there}",
-                        "scaling rules must be 1 at m_N = m_L = m_B = m_D = 1 (e.g. write m_N^-1, not 1/n)")
+        raise _error_at(
+            ir,
+            rule.origins,
+            f"{what} is not the identity at the base shape: gives {here} where the base is {there}",
+            "scaling rules must be 1 at m_N = m_L = m_B = m_D = 1 (e.g. write m_N^-1, not 1/n)",
+        )
 
 
 def _corners(ir: ParameterisationIR, used: set, with_hp_ranges: bool):
@@ -105,21 +108,30 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
                 bad = memo[key]
                 if bad is None:
                     continue
-                where = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
-                                  if str(k).startswith("m_") or not strict)
+                where = ", ".join(
+                    f"{k}={_fmt(v)}"
+                    for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
+                    if str(k).startswith("m_") or not strict
+                )
                 if strict:
                     hint = None
                     if kind.startswith("beta"):
-                        hint = ("(1-beta)*m_B/m_D >= 1 there: narrow the axis B or D ranges "
-                                "(`axis B = ... in [lo, hi]`) or lower the batch/duration scaling")
-                    raise _error_at(ir, rule.origins,
-                                    f"{kind} of role '{role}' leaves its domain ({desc}): {_fmt(bad[1])} at {where}",
-                                    hint or "check the rule's sign and the declared ranges")
+                        hint = (
+                            "(1-beta)*m_B/m_D >= 1 there: narrow the axis B or D ranges "
+                            "(`axis B = ... in [lo, hi]`) or lower the batch/duration scaling"
+                        )
+                    raise _error_at(
+                        ir,
+                        rule.origins,
+                        f"{kind} of role '{role}' leaves its domain ({desc}): {_fmt(bad[1])} at {where}",
+                        hint or "check the rule's sign and the declared ranges",
+                    )
                 seen = [w for w in report.warnings if w.startswith(f"{kind} ")]
                 if not seen:
                     report.warnings.append(
                         f"{kind} leaves {desc} at a corner of the hp search ranges, e.g. role '{role}' at "
-                        f"{where}; the sweep range should avoid it")
+                        f"{where}; the sweep range should avoid it"
+                    )
                 break
     report.checked.append("domains")
 

@@ -74,32 +74,70 @@ class _View:
         ir = self.ir
         env = jinja2.Environment(
             loader=jinja2.FunctionLoader(
-                lambda n: resources.files("scalec.compiler.templates").joinpath(n).read_text()),
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+                lambda n: resources.files("scalec.compiler.templates").joinpath(n).read_text()
+            ),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
         )
         env.filters["py"] = _py_literal
-        axes = [dict(name=a, doc=_comment(AXIS_DOCS[a]), base=_num(q.value), low=_num(q.low), high=_num(q.high),
-                     comment=_comment(f"axis {a} (base {q.value}), {Path(q.loc.path).name}:{q.loc.line}"))
-                for a, q in ((a, ir.axes[a]) for a in AXES)]
-        hps = [dict(name=h, field=field_name(h), default=_num(q.value), low=_num(q.low), high=_num(q.high),
-                    scale=q.scale, comment=_comment(f"{Path(q.loc.path).name}:{q.loc.line}"))
-               for h, q in ir.hps.items()]
-        params = [dict(name=k, value=_num(q.value),
-                       comment=_comment(f"param {k} = {q.value} in [{q.low}, {q.high}], "
-                                        f"{Path(q.loc.path).name}:{q.loc.line}"))
-                  for k, q in ir.params.items()]
+        axes = [
+            dict(
+                name=a,
+                doc=_comment(AXIS_DOCS[a]),
+                base=_num(q.value),
+                low=_num(q.low),
+                high=_num(q.high),
+                comment=_comment(f"axis {a} (base {q.value}), {Path(q.loc.path).name}:{q.loc.line}"),
+            )
+            for a, q in ((a, ir.axes[a]) for a in AXES)
+        ]
+        hps = [
+            dict(
+                name=h,
+                field=field_name(h),
+                default=_num(q.value),
+                low=_num(q.low),
+                high=_num(q.high),
+                scale=q.scale,
+                comment=_comment(f"{Path(q.loc.path).name}:{q.loc.line}"),
+            )
+            for h, q in ir.hps.items()
+        ]
+        params = [
+            dict(
+                name=k,
+                value=_num(q.value),
+                comment=_comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {Path(q.loc.path).name}:{q.loc.line}"),
+            )
+            for k, q in ir.params.items()
+        ]
         roles = []
         for role, width_class in ROLES.items():
-            fields = [dict(kind=k, code=self.code(ir.roles[role][k]),
-                           comments=_origin_comments(ir.roles[role][k].origins)) for k in ROLE_FIELDS]
+            fields = [
+                dict(kind=k, code=self.code(ir.roles[role][k]), comments=_origin_comments(ir.roles[role][k].origins))
+                for k in ROLE_FIELDS
+            ]
             roles.append(dict(name=role, ident=role.replace(".", "_"), width_class=width_class, fields=fields))
-        sites = [dict(name=s, field=s.replace(".", "_"), code=self.code(r), comments=_origin_comments(r.origins))
-                 for s, r in ir.sites.items()]
+        sites = [
+            dict(name=s, field=s.replace(".", "_"), code=self.code(r), comments=_origin_comments(r.origins))
+            for s, r in ir.sites.items()
+        ]
         return env.get_template("module.py.j2").render(
-            name=ir.name, version=version, source_file=Path(ir.paths[-1]).name,
-            doc=_comment(" ".join(ir.docs)).replace("\\", "\\\\") or ir.name, lineage=ir.lineage,
-            sha=ir.source_sha256, cites=ir.cites, params=params, axes=axes, hps=hps, roles=roles,
-            module_kinds=MODULE_HP_KINDS, sites=sites, ratio_args=", ".join(str(RATIO[a]) for a in AXES),
+            name=ir.name,
+            version=version,
+            source_file=Path(ir.paths[-1]).name,
+            doc=_comment(" ".join(ir.docs)).replace("\\", "\\\\") or ir.name,
+            lineage=ir.lineage,
+            sha=ir.source_sha256,
+            cites=ir.cites,
+            params=params,
+            axes=axes,
+            hps=hps,
+            roles=roles,
+            module_kinds=MODULE_HP_KINDS,
+            sites=sites,
+            ratio_args=", ".join(str(RATIO[a]) for a in AXES),
         )
 
 

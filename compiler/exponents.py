@@ -105,13 +105,15 @@ def _row(subject: str, hp: str, expr: sympy.Expr, ir: ParameterisationIR, axes) 
     if exps is None:
         return ExponentRow(subject, hp, {a: None for a in axes}, {a: "~" for a in axes})
     return ExponentRow(
-        subject, hp, {a: to_fraction(e, params) for a, e in exps.items()},
-        {a: str(sympy.simplify(e)).replace("**", "^") for a, e in exps.items()}, zero=(expr == 0),
+        subject,
+        hp,
+        {a: to_fraction(e, params) for a, e in exps.items()},
+        {a: str(sympy.simplify(e)).replace("**", "^") for a, e in exps.items()},
+        zero=(expr == 0),
     )
 
 
-def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES,
-                   effective: bool = False) -> ExponentTable:
+def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES, effective: bool = False) -> ExponentTable:
     """Every role x HP (and site) as exponents over `axes`. `effective` folds sites into role mults."""
     rows: list[ExponentRow] = []
     for role, rules in ir.roles.items():

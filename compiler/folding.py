@@ -41,11 +41,16 @@ class FoldReport:
     kept: list[str] = field(default_factory=list)
 
 
-def fold(ir: ParameterisationIR, qk_norm: bool = False, linear_bias: bool = False,
-         sites: tuple[str, ...] = tuple(FOLD_TARGETS)) -> tuple[ParameterisationIR, FoldReport]:
+def fold(
+    ir: ParameterisationIR,
+    qk_norm: bool = False,
+    linear_bias: bool = False,
+    sites: tuple[str, ...] = tuple(FOLD_TARGETS),
+) -> tuple[ParameterisationIR, FoldReport]:
     """A new IR with the given sites folded into their roles (sites left at identity), verified exactly."""
-    out = dataclasses.replace(ir, roles={r: dict(k) for r, k in ir.roles.items()}, sites=dict(ir.sites),
-                              name=f"{ir.name}_folded")
+    out = dataclasses.replace(
+        ir, roles={r: dict(k) for r, k in ir.roles.items()}, sites=dict(ir.sites), name=f"{ir.name}_folded"
+    )
     report = FoldReport()
     origin = Origin("<fold>", 0, "folded by scalec (Adam abc-symmetry)")
     for site in sites:
@@ -54,11 +59,15 @@ def fold(ir: ParameterisationIR, qk_norm: bool = False, linear_bias: bool = Fals
         if factor == 1:
             continue
         if site == "attn.scale" and qk_norm:
-            raise FoldError(f"error: cannot fold site 'attn.scale' ({ir.sites[site].expr}) into attn.q: QK-norm "
-                            "normalises the queries after the projection; give the model an attention-scale hook")
+            raise FoldError(
+                f"error: cannot fold site 'attn.scale' ({ir.sites[site].expr}) into attn.q: QK-norm "
+                "normalises the queries after the projection; give the model an attention-scale hook"
+            )
         if site.startswith("residual.") and linear_bias:
-            raise FoldError(f"error: cannot fold site '{site}' into {role}: the branch's last linear has a bias "
-                            "that the bias role does not single out; give the model a residual-multiplier hook")
+            raise FoldError(
+                f"error: cannot fold site '{site}' into {role}: the branch's last linear has a bias "
+                "that the bias role does not single out; give the model a residual-multiplier hook"
+            )
         rules = out.roles[role]
         for kind, sign in _SCALED.items():
             prev = rules[kind]
@@ -85,5 +94,7 @@ def _verify(before: ParameterisationIR, after: ParameterisationIR) -> None:
             lhs = before.roles[role][kind].expr * m0**sign
             rhs = after.roles[role][kind].expr * m1**sign
             if sympy.simplify(lhs - rhs) != 0:
-                raise FoldError(f"error: folding changed the training dynamics of {role} {kind} "
-                                f"({lhs} vs {rhs}); please report this")
+                raise FoldError(
+                    f"error: folding changed the training dynamics of {role} {kind} "
+                    f"({lhs} vs {rhs}); please report this"
+                )

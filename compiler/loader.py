@@ -29,8 +29,11 @@ def locate(name_or_path: str | Path) -> Path:
     p = Path(text)
     if p.suffix == ".scale" or "/" in text or p.exists():
         if not p.is_file():
-            raise RuleError(ast.Loc(text, 0, 0), f"no such rule file '{text}'",
-                            "pass a path to a .scale file or a bundled name (see `scalec rules`)")
+            raise RuleError(
+                ast.Loc(text, 0, 0),
+                f"no such rule file '{text}'",
+                "pass a path to a .scale file or a bundled name (see `scalec rules`)",
+            )
         return p
     bundled = bundled_rules()
     by_lower = {k.lower(): v for k, v in bundled.items()}
@@ -38,8 +41,11 @@ def locate(name_or_path: str | Path) -> Path:
         by_lower.setdefault(key, path)
     if text.lower() in by_lower:
         return by_lower[text.lower()]
-    raise RuleError(ast.Loc(text, 0, 0), f"unknown rule '{text}'",
-                    did_you_mean(text.lower(), by_lower) or f"bundled rules: {', '.join(bundled)}")
+    raise RuleError(
+        ast.Loc(text, 0, 0),
+        f"unknown rule '{text}'",
+        did_you_mean(text.lower(), by_lower) or f"bundled rules: {', '.join(bundled)}",
+    )
 
 
 def _header_names(paths) -> dict[str, Path]:
@@ -67,9 +73,12 @@ def _find_parent(child: ast.RuleFile) -> Path:
             candidates.setdefault(path.stem.lower(), path)
     if want in candidates:
         return candidates[want]
-    raise RuleError(child.parent_loc, f"cannot find parent parameterisation '{child.parent}'",
-                    did_you_mean(child.parent, candidates) or "put its .scale file beside this one",
-                    child.source)
+    raise RuleError(
+        child.parent_loc,
+        f"cannot find parent parameterisation '{child.parent}'",
+        did_you_mean(child.parent, candidates) or "put its .scale file beside this one",
+        child.source,
+    )
 
 
 def load_chain(name_or_path: str | Path) -> list[ast.RuleFile]:
@@ -81,8 +90,12 @@ def load_chain(name_or_path: str | Path) -> list[ast.RuleFile]:
         parent = parse_file(_find_parent(child))
         if parent.name.lower() in seen:
             cycle = " -> ".join([f.name for f in chain] + [parent.name])
-            raise RuleError(child.parent_loc, f"cyclic 'extends': {cycle}",
-                            "one file in the cycle must be a root (no `extends`)", child.source)
+            raise RuleError(
+                child.parent_loc,
+                f"cyclic 'extends': {cycle}",
+                "one file in the cycle must be a root (no `extends`)",
+                child.source,
+            )
         seen[parent.name.lower()] = parent
         chain.append(parent)
         if len(chain) > 64:

@@ -37,8 +37,12 @@ class Parameterisation:
         """A module.Shape; axes not given take their base values."""
         unknown = set(axes) - set(AXES)
         if unknown:
-            raise RuleError(self.ir.header_loc, f"unknown axis {', '.join(sorted(unknown))}",
-                            f"axes: {', '.join(AXES)}", self.ir.sources[-1])
+            raise RuleError(
+                self.ir.header_loc,
+                f"unknown axis {', '.join(sorted(unknown))}",
+                f"axes: {', '.join(AXES)}",
+                self.ir.sources[-1],
+            )
         base = self.module.BASE
         values = {a: float(axes.get(a, getattr(base, a))) for a in AXES}
         return self.module.Shape(**values)
@@ -70,19 +74,24 @@ def import_source(source: str, name: str) -> types.ModuleType:
 def _apply_base(ir: ParameterisationIR, base: Mapping[str, float]) -> None:
     for axis, raw in base.items():
         if axis not in AXES:
-            raise RuleError(ir.header_loc, f"unknown axis '{axis}' in base override",
-                            f"axes: {', '.join(AXES)}", ir.sources[-1])
+            raise RuleError(
+                ir.header_loc, f"unknown axis '{axis}' in base override", f"axes: {', '.join(AXES)}", ir.sources[-1]
+            )
         q = ir.axes[axis]
         value = sympy.Rational(str(raw)) if not isinstance(raw, float) else sympy.nsimplify(raw)
         if value <= 0 or (q.low is not None and not (q.low <= value <= q.high)):
-            raise RuleError(q.loc, f"base {axis}={raw} is outside the range [{q.low}, {q.high}] the file declares",
-                            "choose a base inside the range", ir.sources[ir.paths.index(q.loc.path)]
-                            if q.loc.path in ir.paths else None)
+            raise RuleError(
+                q.loc,
+                f"base {axis}={raw} is outside the range [{q.low}, {q.high}] the file declares",
+                "choose a base inside the range",
+                ir.sources[ir.paths.index(q.loc.path)] if q.loc.path in ir.paths else None,
+            )
         ir.axes[axis] = Quantity(axis, value, q.low, q.high, None, q.loc)
 
 
-def compile_ir(name_or_path: str | Path, params: Mapping[str, str | float] | None = None,
-               base: Mapping[str, float] | None = None) -> tuple[ParameterisationIR, CheckReport]:
+def compile_ir(
+    name_or_path: str | Path, params: Mapping[str, str | float] | None = None, base: Mapping[str, float] | None = None
+) -> tuple[ParameterisationIR, CheckReport]:
     """Parse, resolve and check; raises RuleError on the first problem."""
     ir = resolve(load_chain(name_or_path), params)
     if base:
@@ -90,15 +99,19 @@ def compile_ir(name_or_path: str | Path, params: Mapping[str, str | float] | Non
     return ir, run_checks(ir)
 
 
-def load(name_or_path: str | Path, params: Mapping[str, str | float] | None = None,
-         base: Mapping[str, float] | None = None, fold: bool = False, qk_norm: bool = False) -> Parameterisation:
+def load(
+    name_or_path: str | Path,
+    params: Mapping[str, str | float] | None = None,
+    base: Mapping[str, float] | None = None,
+    fold: bool = False,
+    qk_norm: bool = False,
+) -> Parameterisation:
     """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
 
     `fold=True` moves every forward multiplier into init/LR (exact under the Adam abc-symmetry) for models
     without multiplier hooks; `qk_norm` tells the folder whether queries are normalised.
     """
-    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())),
-           fold, qk_norm)
+    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())), fold, qk_norm)
     path = Path(str(name_or_path))
     if path.is_file():
         key = key + (path.stat().st_mtime_ns,)

@@ -49,8 +49,9 @@ class _FileResolver:
         try:
             v = value(e)
         except RuleError as exc:
-            raise self.error(exc.loc, f"{what} must be a number: {exc.message}",
-                             "use numbers, + - * / ^ and sqrt/min/max only") from None
+            raise self.error(
+                exc.loc, f"{what} must be a number: {exc.message}", "use numbers, + - * / ^ and sqrt/min/max only"
+            ) from None
         if not v.is_Rational:
             v = sympy.nsimplify(v)
             if not v.is_Rational:
@@ -62,21 +63,22 @@ class _FileResolver:
         lines = self.f.source.splitlines()
         text = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
         if prefix and loc.end_line == loc.line and loc.end_col > loc.col:
-            text = prefix + text[loc.col - 1: loc.end_col - 1]
+            text = prefix + text[loc.col - 1 : loc.end_col - 1]
         return Origin(self.f.path, loc.line, " ".join(text.split()))
 
     def once(self, kind: str, name: str, loc: ast.Loc) -> None:
         key = (kind, name)
         if key in self.declared:
-            raise self.error(loc, f"duplicate definition of {kind} '{name}' "
-                                  f"(first defined at line {self.declared[key].line})",
-                             "remove one of them; a child file may override its parent's definitions")
+            raise self.error(
+                loc,
+                f"duplicate definition of {kind} '{name}' (first defined at line {self.declared[key].line})",
+                "remove one of them; a child file may override its parent's definitions",
+            )
         self.declared[key] = loc
 
     def check_name(self, name: str, loc: ast.Loc, kind: str) -> None:
         if name in RESERVED or name in KEYWORDS_PY or name in ROLES or name in TARGET_ALIASES:
-            raise self.error(loc, f"'{name}' is a reserved name and cannot be used for a {kind}",
-                             "pick another name")
+            raise self.error(loc, f"'{name}' is a reserved name and cannot be used for a {kind}", "pick another name")
 
     # statements -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -99,8 +101,9 @@ class _FileResolver:
 
     def do_AxisDecl(self, s: ast.AxisDecl) -> None:
         if s.name not in AXES:
-            raise self.error(s.loc, f"unknown axis '{s.name}'",
-                             did_you_mean(s.name, AXES) or f"axes: {', '.join(AXES)}")
+            raise self.error(
+                s.loc, f"unknown axis '{s.name}'", did_you_mean(s.name, AXES) or f"axes: {', '.join(AXES)}"
+            )
         self.once("axis", s.name, s.loc)
         base = self.constant(s.base, f"base of axis {s.name}")
         low, high = self._range(s.range, f"axis {s.name}")
@@ -127,8 +130,9 @@ class _FileResolver:
             raise self.error(s.loc, f"default {default} of hp {s.name} lies outside its range [{low}, {high}]")
         scale = s.scale or ("log" if low > 0 else "linear")
         if scale == "log" and low <= 0:
-            raise self.error(s.loc, f"hp {s.name} has a log scale but its range reaches {low}",
-                             "use `linear` or a positive range")
+            raise self.error(
+                s.loc, f"hp {s.name} has a log scale but its range reaches {low}", "use `linear` or a positive range"
+            )
         self.ir.hps[s.name] = Quantity(s.name, default, low, high, scale, s.loc)
 
     def do_ParamDecl(self, s: ast.ParamDecl) -> None:
@@ -169,9 +173,11 @@ class _FileResolver:
             if hits:
                 return hits
             raise self.error(p.loc, f"pattern '{p.text}' matches no role", f"roles: {', '.join(ROLES)}")
-        raise self.error(p.loc, f"unknown role or group '{p.text}'",
-                         did_you_mean(p.text, list(ROLES) + list(self.ir.groups))
-                         or "declare it with `group NAME = ...`")
+        raise self.error(
+            p.loc,
+            f"unknown role or group '{p.text}'",
+            did_you_mean(p.text, list(ROLES) + list(self.ir.groups)) or "declare it with `group NAME = ...`",
+        )
 
     def do_RoleRule(self, s: ast.RoleRule) -> None:
         # Specificity lets a later, narrower statement override a broader one in the same file
@@ -191,29 +197,37 @@ class _FileResolver:
     def target(self, t: ast.Target):
         name = f"1-{t.kind}" if t.one_minus else t.kind
         if name not in HP_KINDS and name not in TARGET_ALIASES:
-            raise self.error(t.loc, f"unknown hyperparameter '{name}'",
-                             did_you_mean(name, HP_KINDS + TARGET_ALIASES)
-                             or f"targets: {', '.join(HP_KINDS + TARGET_ALIASES)}")
+            raise self.error(
+                t.loc,
+                f"unknown hyperparameter '{name}'",
+                did_you_mean(name, HP_KINDS + TARGET_ALIASES) or f"targets: {', '.join(HP_KINDS + TARGET_ALIASES)}",
+            )
         if name == "init_var":
             return "init_std", "sqrt"
         if t.one_minus:
             return t.kind, "one_minus"
         return t.kind, "plain"
 
-    def assign(self, role: str, kind: str, transform: str, a: ast.Assignment, value: sympy.Expr,
-               spec: int, head: str) -> None:
+    def assign(
+        self, role: str, kind: str, transform: str, a: ast.Assignment, value: sympy.Expr, spec: int, head: str
+    ) -> None:
         key = (role, kind)
         rules = self.ir.roles.setdefault(role, {})
         prev = rules.get(kind)
         if a.op == "=":
             if key in self.assigned and self.assigned[key][1] >= spec:
-                raise self.error(a.loc, f"duplicate definition of {kind} for role '{role}' "
-                                        f"(first at line {self.assigned[key][0].line})",
-                                 "use `*=` to refine it, or remove one")
+                raise self.error(
+                    a.loc,
+                    f"duplicate definition of {kind} for role '{role}' (first at line {self.assigned[key][0].line})",
+                    "use `*=` to refine it, or remove one",
+                )
             self.assigned[key] = (a.loc, spec)
         elif prev is None:
-            raise self.error(a.loc, f"`{a.target} *=` on role '{role}' has nothing to multiply",
-                             f"no parent file defines {kind} for '{role}'; use `=`")
+            raise self.error(
+                a.loc,
+                f"`{a.target} *=` on role '{role}' has nothing to multiply",
+                f"no parent file defines {kind} for '{role}'; use `=`",
+            )
         origins = (prev.origins if (prev and a.op == "*=") else ()) + (self.origin(a.loc, head),)
         if transform == "sqrt":
             value = sympy.sqrt(value)
@@ -227,14 +241,20 @@ class _FileResolver:
         value = self.convert(s.value, "site rule")
         for p in s.sites:
             if p.text not in SITES:
-                raise self.error(p.loc, f"unknown forward site '{p.text}'",
-                                 did_you_mean(p.text, SITES) or f"sites: {', '.join(SITES)}")
+                raise self.error(
+                    p.loc,
+                    f"unknown forward site '{p.text}'",
+                    did_you_mean(p.text, SITES) or f"sites: {', '.join(SITES)}",
+                )
             prev = self.ir.sites.get(p.text)
             key = ("site", p.text)
             if s.op == "=":
                 if key in self.assigned:
-                    raise self.error(p.loc, f"duplicate definition of site '{p.text}' "
-                                            f"(first at line {self.assigned[key][0].line})", "remove one of them")
+                    raise self.error(
+                        p.loc,
+                        f"duplicate definition of site '{p.text}' (first at line {self.assigned[key][0].line})",
+                        "remove one of them",
+                    )
                 self.assigned[key] = (p.loc, 2)
                 self.ir.sites[p.text] = Rule(value, (self.origin(s.loc),))
             else:
@@ -246,8 +266,11 @@ def resolve(chain: list[ast.RuleFile], params: Mapping[str, str | float] | None 
     """Fold a root-first chain of files into the IR; `params` overrides `param` values."""
     leaf = chain[-1]
     ir = ParameterisationIR(
-        name=leaf.name, lineage=tuple(f.name for f in chain), paths=tuple(f.path for f in chain),
-        sources=tuple(f.source for f in chain), header_loc=leaf.name_loc,
+        name=leaf.name,
+        lineage=tuple(f.name for f in chain),
+        paths=tuple(f.path for f in chain),
+        sources=tuple(f.source for f in chain),
+        header_loc=leaf.name_loc,
     )
     lets: dict[str, sympy.Expr] = {}
     for i, f in enumerate(chain):
@@ -273,17 +296,24 @@ def _complete_root(ir: ParameterisationIR, root: ast.RuleFile) -> None:
     loc = root.name_loc
     missing_axes = [a for a in AXES if a not in ir.axes]
     if missing_axes:
-        raise RuleError(loc, f"root parameterisation '{root.name}' does not declare axis "
-                             f"{', '.join(missing_axes)}", f"add e.g. `axis {missing_axes[0]} = 64 in [8, 65536]`",
-                        root.source)
+        raise RuleError(
+            loc,
+            f"root parameterisation '{root.name}' does not declare axis {', '.join(missing_axes)}",
+            f"add e.g. `axis {missing_axes[0]} = 64 in [8, 65536]`",
+            root.source,
+        )
     for role in ROLES:
         rules = ir.roles.setdefault(role, {})
         for kind, default in DEFAULT_KINDS.items():
             rules.setdefault(kind, Rule(sympy.Integer(default), ()))
         missing = [k for k in HP_KINDS if k not in rules]
         if missing:
-            raise RuleError(loc, f"role '{role}' has no rule for {', '.join(missing)} in root file '{root.name}'",
-                            f"add `role *: {missing[0]} = ...` to the root file", root.source)
+            raise RuleError(
+                loc,
+                f"role '{role}' has no rule for {', '.join(missing)} in root file '{root.name}'",
+                f"add `role *: {missing[0]} = ...` to the root file",
+                root.source,
+            )
     for site, default in DEFAULT_SITES.items():
         ir.sites.setdefault(site, Rule(sympy.Integer(default), ()))
     if "attn.scale" not in ir.sites:
@@ -293,16 +323,21 @@ def _complete_root(ir: ParameterisationIR, root: ast.RuleFile) -> None:
 def _override_params(ir: ParameterisationIR, params: Mapping[str, str | float], leaf: ast.RuleFile) -> None:
     for name, raw in params.items():
         if name not in ir.params:
-            raise RuleError(leaf.name_loc, f"'{ir.name}' has no param '{name}'",
-                            did_you_mean(name, ir.params) or f"params: {', '.join(ir.params) or 'none'}",
-                            leaf.source)
+            raise RuleError(
+                leaf.name_loc,
+                f"'{ir.name}' has no param '{name}'",
+                did_you_mean(name, ir.params) or f"params: {', '.join(ir.params) or 'none'}",
+                leaf.source,
+            )
         q = ir.params[name]
         try:
             value = sympy.Rational(str(raw))
         except (TypeError, ValueError):
-            raise RuleError(leaf.name_loc, f"param {name}={raw!r} is not a number", "e.g. alpha=1/2",
-                            leaf.source) from None
+            raise RuleError(
+                leaf.name_loc, f"param {name}={raw!r} is not a number", "e.g. alpha=1/2", leaf.source
+            ) from None
         if not (q.low <= value <= q.high):
-            raise RuleError(q.loc, f"param {name}={value} lies outside its declared range [{q.low}, {q.high}]",
-                            None, leaf.source)
+            raise RuleError(
+                q.loc, f"param {name}={value} lies outside its declared range [{q.low}, {q.high}]", None, leaf.source
+            )
         ir.params[name] = Quantity(name, value, q.low, q.high, None, q.loc)

@@ -46,8 +46,13 @@ _FUNCS = {"sqrt": sympy.sqrt, "min": sympy.Min, "max": sympy.Max}
 class ExprConverter:
     """Converts AST expressions to sympy in a scope of names; every error is located."""
 
-    def __init__(self, scope: Mapping[str, sympy.Expr], params: Mapping[str, sympy.Rational],
-                 source: str, what: str = "expression"):
+    def __init__(
+        self,
+        scope: Mapping[str, sympy.Expr],
+        params: Mapping[str, sympy.Rational],
+        source: str,
+        what: str = "expression",
+    ):
         self.scope = scope
         self.params = params  # param symbol name -> value, for the exponent-rationality check
         self.source = source
@@ -69,20 +74,28 @@ class ExprConverter:
             if e.id in self.scope:
                 return self.scope[e.id]
             if e.id in TENSOR_SYMBOLS:
-                raise self.error(e.loc, f"'{e.id}' is not available in rule expressions",
-                                 "write width scaling with the ratio m_N (e.g. `init_var *= m_N^-1`)")
-            raise self.error(e.loc, f"unknown name '{e.id}'",
-                             did_you_mean(e.id, self.scope) or "declare it with `hp`, `param` or `let` before use")
+                raise self.error(
+                    e.loc,
+                    f"'{e.id}' is not available in rule expressions",
+                    "write width scaling with the ratio m_N (e.g. `init_var *= m_N^-1`)",
+                )
+            raise self.error(
+                e.loc,
+                f"unknown name '{e.id}'",
+                did_you_mean(e.id, self.scope) or "declare it with `hp`, `param` or `let` before use",
+            )
         if isinstance(e, ast.Neg):
             return -self._convert(e.operand)
         if isinstance(e, ast.Call):
             if e.func not in BUILTIN_FUNCTIONS or e.func not in _FUNCS:
-                raise self.error(e.loc, f"unknown function '{e.func}'",
-                                 did_you_mean(e.func, _FUNCS) or f"available: {', '.join(sorted(_FUNCS))}")
+                raise self.error(
+                    e.loc,
+                    f"unknown function '{e.func}'",
+                    did_you_mean(e.func, _FUNCS) or f"available: {', '.join(sorted(_FUNCS))}",
+                )
             arity = BUILTIN_FUNCTIONS[e.func]
             if len(e.args) != arity:
-                raise self.error(e.loc, f"{e.func}() takes {arity} argument{'s' * (arity != 1)}, "
-                                        f"got {len(e.args)}")
+                raise self.error(e.loc, f"{e.func}() takes {arity} argument{'s' * (arity != 1)}, got {len(e.args)}")
             return _FUNCS[e.func](*(self._convert(a) for a in e.args))
         assert isinstance(e, ast.BinOp)
         left, right = self._convert(e.left), self._convert(e.right)
@@ -106,9 +119,13 @@ class ExprConverter:
         free = {s for s in exponent.free_symbols if str(s) not in self.params}
         if free:
             names = ", ".join(sorted(str(s) for s in free))
-            raise self.error(node.loc, f"exponent is not an exact rational: it depends on {names}",
-                             "exponents may use numbers and `param`s only (e.g. `m_L^(alpha-1)`)")
+            raise self.error(
+                node.loc,
+                f"exponent is not an exact rational: it depends on {names}",
+                "exponents may use numbers and `param`s only (e.g. `m_L^(alpha-1)`)",
+            )
         value = exponent.subs({sympy.Symbol(k, real=True): v for k, v in self.params.items()})
         if not value.is_Rational:
-            raise self.error(node.loc, f"exponent {value} is not an exact rational",
-                             "write exponents as fractions such as 1/2")
+            raise self.error(
+                node.loc, f"exponent {value} is not an exact rational", "write exponents as fractions such as 1/2"
+            )

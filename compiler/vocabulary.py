@@ -31,9 +31,7 @@ ROLES: dict[str, str] = {
     "unembed": "output",
 }
 # Roles that live inside residual blocks (their updates are scaled by the residual multiplier).
-BLOCK_ROLES: frozenset[str] = frozenset(
-    r for r, k in ROLES.items() if k == "hidden"
-) | {"norm", "qk_norm", "bias"}
+BLOCK_ROLES: frozenset[str] = frozenset(r for r, k in ROLES.items() if k == "hidden") | {"norm", "qk_norm", "bias"}
 
 # Hyperparameter kinds a role rule can set.  `init_var`, `1-beta1`, `1-beta2` are accepted as
 # targets too and rewritten onto init_std / beta1 / beta2.
@@ -65,6 +63,10 @@ FAN_WIDTH_EXPONENT: dict[str, tuple[int, int]] = {  # (fan_in, fan_out) exponent
 BUILTIN_FUNCTIONS: dict[str, int] = {"sqrt": 1, "min": 2, "max": 2, "log": 1, "exp": 1}
 
 RESERVED: frozenset[str] = frozenset(
-    set(AXES) | set(AXES.values()) | set(TENSOR_SYMBOLS) | set(BUILTIN_FUNCTIONS)
-    | {f"{a}0" for a in AXES} | {"S", "S0", "m_S"}
+    set(AXES)
+    | set(AXES.values())
+    | set(TENSOR_SYMBOLS)
+    | set(BUILTIN_FUNCTIONS)
+    | {f"{a}0" for a in AXES}
+    | {"S", "S0", "m_S"}
 )

@@ -38,8 +38,9 @@ def parse_file(path: str | Path) -> ast.RuleFile:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RuleError(ast.Loc(str(path), 0, 0), f"no such rule file '{path}'",
-                        "run `scalec rules` to list the bundled rules") from None
+        raise RuleError(
+            ast.Loc(str(path), 0, 0), f"no such rule file '{path}'", "run `scalec rules` to list the bundled rules"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleError(ast.Loc(str(path), 0, 0), f"cannot read rule file: {exc}") from None
     return parse(text, str(path))
@@ -122,7 +123,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> RuleError:
         dym = did_you_mean(str(tok), words)
         if dym:
             hint = f"{dym} ({hint})"
-    end_col = (tok.end_column or col + len(str(tok)))
+    end_col = tok.end_column or col + len(str(tok))
     loc = ast.Loc(path, line, col, tok.end_line or line, end_col)
     shown = str(tok) if tok.type != "$END" else "end of file"
     return RuleError(loc, f"unexpected {shown!r}", hint, text)
@@ -131,8 +132,9 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> RuleError:
 def _loc(path: str, meta_or_tok) -> ast.Loc:
     line = getattr(meta_or_tok, "line", 0) or 0
     col = getattr(meta_or_tok, "column", 0) or 0
-    return ast.Loc(path, line, col, getattr(meta_or_tok, "end_line", line) or line,
-                   getattr(meta_or_tok, "end_column", col) or col)
+    return ast.Loc(
+        path, line, col, getattr(meta_or_tok, "end_line", line) or line, getattr(meta_or_tok, "end_column", col) or col
+    )
 
 
 @v_args(meta=True, inline=True)
@@ -151,9 +153,13 @@ class _ToAst(Transformer):
     def start(self, meta, header, *statements):
         name_tok, parent_tok = header
         return ast.RuleFile(
-            name=str(name_tok), parent=str(parent_tok) if parent_tok is not None else None,
-            statements=tuple(statements), path=self.path, source=self.source,
-            name_loc=self.L(name_tok), parent_loc=self.L(parent_tok) if parent_tok is not None else ast.NOWHERE,
+            name=str(name_tok),
+            parent=str(parent_tok) if parent_tok is not None else None,
+            statements=tuple(statements),
+            path=self.path,
+            source=self.source,
+            name_loc=self.L(name_tok),
+            parent_loc=self.L(parent_tok) if parent_tok is not None else ast.NOWHERE,
         )
 
     def header(self, meta, name, parent):
@@ -221,6 +227,7 @@ class _ToAst(Transformer):
     def _bin(op):  # noqa: N805 - factory used at class creation
         def method(self, meta, left, right):
             return ast.BinOp(op, left, right, self.L(meta))
+
         return method
 
     add = _bin("+")

@@ -42,11 +42,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    extra: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict[str, Any]
+) -> None:
     """Write model/optimizer state, RNG states, `step` (the data position) and `extra` atomically to `path`."""
-    state = {"format": FORMAT, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng_state(), "extra": extra}
+    state = {
+        "format": FORMAT,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "extra": extra,
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -58,11 +65,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"error: checkpoint {path} is unreadable ({reason}); move it away to start over, "
-                              "or pass --resume never with another --out") from None
+        raise CheckpointError(
+            f"error: checkpoint {path} is unreadable ({reason}); move it away to start over, "
+            "or pass --resume never with another --out"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise CheckpointError(f"error: {path} is not a scalec checkpoint (format {FORMAT}); move it away or pass "
-                              "another --out")
+        raise CheckpointError(
+            f"error: {path} is not a scalec checkpoint (format {FORMAT}); move it away or pass another --out"
+        )
     return state
 
 
@@ -72,7 +82,8 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"error: checkpoint does not fit this model/optimizer "
-                              f"({str(exc).splitlines()[0][:120]}); use another --out") from None
+        raise CheckpointError(
+            f"error: checkpoint does not fit this model/optimizer ({str(exc).splitlines()[0][:120]}); use another --out"
+        ) from None
     set_rng_state(state["rng"])
     return int(state["step"])

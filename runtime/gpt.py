@@ -17,8 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 SITE_KEYS = ("residual.attn", "residual.mlp", "attn.scale", "output.mult", "embed.mult")
-ROLES = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down",
-         "norm", "qk_norm", "final_norm", "unembed")
+ROLES = (
+    "embed",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.o",
+    "mlp.up",
+    "mlp.gate",
+    "mlp.down",
+    "norm",
+    "qk_norm",
+    "final_norm",
+    "unembed",
+)
 
 
 @dataclass(frozen=True)
@@ -207,8 +219,7 @@ class GPT(nn.Module):
         self.embed = Embed(config.vocab, config.width, m.get("mult[embed]", 1.0) * m.get("embed.mult", 1.0))
         self.blocks = nn.ModuleList(Block(config, m) for _ in range(config.depth))
         self.final_norm = RMSNorm(config.width, config.norm_eps, m.get("mult[final_norm]", 1.0))
-        self.unembed = Unembed(config.vocab, config.width,
-                               m.get("mult[unembed]", 1.0) * m.get("output.mult", 1.0))
+        self.unembed = Unembed(config.vocab, config.width, m.get("mult[unembed]", 1.0) * m.get("output.mult", 1.0))
         cos, sin = rope_tables(config.seq_len, config.head_dim, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)

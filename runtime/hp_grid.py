@@ -90,11 +90,7 @@ def parse_number(text: str) -> float:
 
 
 def _eval(node: ast.AST) -> float:
-    if (
-        isinstance(node, ast.Constant)
-        and isinstance(node.value, (int, float))
-        and not isinstance(node.value, bool)
-    ):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v = _eval(node.operand)
@@ -192,8 +188,7 @@ def check_value(name: str, value: float, spec: Any, text: str) -> None:
         lo_br = "(" if log else "["
         hi_br = ")" if high_open else "]"
         raise HPSpecError(
-            f"error: --hp '{text}': {name} must lie in {lo_br}{_fmt(low)}, {_fmt(high)}{hi_br}; "
-            f"got {_fmt(value)}"
+            f"error: --hp '{text}': {name} must lie in {lo_br}{_fmt(low)}, {_fmt(high)}{hi_br}; got {_fmt(value)}"
         )
 
 
@@ -203,26 +198,20 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def resolve_specs(
-    specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_name: str = "the rule"
-) -> list[HPRange]:
+def resolve_specs(specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_name: str = "the rule") -> list[HPRange]:
     """Map names onto HP_SPACE keys and check every value against the HP's domain; duplicates are an error."""
     out: list[HPRange] = []
     seen: set[str] = set()
     for spec in specs:
         name = resolve_name(spec.name, hp_space, rule_name)
         if name in seen:
-            raise HPSpecError(
-                f"error: --hp '{spec.text}': {name} is given twice; merge the values into one --hp"
-            )
+            raise HPSpecError(f"error: --hp '{spec.text}': {name} is given twice; merge the values into one --hp")
         seen.add(name)
         for v in (spec.low, spec.high) if spec.is_range else spec.values:
             check_value(name, v, hp_space[name], spec.text)
         scale = spec.scale or getattr(hp_space[name], "scale", "log")
         if scale == "log" and spec.is_range and spec.low <= 0:
-            raise HPSpecError(
-                f"error: --hp '{spec.text}': {name} is searched in log space; give positive ends"
-            )
+            raise HPSpecError(f"error: --hp '{spec.text}': {name} is searched in log space; give positive ends")
         out.append(HPRange(name, spec.text, spec.values, spec.low, spec.high, spec.count, scale))
     return out
 
@@ -230,7 +219,7 @@ def resolve_specs(
 def grid_points(specs: Sequence[HPRange]) -> list[dict[str, float]]:
     """The cartesian product of the specs' grids, as `{name: value}` dicts (one empty dict if no specs)."""
     grids = [spec.grid() for spec in specs]
-    return [dict(zip([s.name for s in specs], combo)) for combo in itertools.product(*grids)]
+    return [dict(zip([s.name for s in specs], combo, strict=True)) for combo in itertools.product(*grids)]
 
 
 def random_points(specs: Sequence[HPRange], count: int, seed: int = 0) -> list[dict[str, float]]:

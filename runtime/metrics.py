@@ -58,8 +58,10 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                print("warning: tensorboard is not installed (pip install tensorboard); logging to "
-                      "metrics.jsonl only", file=sys.stderr)
+                print(
+                    "warning: tensorboard is not installed (pip install tensorboard); logging to metrics.jsonl only",
+                    file=sys.stderr,
+                )
             else:
                 self._tb = SummaryWriter(str(out_dir / "tb"))
 
@@ -112,8 +114,14 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
             self._task = self._bar.add_task(title, total=total, completed=start, info="")
             self._bar.start()
         elif enabled:

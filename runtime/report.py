@@ -16,8 +16,21 @@ from typing import Any
 from .coord_check import MODULES, CoordCheckConfig, CoordCheckResult
 
 AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}
-ALL_ROLES: tuple[str, ...] = ("embed", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down",
-                              "norm", "qk_norm", "bias", "final_norm", "unembed")
+ALL_ROLES: tuple[str, ...] = (
+    "embed",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.o",
+    "mlp.up",
+    "mlp.gate",
+    "mlp.down",
+    "norm",
+    "qk_norm",
+    "bias",
+    "final_norm",
+    "unembed",
+)
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "all roles": ALL_ROLES,
     "hidden": ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down"),
@@ -109,8 +122,9 @@ def exponent_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[
         if all(v in ("1", "-") for v in values):
             continue
         groups.setdefault((hp, values), []).append(subject)
-    return [(compress_roles(subjects), hp, list(values), len(set(values)) > 1)
-            for (hp, values), subjects in groups.items()]
+    return [
+        (compress_roles(subjects), hp, list(values), len(set(values)) > 1) for (hp, values), subjects in groups.items()
+    ]
 
 
 def verdict_word(passed: bool | None) -> str:
@@ -136,8 +150,10 @@ def verdict_grid(sections: Sequence[RuleSection]) -> list[tuple[str, str, list[s
         words = tuple(t.get((area, name), "-") for t in tables)
         role, rest = _split_role(name)
         groups.setdefault((area, rest, words), []).append(role or "")
-    return [(area, f"{compress_roles(roles)} {rest}" if roles[0] else rest, list(words))
-            for (area, rest, words), roles in groups.items()]
+    return [
+        (area, f"{compress_roles(roles)} {rest}" if roles[0] else rest, list(words))
+        for (area, rest, words), roles in groups.items()
+    ]
 
 
 def equivalence_text(q: Any, limit: int = 3) -> str:
@@ -266,9 +282,7 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
             overall = ["**all**", *[s.coord.status(sweep) for s in emp]]  # type: ignore[union-attr]
             parts += [f"### {sweep}", "", _md_table(header, [*rows, overall]), ""]
             parts += [
-                " ".join(
-                    f"![{s.label} {sweep}]({_rel(s.plots[sweep], out_dir)})" for s in emp if sweep in s.plots
-                ),
+                " ".join(f"![{s.label} {sweep}]({_rel(s.plots[sweep], out_dir)})" for s in emp if sweep in s.plots),
                 "",
             ]
         parts += ["Run time: " + ", ".join(f"{s.label} {s.coord.wall_s:.0f} s" for s in emp), ""]  # type: ignore
@@ -297,9 +311,7 @@ figcaption{font-size:12px;color:#555} ul{font-size:13px}
 
 def _cls(word: str) -> str:
     head = word.split(" ", 1)[0]
-    return {"pass": "pass", "FAIL": "fail", "unstable": "fail", "diverged": "fail", "lazy": "lazy"}.get(
-        head, "na"
-    )
+    return {"pass": "pass", "FAIL": "fail", "unstable": "fail", "diverged": "fail", "lazy": "lazy"}.get(head, "na")
 
 
 def _html_table(
@@ -332,9 +344,7 @@ def render_html(cmp: Comparison) -> str:
     body = [f"<h1>scalec compare: {e(', '.join(labels))}</h1>"]
     if cmp.command:
         body.append(f"<p>Command: <code>{e(cmp.command)}</code></p>")
-    body.append(
-        f"<h2>Scaling exponents</h2><p>{e(EXPONENT_LEGEND)} Highlighted rows differ between files.</p>"
-    )
+    body.append(f"<h2>Scaling exponents</h2><p>{e(EXPONENT_LEGEND)} Highlighted rows differ between files.</p>")
     grid = exponent_grid(cmp.sections)
     body.append(
         _html_table(
@@ -363,8 +373,10 @@ def render_html(cmp: Comparison) -> str:
                 body.append(f"<li>{head}equivalent</li>")
             else:
                 items = "".join(f"<li>{e(d)}</li>" for d in q.differences)
-                body.append(f"<li><details><summary>{head}differ in {len(q.differences)} place(s)</summary>"
-                            f"<ul>{items}</ul></details></li>")
+                body.append(
+                    f"<li><details><summary>{head}differ in {len(q.differences)} place(s)</summary>"
+                    f"<ul>{items}</ul></details></li>"
+                )
         body.append("</ul>")
     emp = _empirical_sections(cmp)
     if emp:

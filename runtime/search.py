@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalec.runtime.run_store import RunFn, RunStore, _pid_alive, config_key
-
 from scalec.errors import ScalecError
+from scalec.runtime.run_store import RunFn, RunStore, _pid_alive, config_key
 
 SAMPLERS = ("tpe", "cmaes", "random", "trust-region")
 RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
@@ -110,9 +109,7 @@ class SearchSettings:
         return f"scalec-{self.fixed.get('rule', 'search')}-{config_key(ident)[:8]}"
 
 
-def default_dims(
-    hp_space: Mapping[str, Any], patterns: Sequence[str], roles: Sequence[str] | None = None
-) -> list[Dim]:
+def default_dims(hp_space: Mapping[str, Any], patterns: Sequence[str], roles: Sequence[str] | None = None) -> list[Dim]:
     """Dims for HP_SPACE names matching `patterns` (`*` is the only wildcard: `eta`, `lr[*]`, `lr[attn.*]`);
     multipliers limited to `roles`."""
     regexes = [re.compile(".*".join(re.escape(part) for part in p.split("*")) + r"\Z") for p in patterns]
@@ -132,9 +129,7 @@ def default_dims(
             )
         )
     if not dims:
-        raise SearchError(
-            f"error: --space {','.join(patterns)}: matches no tunable HP of the rule; try 'eta,lr[*]'"
-        )
+        raise SearchError(f"error: --space {','.join(patterns)}: matches no tunable HP of the rule; try 'eta,lr[*]'")
     return dims
 
 
@@ -161,11 +156,7 @@ class TrustRegionSampler:
         """(centre in unit coordinates, radius) after replaying the COMPLETE trials in order."""
         centre = {
             d.name: d.to_unit(
-                d.default
-                if d.default is not None
-                else math.sqrt(d.low * d.high)
-                if d.log
-                else (d.low + d.high) / 2
+                d.default if d.default is not None else math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
             )
             for d in self.dims
         }
@@ -320,9 +311,7 @@ def open_study(settings: SearchSettings, worker: int = 0) -> Any:
 def prepare_study(settings: SearchSettings) -> Any:
     """Create the study (and its tables) once, enqueueing the rule's default point as the first trial."""
     study = open_study(settings)
-    defaults = {
-        d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high
-    }
+    defaults = {d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high}
     if not study.trials and len(defaults) == len(settings.dims):
         study.enqueue_trial(defaults, skip_if_exists=True)
     return study
@@ -435,9 +424,7 @@ def run_worker(settings: SearchSettings, worker: int = 0) -> WorkerReport:
             raise SearchError("error: search: 3 trials in a row failed; see result.json in the run store")
 
 
-def spawn_workers(
-    settings: SearchSettings, workers: int, log_dir: Path | None = None
-) -> list[subprocess.Popen]:
+def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None = None) -> list[subprocess.Popen]:
     """Start `workers` worker processes (`python -m scalec.runtime.search SETTINGS_JSON`)."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -519,6 +506,4 @@ def run_search(settings: SearchSettings, workers: int = 1) -> SearchResult:
 
 
 if __name__ == "__main__":
-    run_worker(
-        SearchSettings.from_json(Path(sys.argv[1]).read_text()), int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    )
+    run_worker(SearchSettings.from_json(Path(sys.argv[1]).read_text()), int(sys.argv[2]) if len(sys.argv) > 2 else 0)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalec.errors import ScalecError
 from scalec.runtime.hp_grid import HPRange, grid_points, random_points
 from scalec.runtime.run_store import RunFn, RunRecord, RunStore, canonical_json
-
-from scalec.errors import ScalecError
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from scalec.runtime.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
 from scalec.runtime.data import ByteData, resolve_corpus
 from scalec.runtime.gpt import GPT, GPTConfig
@@ -27,8 +28,8 @@ from scalec.runtime.lr_schedule import lr_factor
 from scalec.runtime.metrics import MetricsLog, Progress, peak_flops, write_json_atomic
 from scalec.runtime.train_config import RESUME_FREE, RunSummary, TrainConfig, TrainConfigError
 
-EVAL_SEQS = 16          # sequences per evaluation batch: the eval set depends on seq_len only, never on batch
-_COMPILED_CACHE = 4     # compiled models kept per process (keyed by shape, multipliers and device)
+EVAL_SEQS = 16  # sequences per evaluation batch: the eval set depends on seq_len only, never on batch
+_COMPILED_CACHE = 4  # compiled models kept per process (keyed by shape, multipliers and device)
 _compiled: OrderedDict[tuple, tuple[GPT, Any]] = OrderedDict()
 
 
@@ -60,14 +61,22 @@ def _load_rules(cfg: TrainConfig) -> Any:
 
 def _model_config(cfg: TrainConfig) -> GPTConfig:
     try:
-        return GPTConfig(width=cfg.width, depth=cfg.depth, head_dim=cfg.head_dim, n_heads=cfg.n_heads,
-                         seq_len=cfg.seq_len, qk_norm=cfg.qk_norm, mlp_ratio=cfg.mlp_ratio)
+        return GPTConfig(
+            width=cfg.width,
+            depth=cfg.depth,
+            head_dim=cfg.head_dim,
+            n_heads=cfg.n_heads,
+            seq_len=cfg.seq_len,
+            qk_norm=cfg.qk_norm,
+            mlp_ratio=cfg.mlp_ratio,
+        )
     except ValueError as exc:
         raise TrainConfigError(f"error: model shape: {exc}") from None
 
 
-def _build_model(gcfg: GPTConfig, multipliers: dict[str, float], device: torch.device,
-                 compile_: bool) -> tuple[GPT, Any]:
+def _build_model(
+    gcfg: GPTConfig, multipliers: dict[str, float], device: torch.device, compile_: bool
+) -> tuple[GPT, Any]:
     """(model, callable): the callable is the compiled model when asked, cached per shape within a process."""
     if not compile_:
         return GPT(gcfg, multipliers).to(device), None
@@ -100,8 +109,10 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     new = json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
     if diff:
-        raise TrainConfigError(f"error: {out} holds a run with different settings ({', '.join(diff)}); pass "
-                               "another --out or the same settings to resume it")
+        raise TrainConfigError(
+            f"error: {out} holds a run with different settings ({', '.join(diff)}); pass "
+            "another --out or the same settings to resume it"
+        )
 
 
 def _summary_if_done(out: Path) -> RunSummary | None:
@@ -140,9 +151,18 @@ def _evaluate(model: Any, batches: list, device: torch.device, autocast: Any, ra
     return float(total[0] / total[1])
 
 
-def train_step(forward: Any, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], batch: Any,
-               micro: int, device: torch.device, autocast: Callable[[], Any], grad_clip: float | None,
-               ddp: Any = None, world: int = 1) -> tuple[float, float | None]:
+def train_step(
+    forward: Any,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    batch: Any,
+    micro: int,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    grad_clip: float | None,
+    ddp: Any = None,
+    world: int = 1,
+) -> tuple[float, float | None]:
     """One optimizer step over `batch` in micro-batches of `micro` sequences: (mean loss, grad norm).
 
     Skips the update and returns grad norm None when the loss or the gradient is not finite.
@@ -150,8 +170,8 @@ def train_step(forward: Any, optimizer: torch.optim.Optimizer, params: list[torc
     accum = batch.x.shape[0] // micro
     loss_sum = None
     for i in range(accum):
-        x = batch.x[i * micro:(i + 1) * micro].to(device, non_blocking=True)
-        y = batch.y[i * micro:(i + 1) * micro].to(device, non_blocking=True)
+        x = batch.x[i * micro : (i + 1) * micro].to(device, non_blocking=True)
+        y = batch.y[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         # DDP all-reduces gradients on the last micro-batch only.
         with contextlib.nullcontext() if ddp is None or i == accum - 1 else ddp.no_sync():
             with autocast():
@@ -171,8 +191,9 @@ def train_step(forward: Any, optimizer: torch.optim.Optimizer, params: list[torc
     return loss_value, (norm_value if norm is not None else 0.0)
 
 
-def train(cfg: TrainConfig, rules: Any = None,
-          on_step: Callable[[int, dict[str, Any]], None] | None = None) -> RunSummary:
+def train(
+    cfg: TrainConfig, rules: Any = None, on_step: Callable[[int, dict[str, Any]], None] | None = None
+) -> RunSummary:
     """Train the bundled GPT under `cfg.rule` (or the given Parameterisation/generated module `rules`).
 
     `on_step(step, record)` is called after every optimizer step (tests use it to interrupt a run).
@@ -189,8 +210,15 @@ def train(cfg: TrainConfig, rules: Any = None,
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]], None] | None, rank: int,
-           local_rank: int, world: int, t_start: float) -> RunSummary:
+def _train(
+    cfg: TrainConfig,
+    rules: Any,
+    on_step: Callable[[int, dict[str, Any]], None] | None,
+    rank: int,
+    local_rank: int,
+    world: int,
+    t_start: float,
+) -> RunSummary:
     from scalec.runtime.plan import make_plan
     from scalec.runtime.schedule import scale_lrs
 
@@ -214,8 +242,9 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
     state = None
     if out is not None and (out / "config.json").exists():
         if cfg.resume == "never":
-            raise TrainConfigError(f"error: {out} already holds a run; pass --resume auto to continue it or "
-                                   "another --out")
+            raise TrainConfigError(
+                f"error: {out} already holds a run; pass --resume auto to continue it or another --out"
+            )
         _check_resumable(out, cfg)
         done = _summary_if_done(out)
         if done is not None:
@@ -254,8 +283,9 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
 
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         forward = torch.compile(ddp) if compile_ else ddp
-    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
-                else contextlib.nullcontext)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    )
 
     eval_every = cfg.eval_every or max(1, total_steps // 10)
     ckpt_every = eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every
@@ -287,8 +317,9 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
             t0 = time.perf_counter()
             scale_lrs(optimizer, lr_factor(step, total_steps, cfg.warmup, cfg.decay, cfg.min_lr_factor))
             batch = data.train_batch(step, local_seqs, rank)
-            train_loss, grad_norm = train_step(forward, optimizer, params, batch, micro, device, autocast,
-                                               cfg.grad_clip, ddp, world)
+            train_loss, grad_norm = train_step(
+                forward, optimizer, params, batch, micro, device, autocast, cfg.grad_clip, ddp, world
+            )
             if grad_norm is None or not math.isfinite(train_loss):
                 status = "diverged"
                 log.log({"step": step + 1, "train_loss": train_loss, "diverged": True})
@@ -299,9 +330,13 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
                 timed_s, timed_tokens = timed_s + dt, timed_tokens + tokens_per_step
             tok_s = timed_tokens / timed_s if timed_s else tokens_per_step / dt
             mfu = flops_tok * tok_s / (peak * world) if peak else None
-            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss,
-                      "lr_factor": lr_factor(step - 1, total_steps, cfg.warmup, cfg.decay, cfg.min_lr_factor),
-                      "tokens_per_s": tok_s}
+            record = {
+                "step": step,
+                "tokens": step * tokens_per_step,
+                "train_loss": train_loss,
+                "lr_factor": lr_factor(step - 1, total_steps, cfg.warmup, cfg.decay, cfg.min_lr_factor),
+                "tokens_per_s": tok_s,
+            }
             if cfg.grad_clip:
                 record["grad_norm"] = grad_norm
             if mfu is not None:
@@ -327,10 +362,20 @@ def _train(cfg: TrainConfig, rules: Any, on_step: Callable[[int, dict[str, Any]]
         log.close()
 
     final_val = extra["last_val"] if status == "finished" else None
-    summary = RunSummary(status=status, final_val_loss=final_val, best_val_loss=extra["best_val"], steps=step,
-                         tokens=step * tokens_per_step, tokens_per_s=tok_s, mfu=mfu,
-                         wall_s=base_wall + time.perf_counter() - t_start, final_train_loss=train_loss,
-                         params=model.num_params(), flops_per_token=flops_tok, device=str(device))
+    summary = RunSummary(
+        status=status,
+        final_val_loss=final_val,
+        best_val_loss=extra["best_val"],
+        steps=step,
+        tokens=step * tokens_per_step,
+        tokens_per_s=tok_s,
+        mfu=mfu,
+        wall_s=base_wall + time.perf_counter() - t_start,
+        final_train_loss=train_loss,
+        params=model.num_params(),
+        flops_per_token=flops_tok,
+        device=str(device),
+    )
     if main and out is not None:
         write_json_atomic(out / "summary.json", summary.to_dict())
     return summary

@@ -6,9 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalec.runtime.lr_schedule import DECAYS
-
 from scalec.errors import ScalecError
+from scalec.runtime.lr_schedule import DECAYS
 
 
 class TrainConfigError(ScalecError):
@@ -36,31 +35,30 @@ class TrainConfig:
     qk_norm: bool = False
     mlp_ratio: float = 3.0
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
-    micro_batch: int | None = None    # sequences per forward pass (gradient accumulation); None = whole batch
-    warmup: float = 0.05              # fraction of steps (< 1) or a step count
-    decay: str = "cosine"             # cosine | linear | constant
+    micro_batch: int | None = None  # sequences per forward pass (gradient accumulation); None = whole batch
+    warmup: float = 0.05  # fraction of steps (< 1) or a step count
+    decay: str = "cosine"  # cosine | linear | constant
     min_lr_factor: float = 0.1
     grad_clip: float | None = 1.0
-    eval_every: int | None = None     # steps; None = about 10 evaluations per run
+    eval_every: int | None = None  # steps; None = about 10 evaluations per run
     eval_batches: int = 8
     checkpoint_every: int | None = None  # steps; None = at every evaluation; 0 = never
-    log_every: int | None = None      # plain-text progress lines; None = about 20 per run
-    out_dir: str | None = None        # None: write nothing (no run dir, no checkpoints)
-    resume: str = "auto"              # auto | never
-    corpus: str | None = None         # None = default corpus (fetched on first use)
+    log_every: int | None = None  # plain-text progress lines; None = about 20 per run
+    out_dir: str | None = None  # None: write nothing (no run dir, no checkpoints)
+    resume: str = "auto"  # auto | never
+    corpus: str | None = None  # None = default corpus (fetched on first use)
     tensorboard: bool = False
     progress: bool = True
-    peak_flops: float | None = None   # per device, for MFU; None = detect known GPUs
+    peak_flops: float | None = None  # per device, for MFU; None = detect known GPUs
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):
             self.resume = "auto" if self.resume else "never"
         for name in ("width", "depth", "batch", "seq_len", "head_dim", "eval_batches"):
             if int(getattr(self, name)) <= 0:
-                raise TrainConfigError(f"error: --{name.replace('_', '-')} must be positive, got "
-                                       f"{getattr(self, name)}")
+                raise TrainConfigError(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.resume not in ("auto", "never"):
             raise TrainConfigError(f"error: --resume must be auto or never, got {self.resume!r}")
         if self.decay not in DECAYS:
@@ -68,13 +66,17 @@ class TrainConfig:
         if self.duration is None and self.steps is None:
             raise TrainConfigError("error: give the training length: --duration TOKENS or --steps N")
         if self.batch % self.seq_len:
-            raise TrainConfigError(f"error: --batch {self.batch} tokens is not a multiple of --seq-len "
-                                   f"{self.seq_len}; batch counts tokens per step")
+            raise TrainConfigError(
+                f"error: --batch {self.batch} tokens is not a multiple of --seq-len "
+                f"{self.seq_len}; batch counts tokens per step"
+            )
         if self.width % (self.width // self.n_heads if self.n_heads else self.head_dim):
             raise TrainConfigError(f"error: --width {self.width} is not a multiple of --head-dim {self.head_dim}")
         if self.total_steps() < 1:
-            raise TrainConfigError(f"error: --duration {self.duration} is shorter than one batch ({self.batch} "
-                                   "tokens); raise --duration or lower --batch")
+            raise TrainConfigError(
+                f"error: --duration {self.duration} is shorter than one batch ({self.batch} "
+                "tokens); raise --duration or lower --batch"
+            )
 
     def total_steps(self) -> int:
         """Optimizer steps of the run."""
@@ -99,15 +101,25 @@ class TrainConfig:
 
 
 # Settings that may differ between an interrupted run and its resumption without changing the result.
-RESUME_FREE = ("out_dir", "resume", "progress", "log_every", "tensorboard", "device", "compile", "peak_flops",
-               "checkpoint_every", "corpus")
+RESUME_FREE = (
+    "out_dir",
+    "resume",
+    "progress",
+    "log_every",
+    "tensorboard",
+    "device",
+    "compile",
+    "peak_flops",
+    "checkpoint_every",
+    "corpus",
+)
 
 
 @dataclass
 class RunSummary:
     """Outcome of a run (`summary.json`)."""
 
-    status: str                       # "finished" | "diverged" | "running"
+    status: str  # "finished" | "diverged" | "running"
     final_val_loss: float | None
     best_val_loss: float | None
     steps: int

@@ -80,7 +80,7 @@ class Optimum:
 def fit_optimum(values: Sequence[float], losses: Sequence[float], size: float = 0.0) -> Optimum:
     """Optimum of loss(log2 value): vertex of the parabola through the best grid point and its two neighbours,
     clipped to the neighbours; the grid point itself at the grid's edge or when the fit is not convex."""
-    pts = sorted(zip(values, losses))
+    pts = sorted(zip(values, losses, strict=True))
     xs = [math.log2(v) for v, _ in pts]
     ys = [loss for _, loss in pts]
     finite = [i for i, y in enumerate(ys) if math.isfinite(y)]
@@ -144,9 +144,7 @@ def curve_losses(spec: TransferSpec, records: Sequence[RunRecord]) -> dict[tuple
         c = r.config
         key = (c["rule"], float(c[spec.config_field]), float(c["hp"][spec.hp.name]))
         groups.setdefault(key, []).append(r.loss)
-    return {
-        k: (math.inf if any(math.isinf(x) for x in v) else statistics.fmean(v)) for k, v in groups.items()
-    }
+    return {k: (math.inf if any(math.isinf(x) for x in v) else statistics.fmean(v)) for k, v in groups.items()}
 
 
 def analyse(spec: TransferSpec, records: Sequence[RunRecord]) -> list[RuleResult]:
@@ -300,7 +298,7 @@ def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: s
     else:
         low, top = 0.0, 1.0
     cmap = plt.get_cmap("viridis")
-    for ax, res in zip(axes[0], results):
+    for ax, res in zip(axes[0], results, strict=True):
         for k, c in enumerate(res.curves):
             color = cmap(k / max(1, len(res.curves) - 1))
             xs = [math.log2(v) for v in c.values]
@@ -313,7 +311,7 @@ def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: s
                 color=color,
                 label=_fmt_size(spec.axis, c.size),
             )
-            div = [x for x, y in zip(xs, c.losses) if math.isinf(y)]
+            div = [x for x, y in zip(xs, c.losses, strict=True) if math.isinf(y)]
             ax.plot(div, [top] * len(div), "x", color=color, ms=6)
             o = c.optimum
             if o.log2_opt is not None:

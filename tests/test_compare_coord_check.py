@@ -105,10 +105,7 @@ def test_depth_mup_is_depth_stable(checks):
     r = checks("depth_mup")
     assert r.stable("depth"), [v for v in r.verdicts if v.sweep == "depth"]
     # alpha = 1/2 keeps the residual stream bounded; its blocks' updates shrink faster than CompleteP's.
-    assert (
-        r.verdict("depth", "residual").update_ratio
-        < checks("completep").verdict("depth", "residual").update_ratio
-    )
+    assert r.verdict("depth", "residual").update_ratio < checks("completep").verdict("depth", "residual").update_ratio
 
 
 def test_completedp_passes_width_and_depth(checks):

@@ -79,8 +79,7 @@ def test_grid_drops_unscaled_rows_merges_roles_and_flags_differences():
     a = _section("a", rows)
     b = _section("b", [*rows, _Row("residual.attn", "site", {**zero, "L": Fraction(-1)})])
     grid = exponent_grid([a, b])
-    assert grid == [("hidden", "lr", ["m_N^-1", "m_N^-1"], False),
-                    ("residual.attn", "site", ["-", "m_L^-1"], True)]
+    assert grid == [("hidden", "lr", ["m_N^-1", "m_N^-1"], False), ("residual.attn", "site", ["-", "m_L^-1"], True)]
 
 
 def test_labels_are_short_and_unique():
@@ -90,9 +89,7 @@ def test_labels_are_short_and_unique():
 
 def test_html_escapes_and_needs_no_network(tmp_path):
     zero = {"n": Fraction(0), "L": Fraction(0), "B": Fraction(0), "D": Fraction(0)}
-    cmp = Comparison(
-        [_section("<a>", [_Row("attn.q", "lr", {**zero, "n": Fraction(-1)})]), _section("b", [])], []
-    )
+    cmp = Comparison([_section("<a>", [_Row("attn.q", "lr", {**zero, "n": Fraction(-1)})]), _section("b", [])], [])
     page = render_html(cmp)
     assert "&lt;a&gt;" in page and "<a>" not in page
     assert not re.search(r"(src|href)=\"https?:", page)

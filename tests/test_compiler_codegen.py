@@ -42,13 +42,13 @@ log2 = st.floats(min_value=-2, max_value=3)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(BUNDLED), log2, log2, st.floats(-1, 1), st.floats(0, 3), st.floats(-1, 1),
-       st.floats(-3, 3))
+@given(st.sampled_from(BUNDLED), log2, log2, st.floats(-1, 1), st.floats(0, 3), st.floats(-1, 1), st.floats(-3, 3))
 def test_generated_module_agrees_with_sympy_on_random_shapes(name, ln, ll, lb, ld, lh, leta):
     p = scalec.load(name)
     base = p.module.BASE
-    shape = p.module.Shape(n=base.n * 2**ln, L=base.L * 2**ll, B=base.B * 2**lb, D=base.D * 2**ld,
-                           d_head=base.d_head * 2**lh)
+    shape = p.module.Shape(
+        n=base.n * 2**ln, L=base.L * 2**ll, B=base.B * 2**lb, D=base.D * 2**ld, d_head=base.d_head * 2**lh
+    )
     hp = p.hparams(eta=2.0**-8 * 2**leta)
     for role in p.module.ROLES:
         got = p.role_hparams(role, shape, hp)
@@ -76,8 +76,9 @@ def test_generated_module_cites_rule_lines():
 
 def test_generated_module_imports_without_sympy_or_lark(tmp_path):
     out = tmp_path / "cdp.py"
-    subprocess.run([sys.executable, "-m", "scalec.cli", "compile", "completedp", "-o", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "scalec.cli", "compile", "completedp", "-o", str(out)], check=True, capture_output=True
+    )
     probe = textwrap.dedent(f"""
         import sys
         class Block:

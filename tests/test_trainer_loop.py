@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from scalec.runtime.lr_schedule import lr_factor
 from scalec.runtime.train_config import TrainConfig, TrainConfigError
-from typer.testing import CliRunner
 
 
 def _text(n_bytes: int) -> bytes:
@@ -50,8 +51,21 @@ def corpus(tmp_path, monkeypatch):
 
 
 def tiny(corpus: str, **kw) -> TrainConfig:
-    base = {"rule": "tiny.scale", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32, "steps": 6,
-            "eval_every": 3, "eval_batches": 2, "corpus": corpus, "progress": False, "hp": {"eta": 2**-6}, "seed": 0}
+    base = {
+        "rule": "tiny.scale",
+        "width": 32,
+        "depth": 2,
+        "head_dim": 16,
+        "seq_len": 32,
+        "batch": 4 * 32,
+        "steps": 6,
+        "eval_every": 3,
+        "eval_batches": 2,
+        "corpus": corpus,
+        "progress": False,
+        "hp": {"eta": 2**-6},
+        "seed": 0,
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -132,9 +146,31 @@ def test_token_counts_accept_powers_and_suffixes():
 def test_cli_train_runs_and_reports(tmp_path, corpus, rule_path):
     from scalec.cli import app
 
-    args = ["train", rule_path, "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32",
-            "--batch", "2^7", "--steps", "2", "--hp", "eta=2^-6", "--corpus", corpus, "--quiet",
-            "--device", "cpu", "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        rule_path,
+        "--width",
+        "32",
+        "--depth",
+        "2",
+        "--head-dim",
+        "16",
+        "--seq-len",
+        "32",
+        "--batch",
+        "2^7",
+        "--steps",
+        "2",
+        "--hp",
+        "eta=2^-6",
+        "--corpus",
+        corpus,
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "finished: val loss" in result.output
@@ -152,9 +188,36 @@ def test_torchrun_two_ranks_train_data_parallel_and_rank0_writes(tmp_path, corpu
     script = Path(sys.executable).parent / "scalec"
     if not script.exists():
         pytest.skip("the scalec console script is not installed next to the interpreter")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           "train", rule_path, "--width", "32", "--depth", "2", "--head-dim", "16", "--seq-len", "32", "--batch", "256",
-           "--steps", "3", "--corpus", corpus, "--device", "cpu", "--quiet", "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        "train",
+        rule_path,
+        "--width",
+        "32",
+        "--depth",
+        "2",
+        "--head-dim",
+        "16",
+        "--seq-len",
+        "32",
+        "--batch",
+        "256",
+        "--steps",
+        "3",
+        "--corpus",
+        corpus,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from scalec.runtime.checkpoint import CheckpointError, load_checkpoint
 from scalec.runtime.train_config import TrainConfig
 
@@ -42,9 +43,21 @@ def corpus(tmp_path, monkeypatch):
 
 
 def tiny(corpus: str, out: str, **kw) -> TrainConfig:
-    settings = {"rule": "tiny.scale", "width": 32, "depth": 2, "head_dim": 16, "seq_len": 32, "batch": 4 * 32,
-                "steps": 8, "eval_every": 4, "checkpoint_every": 3, "eval_batches": 2, "corpus": corpus,
-                "progress": False, "out_dir": out}
+    settings = {
+        "rule": "tiny.scale",
+        "width": 32,
+        "depth": 2,
+        "head_dim": 16,
+        "seq_len": 32,
+        "batch": 4 * 32,
+        "steps": 8,
+        "eval_every": 4,
+        "checkpoint_every": 3,
+        "eval_batches": 2,
+        "corpus": corpus,
+        "progress": False,
+        "out_dir": out,
+    }
     return TrainConfig(**{**settings, **kw})
 
 
@@ -60,6 +73,7 @@ def _interrupt_at(k: int):
     def on_step(step, record):
         if step == k:
             raise Interrupt
+
     return on_step
 
 

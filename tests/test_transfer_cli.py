@@ -14,9 +14,7 @@ pytestmark = pytest.mark.skipif(not hasattr(scalec, "load"), reason="needs the r
 
 TINY = ["--width", "32", "--depth", "1", "--seq-len", "32", "--batch", "256", "--head-dim", "16"]
 # The bundled rules declare D >= 2^16 tokens; these test rules allow the few-step runs below.
-TINY_RULE = (
-    'parameterisation Tiny{0} extends {0}\n  "{0} for few-step tests."\n  axis D = 2^22 in [2^8, 2^44]\n'
-)
+TINY_RULE = 'parameterisation Tiny{0} extends {0}\n  "{0} for few-step tests."\n  axis D = 2^22 in [2^8, 2^44]\n'
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+
+from scalec.errors import ScalecError
 from scalec.runtime.hp_grid import (
     HPSpecError,
     grid_points,
@@ -13,8 +15,6 @@ from scalec.runtime.hp_grid import (
     random_points,
     resolve_specs,
 )
-
-from scalec.errors import ScalecError
 
 
 @dataclass(frozen=True)

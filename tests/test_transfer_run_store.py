@@ -20,9 +20,7 @@ from scalec.runtime.sweep import SweepSpec, best_row, rows_markdown, run_sweep, 
 def fake_run(config, out_dir: Path):
     """Quadratic bowl in log2(eta) with its minimum at 2^-7; diverges above 2^-4; logs each call."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "calls").write_text(
-        str(int((out_dir / "calls").read_text() if (out_dir / "calls").exists() else 0) + 1)
-    )
+    (out_dir / "calls").write_text(str(int((out_dir / "calls").read_text() if (out_dir / "calls").exists() else 0) + 1))
     x = math.log2(config["hp"]["eta"])
     if x > -4:
         return {"status": "diverged", "final_val_loss": None}
@@ -38,9 +36,7 @@ def test_config_key_is_stable_under_key_order_and_int_float():
 
 def test_finished_and_diverged_runs_are_not_repeated(tmp_path):
     store = RunStore(tmp_path)
-    configs = sweep_configs(
-        SweepSpec({"rule": "mup", "width": 32}, [parse_hp_spec("eta=2^-9..2^-3:4")], seeds=2)
-    )
+    configs = sweep_configs(SweepSpec({"rule": "mup", "width": 32}, [parse_hp_spec("eta=2^-9..2^-3:4")], seeds=2))
     assert len(configs) == 8
     first = run_sweep(configs, store, fake_run)
     assert [r.status for r in first].count("diverged") == 2  # eta = 2^-3, two seeds

@@ -23,7 +23,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from scalec.runtime.search import (
+from scalec.runtime.search import (  # noqa: E402 (after importorskip)
     Dim,
     SearchError,
     SearchSettings,
@@ -173,8 +173,29 @@ def _free_port() -> int:
 
 @pytest.fixture
 def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 in a temp dir (skipped when it cannot be started)."""
+    """A throwaway PostgreSQL server in a temp dir: the pip-installed `pgserver` binaries (dev extra), else the
+    system's (apt-get install postgresql); skipped when neither can be started."""
     pytest.importorskip("psycopg2")
+    try:
+        import pgserver
+    except ImportError:
+        yield from _system_postgres()
+        return
+    root = Path(tempfile.mkdtemp(prefix="scalec-pg-"))
+    try:
+        server = pgserver.get_server(root, cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises its own and subprocess errors
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL with pgserver: {exc}")
+    try:
+        server.psql("CREATE DATABASE optuna;")
+        yield f"postgresql://postgres@/optuna?host={root}"
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _system_postgres():
     bindir = (
         next((Path(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
         if Path("/usr/lib/postgresql").is_dir()
@@ -183,7 +204,7 @@ def postgres_url():
     initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
     pg_ctl = shutil.which("pg_ctl") or (str(bindir / "pg_ctl") if bindir else None)
     if not initdb or not pg_ctl or not Path(initdb).exists():
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        pytest.skip("no PostgreSQL server: pip install pgserver (dev extra) or apt-get install postgresql")
     root = Path(tempfile.mkdtemp(prefix="scalec-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root: run it as the postgres user
@@ -240,9 +261,7 @@ def postgres_url():
         conn.close()
         yield f"postgresql://scalec@127.0.0.1:{port}/optuna"
     finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True
-        )
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

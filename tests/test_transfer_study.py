@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from scalec.runtime.hp_grid import parse_hp_spec
 from scalec.runtime.transfer import TransferSpec, fit_optimum, run_transfer, transfer_configs
 

@@ -83,21 +83,13 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
-        hp: Annotated[
-            list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")
-        ] = None,
-        param: Annotated[
-            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")
-        ] = None,
+        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")] = None,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")] = None,
         corpus: Annotated[
             str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
         ] = None,
-        threads: Annotated[
-            int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")
-        ] = 1,
-        out: Annotated[
-            Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")
-        ] = None,
+        threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
+        out: Annotated[Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
         from scalec.runtime.report import analyse, equivalence_text, failure_lines, write_report
@@ -105,9 +97,7 @@ def register(app: typer.Typer) -> None:
         from .coord_check import CoordCheckArgsError
 
         if len(rules) < 2:
-            raise CoordCheckArgsError(
-                "error: compare needs at least two rule files, e.g. scalec compare sp mup"
-            )
+            raise CoordCheckArgsError("error: compare needs at least two rule files, e.g. scalec compare sp mup")
         start = time.perf_counter()
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus

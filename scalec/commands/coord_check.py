@@ -29,9 +29,7 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
             f"error: {option} '{text}': expected comma-separated integers, e.g. {option} 64,128,256"
         ) from None
     if len(values) < 2 or min(values) < 1:
-        raise CoordCheckArgsError(
-            f"error: {option} '{text}': give at least two positive sizes to fit a slope"
-        )
+        raise CoordCheckArgsError(f"error: {option} '{text}': give at least two positive sizes to fit a slope")
     return values
 
 
@@ -155,13 +153,9 @@ def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
         cells = []
         for _, r in results:
             v = r.verdict(sweep, module)
-            cells.append(
-                f"[{STATUS_STYLE[v.status]}]{v.status}[/] x{v.update_ratio:.2g} ({v.update_slope:+.2f})"
-            )
+            cells.append(f"[{STATUS_STYLE[v.status]}]{v.status}[/] x{v.update_ratio:.2g} ({v.update_slope:+.2f})")
         table.add_row(module, *cells)
-    table.add_row(
-        "[bold]all[/]", *[f"[{STATUS_STYLE[r.status(sweep)]}]{r.status(sweep)}[/]" for _, r in results]
-    )
+    table.add_row("[bold]all[/]", *[f"[{STATUS_STYLE[r.status(sweep)]}]{r.status(sweep)}[/]" for _, r in results])
     return table
 
 
@@ -171,15 +165,9 @@ def register(app: typer.Typer) -> None:
     @app.command("coord-check")
     @guarded
     def coord_check(
-        rule: Annotated[
-            str, typer.Argument(help="Bundled rule name (sp, mup, completep, ...) or a .scale path.")
-        ],
-        widths: Annotated[
-            str, typer.Option(help="Widths of the width sweep (at the base depth).")
-        ] = "64,128,256,512",
-        depths: Annotated[
-            str, typer.Option(help="Depths of the depth sweep (at the base width).")
-        ] = "2,4,8,16",
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (sp, mup, completep, ...) or a .scale path.")],
+        widths: Annotated[str, typer.Option(help="Widths of the width sweep (at the base depth).")] = "64,128,256,512",
+        depths: Annotated[str, typer.Option(help="Depths of the depth sweep (at the base width).")] = "2,4,8,16",
         base_width: Annotated[
             int | None, typer.Option(help="Width of the depth sweep (default: min of --widths).")
         ] = None,
@@ -192,18 +180,12 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads grow with width).")] = 32,
         lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
-        hp: Annotated[
-            list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")
-        ] = None,
-        param: Annotated[
-            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")
-        ] = None,
+        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")] = None,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
         corpus: Annotated[
             str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
         ] = None,
-        threads: Annotated[
-            int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")
-        ] = 1,
+        threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
         out: Annotated[Path, typer.Option(help="Output folder (JSON, CSV, PNGs).")] = Path("coord_check"),
     ) -> None:
         """Train the bundled GPT a few steps across widths and depths, fit log-log slopes, judge modules."""

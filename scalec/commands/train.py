@@ -44,8 +44,10 @@ def parse_hp(items: list[str] | None, rules: Any) -> dict[str, float]:
     out = {}
     for s in specs:
         if s.is_range or len(s.values) != 1:
-            raise TrainArgsError(f"error: --hp '{s.text}': train takes one value per HP, e.g. --hp {s.name}=2^-7; "
-                                 "use `scalec sweep` for grids")
+            raise TrainArgsError(
+                f"error: --hp '{s.text}': train takes one value per HP, e.g. --hp {s.name}=2^-7; "
+                "use `scalec sweep` for grids"
+            )
         out[s.name] = s.values[0]
     return out
 
@@ -81,30 +83,37 @@ def register(app: typer.Typer) -> None:
         width: Annotated[int, typer.Option(help="Model width n (d_model).")] = 256,
         depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 4,
         batch: Annotated[str, typer.Option(help="Tokens per optimizer step (axis B), e.g. 8192 or 2^13.")] = "8192",
-        duration: Annotated[str | None, typer.Option(help="Training tokens (axis D), e.g. 20M; "
-                                                     "steps = duration / batch.")] = None,
+        duration: Annotated[
+            str | None, typer.Option(help="Training tokens (axis D), e.g. 20M; steps = duration / batch.")
+        ] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps (then duration = steps * batch).")] = None,
         seq_len: Annotated[int, typer.Option(help="Sequence length T.")] = 256,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads = width / head_dim).")] = 32,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, "
-                                                     "lr\\[mlp.down]=2 (repeatable).")] = None,
+        hp: Annotated[
+            list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, lr\\[mlp.down]=2 (repeatable).")
+        ] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
-        base: Annotated[list[str] | None, typer.Option(help="Base-shape override AXIS=VALUE, e.g. n=256 "
-                                                       "(the proxy the HPs were tuned at).")] = None,
+        base: Annotated[
+            list[str] | None,
+            typer.Option(help="Base-shape override AXIS=VALUE, e.g. n=256 (the proxy the HPs were tuned at)."),
+        ] = None,
         seed: Annotated[int, typer.Option(help="Seed of init and data order.")] = 0,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")] = False,
-        micro_batch: Annotated[int | None, typer.Option(help="Sequences per forward pass "
-                                                        "(gradient accumulation).")] = None,
+        micro_batch: Annotated[
+            int | None, typer.Option(help="Sequences per forward pass (gradient accumulation).")
+        ] = None,
         warmup: Annotated[float, typer.Option(help="Warmup: fraction of steps (<1) or a step count.")] = 0.05,
         decay: Annotated[str, typer.Option(help="cosine | linear | constant.")] = "cosine",
         eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run).")] = None,
         out: Annotated[str | None, typer.Option(help="Run dir (default: runs/<rule>_n<w>_L<d>_<hash>).")] = None,
-        resume: Annotated[str, typer.Option(help="auto: continue a run found in --out; never: refuse an "
-                                            "existing run dir.")] = "auto",
-        corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: Shakespeare, fetched "
-                                                   "on first use).")] = None,
+        resume: Annotated[
+            str, typer.Option(help="auto: continue a run found in --out; never: refuse an existing run dir.")
+        ] = "auto",
+        corpus: Annotated[
+            str | None, typer.Option(help="Text file or folder (default: Shakespeare, fetched on first use).")
+        ] = None,
         tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to <out>/tb.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
     ) -> None:
@@ -117,12 +126,31 @@ def register(app: typer.Typer) -> None:
         params = parse_params(param)
         bases = {k: parse_tokens(v, f"--base {k}") for k, v in parse_params(base, "--base").items()}
         rules = scalec.load(rule, params=params or None, base=bases or None)
-        cfg = TrainConfig(rule=rule, width=width, depth=depth, batch=parse_tokens(batch, "--batch"),
-                          duration=parse_tokens(duration, "--duration") if duration is not None else None,
-                          steps=steps, hp=parse_hp(hp, rules), params=params, base=bases, seq_len=seq_len,
-                          head_dim=head_dim, qk_norm=qk_norm, seed=seed, device=device, compile=compile_, micro_batch=micro_batch,
-                          warmup=warmup, decay=decay, eval_every=eval_every, resume=resume, corpus=corpus,
-                          tensorboard=tensorboard, progress=not quiet)
+        cfg = TrainConfig(
+            rule=rule,
+            width=width,
+            depth=depth,
+            batch=parse_tokens(batch, "--batch"),
+            duration=parse_tokens(duration, "--duration") if duration is not None else None,
+            steps=steps,
+            hp=parse_hp(hp, rules),
+            params=params,
+            base=bases,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            qk_norm=qk_norm,
+            seed=seed,
+            device=device,
+            compile=compile_,
+            micro_batch=micro_batch,
+            warmup=warmup,
+            decay=decay,
+            eval_every=eval_every,
+            resume=resume,
+            corpus=corpus,
+            tensorboard=tensorboard,
+            progress=not quiet,
+        )
         cfg.out_dir = out or default_out(cfg)
         summary = train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:
@@ -130,8 +158,11 @@ def register(app: typer.Typer) -> None:
         mfu = f"{100 * summary.mfu:.1f}%" if summary.mfu is not None else "n/a"
         val = f"{summary.final_val_loss:.4f}" if summary.final_val_loss is not None else "n/a"
         best = f"{summary.best_val_loss:.4f}" if summary.best_val_loss is not None else "n/a"
-        console.print(f"{summary.status}: val loss {val} (best {best}) after {summary.steps} steps / "
-                      f"{summary.tokens:,} tokens | {summary.tokens_per_s:,.0f} tok/s | MFU {mfu} | "
-                      f"{summary.wall_s:.1f}s | {cfg.out_dir}", markup=False)
+        console.print(
+            f"{summary.status}: val loss {val} (best {best}) after {summary.steps} steps / "
+            f"{summary.tokens:,} tokens | {summary.tokens_per_s:,.0f} tok/s | MFU {mfu} | "
+            f"{summary.wall_s:.1f}s | {cfg.out_dir}",
+            markup=False,
+        )
         if summary.status == "diverged":
             raise typer.Exit(2)

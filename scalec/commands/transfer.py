@@ -34,8 +34,7 @@ def parse_shape(text: str, option: str) -> dict[str, int]:
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in SHAPE_KEYS:
             raise SweepArgsError(
-                f"error: {option} '{text}': expected AXIS=VALUE pairs with AXIS in n, L, B, D, "
-                f"e.g. {option} n=64,L=2"
+                f"error: {option} '{text}': expected AXIS=VALUE pairs with AXIS in n, L, B, D, e.g. {option} n=64,L=2"
             )
         out[SHAPE_KEYS[key.strip()]] = parse_tokens(value, option)
     return out
@@ -66,14 +65,11 @@ def register(app: typer.Typer) -> None:
     @app.command("transfer")
     @guarded
     def transfer_cmd(
-        rule: Annotated[
-            str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")
-        ],
+        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
         hp: Annotated[
             list[str],
             typer.Option(
-                help="The swept HP as a grid, e.g. eta=2^-10..2^-4:7; extra "
-                "NAME=VALUE specs are fixed overrides."
+                help="The swept HP as a grid, e.g. eta=2^-10..2^-4:7; extra NAME=VALUE specs are fixed overrides."
             ),
         ],
         base_shape: Annotated[
@@ -85,17 +81,13 @@ def register(app: typer.Typer) -> None:
         ],
         axis: Annotated[
             str | None,
-            typer.Option(
-                help="width | depth | batch | duration (default: the one axis where base and target differ)."
-            ),
+            typer.Option(help="width | depth | batch | duration (default: the one axis where base and target differ)."),
         ] = None,
         sizes: Annotated[
             str | None,
             typer.Option(help="Sizes along the axis, base first (default: doublings from base to target)."),
         ] = None,
-        vs: Annotated[
-            str | None, typer.Option(help="Other rules to compare, e.g. sp,mup (one panel each).")
-        ] = None,
+        vs: Annotated[str | None, typer.Option(help="Other rules to compare, e.g. sp,mup (one panel each).")] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per point.")] = 1,
         out: Annotated[Path, typer.Option(help="Output dir: store/, transfer.{png,md,json}.")] = Path(
             "sweeps/transfer"
@@ -104,9 +96,7 @@ def register(app: typer.Typer) -> None:
         depth: Annotated[int, typer.Option(help="Depth when not in the shapes.")] = 2,
         batch: Annotated[str, typer.Option(help="Tokens per step when not in the shapes.")] = "4096",
         duration: Annotated[str | None, typer.Option(help="Training tokens when not in the shapes.")] = None,
-        steps: Annotated[
-            int | None, typer.Option(help="Steps (width/depth studies; else use --duration).")
-        ] = None,
+        steps: Annotated[int | None, typer.Option(help="Steps (width/depth studies; else use --duration).")] = None,
         seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
         param: Annotated[
@@ -120,9 +110,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         eval_every: Annotated[
             int | None,
-            typer.Option(
-                help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."
-            ),
+            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
         ] = None,
         eval_batches: Annotated[
             int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
@@ -157,22 +145,16 @@ def register(app: typer.Typer) -> None:
         if axis not in ("width", "depth", "batch", "duration"):
             raise SweepArgsError(f"error: --axis {axis}: choose width, depth, batch or duration")
         if axis not in target:
-            raise SweepArgsError(
-                f"error: --target-shape '{target_shape}': has no value for the --axis {axis}"
-            )
+            raise SweepArgsError(f"error: --target-shape '{target_shape}': has no value for the --axis {axis}")
         base_size = shape[axis]
         if base_size is None:
             raise SweepArgsError(f"error: --base-shape '{base_shape}': give the base {axis}")
         size_list = parse_sizes(sizes) if sizes else doubling_sizes(base_size, target[axis])
         if size_list[0] != base_size:
-            raise SweepArgsError(
-                f"error: --sizes '{sizes}': the first size must be the base {axis} {base_size}"
-            )
+            raise SweepArgsError(f"error: --sizes '{sizes}': the first size must be the base {axis} {base_size}")
         if axis in ("batch", "duration") and shape["duration"] is None:
             if steps is None:
-                raise SweepArgsError(
-                    "error: batch/duration transfer needs --duration (or --steps at the base)"
-                )
+                raise SweepArgsError("error: batch/duration transfer needs --duration (or --steps at the base)")
             shape["duration"], steps = steps * shape["batch"], None
         specs = [parse_hp_spec(t) for t in hp]
         swept: list[Any] = []
@@ -206,9 +188,7 @@ def register(app: typer.Typer) -> None:
             eval_batches,
         )
         fixed.pop("rule")
-        spec = TransferSpec(
-            rule_names, axis, size_list, swept[0], fixed, seeds, {r: loaded[r].name for r in loaded}
-        )
+        spec = TransferSpec(rule_names, axis, size_list, swept[0], fixed, seeds, {r: loaded[r].name for r in loaded})
         configs = transfer_configs(spec)
         for r in rule_names:
             check_shapes(loaded[r], [c for c in configs if c["rule"] == r])
@@ -221,9 +201,7 @@ def register(app: typer.Typer) -> None:
         t0 = [time.perf_counter()]
 
         def report(i: int, record: Any) -> None:
-            console.print(
-                fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True
-            )
+            console.print(fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True)
             t0[0] = time.perf_counter()
 
         from scalec.runtime.sweep import train_run_fn
