@@ -21,7 +21,7 @@ from scalec.compiler.exponents import (
     to_fraction,
 )
 from scalec.compiler.ir import ParameterisationIR
-from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, MAIN_AXES, ROLES
+from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, MAIN_AXES, ROLES, compress_roles
 
 _INIT_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1, 2), "output": Fraction(1, 2)}
 _UPDATE_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1), "output": Fraction(1)}
@@ -320,31 +320,43 @@ class Equivalence:
     up_to_eps: bool = False
 
 
+def _pow(axis: str, e) -> str:
+    return "1" if e == 0 else f"{AXES[axis]}^{_f(e)}"
+
+
 def equivalence(p, q) -> Equivalence:
-    """Are two parameterisations the same training dynamics up to the per-role Adam abc-symmetry?"""
+    """Are two parameterisations the same training dynamics up to the per-role Adam abc-symmetry?
+
+    Differences come one line per (axis, mismatch), roles that mismatch the same way merged, each relative to `p`:
+    "hidden roles along m_N: lr x m_N^-1, so the symmetry needs init_std x m_N^-1 (has m_N^-1/2), ..."."""
     a, b = getattr(p, "ir", p), getattr(q, "ir", q)
-    diffs: list[str] = []
+    grouped: dict[str, list[str]] = {}
     eps_only = True
+
+    def note(role: str, text: str) -> None:
+        grouped.setdefault(text, []).append(role)
+
     for role in ROLES:
+        ea = {k: role_exps(a, role, k) for k in _SHIFT}
+        eb = {k: role_exps(b, role, k) for k in _SHIFT}
+        if any(v is None for v in list(ea.values()) + list(eb.values())):
+            note(role, "not a power law, cannot compare")
+            continue
         for axis in MAIN_AXES:
-            ea = {k: role_exps(a, role, k) for k in _SHIFT}
-            eb = {k: role_exps(b, role, k) for k in _SHIFT}
-            if any(v is None for v in list(ea.values()) + list(eb.values())):
-                diffs.append(f"{role}: not a power law, cannot compare")
-                continue
             k = eb["lr"][axis] - ea["lr"][axis]
+            bad = []
             for kind, sign in _SHIFT.items():
-                want = ea[kind][axis] + sign * k
-                if eb[kind][axis] != want:
-                    diffs.append(
-                        f"{role} {kind} {AXES[axis]}: {_f(ea[kind][axis])} vs {_f(eb[kind][axis])} "
-                        f"(symmetry with lr shift {_f(k)} needs {_f(want)})"
-                    )
+                got = eb[kind][axis] - ea[kind][axis]
+                if kind != "lr" and got != sign * k:
+                    bad.append(f"{kind} x {_pow(axis, sign * k)} (has {_pow(axis, got)})")
                     eps_only &= kind == "eps"
+            if bad:
+                note(role, f"along {AXES[axis]}: lr x {_pow(axis, k)}, so the symmetry needs " + ", ".join(bad))
         for kind in ("beta1", "beta2", "init_mean"):
             if sympy.simplify(a.roles[role][kind].expr - b.roles[role][kind].expr) != 0:
-                diffs.append(f"{role} {kind}: {a.roles[role][kind].expr} vs {b.roles[role][kind].expr}")
+                note(role, f"{kind}: {a.roles[role][kind].expr} vs {b.roles[role][kind].expr}")
                 eps_only = False
+    diffs = [f"{compress_roles(roles)} {text}" for text, roles in grouped.items()]
     for site in ("residual.attn", "residual.mlp", "attn.scale"):
         if sympy.simplify(a.sites[site].expr - b.sites[site].expr) != 0:
             diffs.append(f"site {site}: {a.sites[site].expr} vs {b.sites[site].expr}")

@@ -33,6 +33,27 @@ ROLES: dict[str, str] = {
 # Roles that live inside residual blocks (their updates are scaled by the residual multiplier).
 BLOCK_ROLES: frozenset[str] = frozenset(r for r, k in ROLES.items() if k == "hidden") | {"norm", "qk_norm", "bias"}
 
+# Named sets of roles, used to write role lists short in reports ("hidden" for all seven matrices).
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all roles": tuple(ROLES),
+    "hidden": tuple(r for r, k in ROLES.items() if k == "hidden"),
+    "attn.*": ("attn.q", "attn.k", "attn.v", "attn.o"),
+    "mlp.*": ("mlp.up", "mlp.gate", "mlp.down"),
+}
+
+
+def compress_roles(names) -> str:
+    """A list of roles as text, complete groups written short: every role as 'all roles', all hidden matrices as
+    'hidden', the four attention matrices as 'attn.*', the three MLP matrices as 'mlp.*'."""
+    out = list(dict.fromkeys(names))
+    for label, members in ROLE_GROUPS.items():
+        if all(m in out for m in members):
+            at = min(out.index(m) for m in members)
+            out = [x for x in out if x not in members]
+            out.insert(at, label)
+    return ", ".join(out)
+
+
 # Hyperparameter kinds a role rule can set.  `init_var`, `1-beta1`, `1-beta2` are accepted as
 # targets too and rewritten onto init_std / beta1 / beta2.
 HP_KINDS: tuple[str, ...] = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")

@@ -13,6 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.vocabulary import compress_roles
+
 from .coord_check import MODULES, CoordCheckConfig, CoordCheckResult
 
 AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}
@@ -31,12 +33,6 @@ ALL_ROLES: tuple[str, ...] = (
     "final_norm",
     "unembed",
 )
-ROLE_GROUPS: dict[str, tuple[str, ...]] = {
-    "all roles": ALL_ROLES,
-    "hidden": ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down"),
-    "attn.*": ("attn.q", "attn.k", "attn.v", "attn.o"),
-    "mlp.*": ("mlp.up", "mlp.gate", "mlp.down"),
-}
 MAIN_AXES: tuple[str, ...] = ("n", "L", "B", "D")
 EXPONENT_LEGEND = (
     "Each cell is the factor multiplying the base value (m_N = n/n0, m_L = L/L0, m_B = B/B0, m_D = D/D0); "
@@ -82,18 +78,6 @@ def format_exponents(exponents: Mapping[str, Fraction | None]) -> str:
     axes = [a for a in MAIN_AXES if a in exponents] + [a for a in exponents if a not in MAIN_AXES]
     parts = [f"{AXIS_LABELS.get(a, a)}^{format_exponent(exponents[a])}" for a in axes if exponents[a] != 0]
     return " ".join(parts) or "1"
-
-
-def compress_roles(names: Sequence[str]) -> str:
-    """A list of roles as text, writing complete groups short: every role as 'all roles', all hidden matrices
-    as 'hidden', all four attention matrices as 'attn.*', all three MLP matrices as 'mlp.*'."""
-    out = list(dict.fromkeys(names))
-    for label, members in ROLE_GROUPS.items():
-        if all(m in out for m in members):
-            at = min(out.index(m) for m in members)
-            out = [x for x in out if x not in members]
-            out.insert(at, label)
-    return ", ".join(out)
 
 
 def _split_role(name: str) -> tuple[str | None, str]:
