@@ -309,7 +309,11 @@ def open_study(settings: SearchSettings, worker: int = 0) -> Any:
 
 
 def prepare_study(settings: SearchSettings) -> Any:
-    """Create the study (and its tables) once, enqueueing the rule's default point as the first trial."""
+    """Create the study (and its tables) once, enqueueing the rule's default point as the first trial, and write
+    `<out>/search_settings.json` (what workers on other machines run: `python -m scalec.runtime.search FILE`)."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_settings.json").write_text(settings.to_json())
     study = open_study(settings)
     defaults = {d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high}
     if not study.trials and len(defaults) == len(settings.dims):
@@ -427,10 +431,8 @@ def run_worker(settings: SearchSettings, worker: int = 0) -> WorkerReport:
 def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None = None) -> list[subprocess.Popen]:
     """Start `workers` worker processes (`python -m scalec.runtime.search SETTINGS_JSON`)."""
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
     prepare_study(settings)
     cfg = out / "search_settings.json"
-    cfg.write_text(settings.to_json())
     log_dir = log_dir or out
     procs = []
     for i in range(workers):
