@@ -107,8 +107,10 @@ def measure(
     data = ByteData(resolve_corpus(corpus), seq_len=seq_len)
     gcfg = GPTConfig(width=width, depth=depth, seq_len=seq_len)
     batch_tokens = seqs * seq_len
-    total = rounds * steps_per_round + 2
-    shape = {"n": width, "L": depth, "B": batch_tokens, "D": batch_tokens * total, "d_head": gcfg.head_dim}
+    # Throughput does not depend on HP values: B and D take the rule's base values (a CPU batch of 512 tokens is
+    # outside Complete(d)P's declared batch range).
+    shape = {"n": width, "L": depth, "d_head": gcfg.head_dim}
+    total = rounds * steps_per_round + 2  # steps the lr schedule spans
     with torch.device("meta"):
         plan = make_plan(rules, GPT(gcfg), shape)
     torch.manual_seed(0)
