@@ -30,7 +30,7 @@ SCALEC = [sys.executable, "-c", "from scalec.cli import main; main()"]
 COMMON = ["--seq-len", "64", "--eval-every", "1000000", "--eval-batches", "16", "--device", "cpu"]
 ETA_GRID = "eta=2^-11..2^-5:7"
 # Seeds averaged per grid point: the depth, batch and duration curves are flat near their optima, so one seed's
-# noise (about 0.02-0.05 in loss) can move the argmin by a grid step; width's optima are sharp enough for one.
+# noise (about 0.02-0.05 in loss) can move the argmin by a grid step.
 SEEDS = ["--seeds", "3"]
 
 
@@ -46,7 +46,7 @@ def run(args: list[str]) -> None:
 
 
 def width(target: str = "n=128") -> None:
-    """(1) muP keeps the LR optimum across width 32..128 (256 with `width256`); SP is expected to drift."""
+    """(1) LR optimum across width 32..128 (256 with `width256`): muP vs SP."""
     run(
         [
             "transfer",
@@ -64,6 +64,7 @@ def width(target: str = "n=128") -> None:
             "--steps",
             "100",
             *COMMON,
+            *SEEDS,
             "--out",
             "results/width",
             "--title",
@@ -73,7 +74,7 @@ def width(target: str = "n=128") -> None:
 
 
 def depth() -> None:
-    """(2) CompleteP keeps the LR optimum across depth 2..8; muP (no depth rule) is expected to drift."""
+    """(2) LR optimum across depth 2..16: CompleteP (residual m_L^-1) vs muP (no depth rule)."""
     run(
         [
             "transfer",
@@ -85,7 +86,7 @@ def depth() -> None:
             "--base-shape",
             "n=64,L=2",
             "--target-shape",
-            "L=8",
+            "L=16",
             "--batch",
             "2048",
             "--steps",

@@ -16,21 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalec.compiler.vocabulary import ROLES as VOCABULARY_ROLES
+
 SITE_KEYS = ("residual.attn", "residual.mlp", "attn.scale", "output.mult", "embed.mult")
-ROLES = (
-    "embed",
-    "attn.q",
-    "attn.k",
-    "attn.v",
-    "attn.o",
-    "mlp.up",
-    "mlp.gate",
-    "mlp.down",
-    "norm",
-    "qk_norm",
-    "final_norm",
-    "unembed",
-)
+ROLES = tuple(r for r in VOCABULARY_ROLES if r != "bias")  # the roles this model has: it has no biases
 
 
 @dataclass(frozen=True)

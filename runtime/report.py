@@ -13,26 +13,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from scalec.compiler.vocabulary import compress_roles
+from scalec.compiler.vocabulary import ROLES, compress_roles
 
 from .coord_check import MODULES, CoordCheckConfig, CoordCheckResult
 
 AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}
-ALL_ROLES: tuple[str, ...] = (
-    "embed",
-    "attn.q",
-    "attn.k",
-    "attn.v",
-    "attn.o",
-    "mlp.up",
-    "mlp.gate",
-    "mlp.down",
-    "norm",
-    "qk_norm",
-    "bias",
-    "final_norm",
-    "unembed",
-)
+ALL_ROLES: tuple[str, ...] = tuple(ROLES)
 MAIN_AXES: tuple[str, ...] = ("n", "L", "B", "D")
 EXPONENT_LEGEND = (
     "Each cell is the factor multiplying the base value (m_N = n/n0, m_L = L/L0, m_B = B/B0, m_D = D/D0); "

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import HeadDim
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
+        head_dim: HeadDim = 32,
         lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")] = None,

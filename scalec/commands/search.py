@@ -10,6 +10,22 @@ from typing import Annotated
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import (
+    Batch,
+    Corpus,
+    Depth,
+    Device,
+    Duration,
+    EvalBatches,
+    EvalEvery,
+    HeadDim,
+    Params,
+    QkNorm,
+    RuleArg,
+    SeqLen,
+    Steps,
+    Width,
+)
 from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, load_rules, split_hp_specs
 
 
@@ -19,7 +35,7 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     @guarded
     def search_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        rule: RuleArg,
         space: Annotated[
             str,
             typer.Option(
@@ -52,28 +68,21 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
         out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")] = Path("sweeps/search"),
-        width: Annotated[int, typer.Option(help="Model width n.")] = 128,
-        depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
-        batch: Annotated[str, typer.Option(help="Tokens per step (axis B).")] = "4096",
-        duration: Annotated[str | None, typer.Option(help="Training tokens (axis D), e.g. 2M.")] = None,
-        steps: Annotated[int | None, typer.Option(help="Optimizer steps (instead of --duration).")] = None,
-        seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
-        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
+        width: Width = 128,
+        depth: Depth = 2,
+        batch: Batch = "4096",
+        duration: Duration = None,
+        steps: Steps = None,
+        seq_len: SeqLen = 128,
+        head_dim: HeadDim = 32,
+        qk_norm: QkNorm = False,
+        param: Params = None,
         seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
         sampler_seed: Annotated[int, typer.Option(help="Sampler seed (worker k uses seed + k).")] = 0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[
-            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
-        ] = None,
-        eval_every: Annotated[
-            int | None,
-            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
-        ] = None,
-        eval_batches: Annotated[
-            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
-        ] = None,
+        device: Device = "auto",
+        corpus: Corpus = None,
+        eval_every: EvalEvery = None,
+        eval_batches: EvalBatches = None,
     ) -> None:
         """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and

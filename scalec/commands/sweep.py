@@ -10,6 +10,22 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import (
+    Batch,
+    Corpus,
+    Depth,
+    Device,
+    Duration,
+    EvalBatches,
+    EvalEvery,
+    HeadDim,
+    Params,
+    QkNorm,
+    RuleArg,
+    SeqLen,
+    Steps,
+    Width,
+)
 from scalec.errors import ScalecError
 
 
@@ -147,7 +163,7 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     @guarded
     def sweep_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        rule: RuleArg,
         hp: Annotated[
             list[str] | None,
             typer.Option(
@@ -162,28 +178,21 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per HP point.")] = 1,
         out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
-        width: Annotated[int, typer.Option(help="Model width n.")] = 128,
-        depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 2,
-        batch: Annotated[str, typer.Option(help="Tokens per step (axis B), e.g. 4096 or 2^12.")] = "4096",
-        duration: Annotated[str | None, typer.Option(help="Training tokens (axis D), e.g. 2M.")] = None,
-        steps: Annotated[int | None, typer.Option(help="Optimizer steps (instead of --duration).")] = None,
-        seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
-        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
-        param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2).")] = None,
+        width: Width = 128,
+        depth: Depth = 2,
+        batch: Batch = "4096",
+        duration: Duration = None,
+        steps: Steps = None,
+        seq_len: SeqLen = 128,
+        head_dim: HeadDim = 32,
+        qk_norm: QkNorm = False,
+        param: Params = None,
         seed: Annotated[int, typer.Option(help="First seed.")] = 0,
         sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[
-            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
-        ] = None,
-        eval_every: Annotated[
-            int | None,
-            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
-        ] = None,
-        eval_batches: Annotated[
-            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
-        ] = None,
+        device: Device = "auto",
+        corpus: Corpus = None,
+        eval_every: EvalEvery = None,
+        eval_batches: EvalBatches = None,
         top: Annotated[int | None, typer.Option(help="Show only the best K rows.")] = None,
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import Depth, Device, QkNorm, RuleArg
 from scalec.errors import ScalecError
 
 _SUFFIX = {"k": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
@@ -79,9 +80,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @guarded
     def train_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        rule: RuleArg,
         width: Annotated[int, typer.Option(help="Model width n (d_model).")] = 256,
-        depth: Annotated[int, typer.Option(help="Residual blocks L.")] = 4,
+        depth: Depth = 4,
         batch: Annotated[str, typer.Option(help="Tokens per optimizer step (axis B), e.g. 8192 or 2^13.")] = "8192",
         duration: Annotated[
             str | None, typer.Option(help="Training tokens (axis D), e.g. 20M; steps = duration / batch.")
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option(help="Optimizer steps (then duration = steps * batch).")] = None,
         seq_len: Annotated[int, typer.Option(help="Sequence length T.")] = 256,
         head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads = width / head_dim).")] = 32,
-        qk_norm: Annotated[bool, typer.Option("--qk-norm", help="RMSNorm on queries and keys.")] = False,
+        qk_norm: QkNorm = False,
         hp: Annotated[
             list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, lr\\[mlp.down]=2 (repeatable).")
         ] = None,
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Base-shape override AXIS=VALUE, e.g. n=256 (the proxy the HPs were tuned at)."),
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed of init and data order.")] = 0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+        device: Device = "auto",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")] = False,
         micro_batch: Annotated[
             int | None, typer.Option(help="Sequences per forward pass (gradient accumulation).")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen
 from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, fmt_record, load_rules
 
 # Shape-spec keys -> TrainConfig field.
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
     @app.command("transfer")
     @guarded
     def transfer_cmd(
-        rule: Annotated[str, typer.Argument(help="Bundled rule name (completedp, mup, ...) or a .scale path.")],
+        rule: RuleArg,
         hp: Annotated[
             list[str],
             typer.Option(
@@ -97,24 +98,17 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[str, typer.Option(help="Tokens per step when not in the shapes.")] = "4096",
         duration: Annotated[str | None, typer.Option(help="Training tokens when not in the shapes.")] = None,
         steps: Annotated[int | None, typer.Option(help="Steps (width/depth studies; else use --duration).")] = None,
-        seq_len: Annotated[int, typer.Option(help="Sequence length.")] = 128,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = 32,
+        seq_len: SeqLen = 128,
+        head_dim: HeadDim = 32,
         param: Annotated[
             list[str] | None,
             typer.Option(help="Rule-file param NAME=VALUE (alpha=1/2), passed to every compared rule."),
         ] = None,
         seed: Annotated[int, typer.Option(help="First seed.")] = 0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-        corpus: Annotated[
-            str | None, typer.Option(help="Text file or folder (default: the bundled Shakespeare corpus).")
-        ] = None,
-        eval_every: Annotated[
-            int | None,
-            typer.Option(help="Evaluate every K steps (default: 10 per run; the final val loss is what is compared)."),
-        ] = None,
-        eval_batches: Annotated[
-            int | None, typer.Option(help="Validation batches of 16 sequences per evaluation (default 8).")
-        ] = None,
+        device: Device = "auto",
+        corpus: Corpus = None,
+        eval_every: EvalEvery = None,
+        eval_batches: EvalBatches = None,
         title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
     ) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
