@@ -29,13 +29,9 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def _floats(pairs: dict[str, str], what: str) -> dict[str, float]:
-    out = {}
-    for key, value in pairs.items():
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise PlanCommandError(f"error: {what} {key}={value}: '{value}' is not a number") from None
-    return out
+    from scalec.commands.rules import parse_number
+
+    return {key: parse_number(value, f"{what} {key}") for key, value in pairs.items()}
 
 
 def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk_norm: bool) -> Any:
@@ -94,8 +90,8 @@ def register(app: typer.Typer) -> None:
         width: Annotated[int, typer.Option("--width", min=1, help="Model width n (d_model).")],
         depth: Annotated[int, typer.Option("--depth", min=1, help="Residual blocks L.")],
         model: Annotated[str, typer.Option("--model", help="gpt (bundled), hf-gpt2 or hf-llama.")] = "gpt",
-        batch: Annotated[float | None, typer.Option("--batch", help="Tokens per step B (default: base).")] = None,
-        duration: Annotated[float | None, typer.Option("--duration", help="Training tokens D (default: base).")] = None,
+        batch: Annotated[str | None, typer.Option("--batch", help="Tokens per step B (default: base).")] = None,
+        duration: Annotated[str | None, typer.Option("--duration", help="Training tokens D (default: base).")] = None,
         heads: Annotated[
             int | None, typer.Option("--heads", min=1, help="Attention heads (d_head = width/heads).")
         ] = None,
@@ -111,6 +107,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
+        from scalec.commands.train import parse_tokens
         from scalec.runtime.plan import make_plan
 
         if model not in MODELS:
@@ -127,9 +124,9 @@ def register(app: typer.Typer) -> None:
         net = build_model(model, width, depth, head_dim, vocab, qk_norm)
         shape: dict[str, float] = {"n": width, "L": depth, "d_head": head_dim}
         if batch is not None:
-            shape["B"] = batch
+            shape["B"] = parse_tokens(batch, "--batch")
         if duration is not None:
-            shape["D"] = duration
+            shape["D"] = parse_tokens(duration, "--duration")
         result = make_plan(rules, net, shape, hp=_floats(_pairs(hp or [], "--hp"), "--hp") or None)
         if as_json:
             typer.echo(result.to_json())

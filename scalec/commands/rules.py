@@ -28,16 +28,11 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
 
 def parse_number(text: str, what: str) -> float:
     """Numbers as users write them: `256`, `1e-3`, `2^-7`, `1/2`."""
-    t = text.strip()
+    from scalec.runtime.hp_grid import parse_number as evaluate
+
     try:
-        if "^" in t:
-            b, e = t.split("^", 1)
-            return float(parse_number(b, what)) ** float(parse_number(e, what))
-        if "/" in t:
-            a, b = t.split("/", 1)
-            return parse_number(a, what) / parse_number(b, what)
-        return float(t)
-    except (ValueError, ZeroDivisionError):
+        return evaluate(text)
+    except ValueError:
         raise ScalecError(f"error: {what} '{text}' is not a number (examples: 256, 1e-3, 2^-7, 1/2)") from None
 
 
