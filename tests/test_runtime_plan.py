@@ -241,6 +241,15 @@ def test_cli_plan_takes_rule_params_and_base_overrides():
     assert mlp["lr"] == pytest.approx(2**-8 / 4 * 4**-0.5)
 
 
+def test_cli_plan_reads_token_counts_and_powers_like_train():
+    args = ["plan", "completedp", "--width", "256", "--depth", "4", "--batch", "2^13", "--duration", "16M"]
+    data = json.loads(runner.invoke(app, [*args, "--base", "n=2^6", "--json"]).stdout)
+    assert data["axes"]["B"] == 8192 and data["axes"]["D"] == 16_000_000
+    assert data["multipliers"]["residual.mlp"] == pytest.approx(1 / 2)  # m_L = 4 / 2
+    bad = runner.invoke(app, ["plan", "completedp", "--width", "64", "--depth", "1", "--base", "n=abc"])
+    assert bad.exit_code == 1 and "--base n 'abc' is not a number" in bad.output
+
+
 def _hf_plan(*args: str):
     """Run `scalec plan` on an HF model; skip when transformers (the `hf` extra) is not importable."""
     result = runner.invoke(app, ["plan", *args])

@@ -103,6 +103,8 @@ def test_every_sampler_improves_on_the_default_point(tmp_path, objective_env, sa
     assert len(result.trials) == 24 and result.n_fail == 0
     default = 2 + 0.1 * 1 + 0.1 * 1  # eta 2^-8, multiplier 1
     assert result.best_value < default
+    # Every search records its settings: what workers elsewhere run to join, and what `collect` reads.
+    assert SearchSettings.from_json((Path(s.out) / "search_settings.json").read_text()) == s
 
 
 def test_trust_region_shrinks_after_stalls_and_recentres_on_improvement():
