@@ -45,60 +45,29 @@ def run(args: list[str]) -> None:
     print(f"# {time.perf_counter() - t0:.0f}s", flush=True)
 
 
-def width(target: str = "n=128") -> None:
-    """(1) LR optimum across width 32..128 (256 with `width256`): muP vs SP."""
+def transfer(rule: str, vs: str, base: str, target: str, out: str, title: str, length: tuple[str, ...] = ()) -> None:
+    """One `scalec transfer` study of eta over ETA_GRID, `rule` against `vs`, from the base to the target shape."""
     run(
         [
-            "transfer",
-            "mup",
-            "--vs",
-            "sp",
-            "--hp",
-            ETA_GRID,
-            "--base-shape",
-            "n=32,L=2",
-            "--target-shape",
-            target,
-            "--batch",
-            "2048",
-            "--steps",
-            "100",
-            *COMMON,
-            *SEEDS,
-            "--out",
-            "results/width",
-            "--title",
-            "width transfer: 100 steps x 2048 tokens, L=2",
+            "transfer", rule, "--vs", vs, "--hp", ETA_GRID, "--base-shape", base, "--target-shape", target,
+            *length, *COMMON, *SEEDS, "--out", out, "--title", title,
         ]
-    )
+    )  # fmt: skip
+
+
+STEPS_100 = ("--batch", "2048", "--steps", "100")  # width and depth studies: 100 steps x 2048 tokens
+
+
+def width(target: str = "n=128") -> None:
+    """(1) LR optimum across width 32..128 (256 with `width256`): muP vs SP."""
+    transfer("mup", "sp", "n=32,L=2", target, "results/width", "width transfer: 100 steps x 2048 tokens, L=2",
+             STEPS_100)  # fmt: skip
 
 
 def depth() -> None:
     """(2) LR optimum across depth 2..16: CompleteP (residual m_L^-1) vs muP (no depth rule)."""
-    run(
-        [
-            "transfer",
-            "completep",
-            "--vs",
-            "mup",
-            "--hp",
-            ETA_GRID,
-            "--base-shape",
-            "n=64,L=2",
-            "--target-shape",
-            "L=16",
-            "--batch",
-            "2048",
-            "--steps",
-            "100",
-            *COMMON,
-            *SEEDS,
-            "--out",
-            "results/depth",
-            "--title",
-            "depth transfer: 100 steps x 2048 tokens, n=64",
-        ]
-    )
+    transfer("completep", "mup", "n=64,L=2", "L=16", "results/depth", "depth transfer: 100 steps x 2048 tokens, n=64",
+             STEPS_100)  # fmt: skip
 
 
 CPU_RULE = "results/batch_duration/completedp_cpu.scale"
@@ -106,50 +75,14 @@ CPU_RULE = "results/batch_duration/completedp_cpu.scale"
 
 def batch() -> None:
     """(3a) batch 2^10..2^12 at a fixed 2^18 tokens: CompleteDP's sqrt rule vs CompleteP (no batch rule)."""
-    run(
-        [
-            "transfer",
-            CPU_RULE,
-            "--vs",
-            "completep",
-            "--hp",
-            ETA_GRID,
-            "--base-shape",
-            "n=32,L=2,B=2^10,D=2^18",
-            "--target-shape",
-            "B=2^12",
-            *COMMON,
-            *SEEDS,
-            "--out",
-            "results/batch_duration/batch",
-            "--title",
-            "batch transfer at 2^18 tokens, n=32, L=2",
-        ]
-    )
+    transfer(CPU_RULE, "completep", "n=32,L=2,B=2^10,D=2^18", "B=2^12", "results/batch_duration/batch",
+             "batch transfer at 2^18 tokens, n=32, L=2")  # fmt: skip
 
 
 def duration() -> None:
     """(3b) duration 2^17..2^19 tokens at batch 2^11: CompleteDP's duration rule vs CompleteP."""
-    run(
-        [
-            "transfer",
-            CPU_RULE,
-            "--vs",
-            "completep",
-            "--hp",
-            ETA_GRID,
-            "--base-shape",
-            "n=32,L=2,B=2^11,D=2^17",
-            "--target-shape",
-            "D=2^19",
-            *COMMON,
-            *SEEDS,
-            "--out",
-            "results/batch_duration/duration",
-            "--title",
-            "duration transfer at batch 2^11, n=32, L=2",
-        ]
-    )
+    transfer(CPU_RULE, "completep", "n=32,L=2,B=2^11,D=2^17", "D=2^19", "results/batch_duration/duration",
+             "duration transfer at batch 2^11, n=32, L=2")  # fmt: skip
 
 
 PM = "results/per_module"
