@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.exponents import fmt_fraction
 from scalec.compiler.vocabulary import ROLES, compress_roles
 
 from .coord_check import MODULES, CoordCheckConfig, CoordCheckResult
@@ -48,21 +49,13 @@ class Comparison:
     command: str = ""
 
 
-def format_exponent(e: Fraction | None) -> str:
-    """An exponent as text: 0, -1, 1/2; None (not a power law) as 'n/a'."""
-    if e is None:
-        return "n/a"
-    e = Fraction(e)
-    return str(e.numerator) if e.denominator == 1 else f"{e.numerator}/{e.denominator}"
-
-
 def format_exponents(exponents: Mapping[str, Fraction | None]) -> str:
     """Exponents as the monomial they stand for: 'm_N^-1 m_B^1/2 m_D^-1/2'; '1' when nothing scales, 'n/a' when
     an axis is not a power law. Axes outside (n, L, B, D), e.g. d_head of the attention scale, come last."""
     if any(e is None for e in exponents.values()):
         return "n/a"
     axes = [a for a in MAIN_AXES if a in exponents] + [a for a in exponents if a not in MAIN_AXES]
-    parts = [f"{AXIS_LABELS.get(a, a)}^{format_exponent(exponents[a])}" for a in axes if exponents[a] != 0]
+    parts = [f"{AXIS_LABELS.get(a, a)}^{fmt_fraction(Fraction(exponents[a]))}" for a in axes if exponents[a] != 0]
     return " ".join(parts) or "1"
 
 
