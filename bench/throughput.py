@@ -1,6 +1,6 @@
 """Training throughput of the bundled trainer: tokens/s, MFU, and the ratio to a plain-PyTorch reference loop.
 
-Our step is the trainer's own (`scalec.runtime.train.train_step` with the rule's plan, param groups, lr schedule
+Our step is the trainer's own (`scalec.runtime.trainer.train.train_step` with the rule's plan, param groups, lr schedule
 and data sampler); the reference is the same Llama-style model written plainly below with one AdamW group.
 The two alternate in rounds inside one process, so machine load hits both alike; we report medians.
 
@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import scalec
-from scalec.runtime.data import ByteData, resolve_corpus
-from scalec.runtime.gpt import GPT, GPTConfig
-from scalec.runtime.lr_schedule import lr_factor
-from scalec.runtime.metrics import peak_flops
-from scalec.runtime.plan import make_plan
-from scalec.runtime.schedule import scale_lrs
-from scalec.runtime.train import train_step
+from scalec.runtime.trainer.data import ByteData, resolve_corpus
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
+from scalec.runtime.trainer.lr_schedule import lr_factor
+from scalec.runtime.trainer.metrics import peak_flops
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.plan.schedule import scale_lrs
+from scalec.runtime.trainer.train import train_step
 
 
 class RefBlock(nn.Module):

@@ -116,7 +116,7 @@ def per_module() -> None:
     run(["sweep", "completep", "--width", "128", "--hp", ETA_GRID, *shape, "--out", f"{PM}/target_global"])
     if os.environ.get("SCALEC_STUDY_DRY"):
         return
-    from scalec.runtime.search import SearchSettings, collect
+    from scalec.runtime.studies.search import SearchSettings, collect
 
     settings = SearchSettings.from_json((ROOT / PM / "proxy_search" / "search_settings.json").read_text())
     best = collect(settings)
@@ -126,8 +126,8 @@ def per_module() -> None:
 
 
 def _best(store: Path) -> tuple[float, dict[str, float]]:
-    from scalec.runtime.run_store import RunStore
-    from scalec.runtime.sweep import best_row, summarize
+    from scalec.runtime.studies.run_store import RunStore
+    from scalec.runtime.studies.sweep import best_row, summarize
 
     row = best_row(summarize(list(RunStore(store).records())))
     return (row.loss, row.hp) if row else (math.inf, {})
@@ -135,8 +135,8 @@ def _best(store: Path) -> tuple[float, dict[str, float]]:
 
 def write_per_module_table(best) -> None:
     """results/per_module/per_module.md: proxy and target losses of global vs per-module HPs."""
-    from scalec.runtime.run_store import RunStore
-    from scalec.runtime.sweep import fmt_value, summarize
+    from scalec.runtime.studies.run_store import RunStore
+    from scalec.runtime.studies.sweep import fmt_value, summarize
 
     proxy_global_loss, proxy_global_hp = _best(ROOT / PM / "proxy_global")
     target_rows = summarize(list(RunStore(ROOT / PM / "target_global").records()))

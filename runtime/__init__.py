@@ -9,13 +9,13 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "make_plan": "scalec.runtime.plan",
-    "Plan": "scalec.runtime.plan",
-    "PlanEntry": "scalec.runtime.plan",
-    "PlanError": "scalec.runtime.plan",
-    "bind": "scalec.runtime.binding",
-    "BindingError": "scalec.runtime.binding",
-    "scale_lrs": "scalec.runtime.schedule",
+    "make_plan": "scalec.runtime.plan.planner",
+    "Plan": "scalec.runtime.plan.planner",
+    "PlanEntry": "scalec.runtime.plan.planner",
+    "PlanError": "scalec.runtime.plan.planner",
+    "bind": "scalec.runtime.plan.binding",
+    "BindingError": "scalec.runtime.plan.binding",
+    "scale_lrs": "scalec.runtime.plan.schedule",
 }
 __all__ = ["BindingError", "Plan", "PlanEntry", "PlanError", "bind", "make_plan", "scale_lrs"]
 

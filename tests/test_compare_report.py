@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scalec.cli import app
-from scalec.runtime.report import (
+from scalec.runtime.studies.report import (
     Comparison,
     RuleSection,
     analyse,

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from scalec.compiler.vocabulary import ROLES
-from scalec.runtime.binding import BindingError, bind, normalise_name
-from scalec.runtime.gpt import GPT, GPTConfig
-from scalec.runtime.shape_inference import infer_roles
+from scalec.runtime.plan.binding import BindingError, bind, normalise_name
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
+from scalec.runtime.plan.shape_inference import infer_roles
 
 
 def _gpt(width: int = 32, qk_norm: bool = True) -> GPT:

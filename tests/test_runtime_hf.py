@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scalec.runtime.binding import bind
+from scalec.runtime.plan.binding import bind
 
 try:  # transformers is the optional `hf` extra; a broken install counts as missing too
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM

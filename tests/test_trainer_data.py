@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from scalec.runtime import data as data_mod
-from scalec.runtime.data import (
+from scalec.runtime.trainer import data as data_mod
+from scalec.runtime.trainer.data import (
     ByteData,
     DataError,
     cache_root,

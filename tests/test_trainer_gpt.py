@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scalec.runtime.gpt import GPT, GPTConfig
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 
 def _model(qk_norm: bool = False, multipliers: dict | None = None, seed: int = 0) -> GPT:

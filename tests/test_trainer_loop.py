@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from scalec.runtime.lr_schedule import lr_factor
-from scalec.runtime.train_config import TrainConfig, TrainConfigError
+from scalec.runtime.trainer.lr_schedule import lr_factor
+from scalec.runtime.trainer.train_config import TrainConfig, TrainConfigError
 
 
 def _text(n_bytes: int) -> bytes:
@@ -70,7 +70,7 @@ def tiny(corpus: str, **kw) -> TrainConfig:
 
 
 def test_run_writes_its_dir_and_loss_falls(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     out = tmp_path / "run"
     s = train(tiny(corpus, steps=20, eval_every=10, out_dir=str(out)), rules=rules)
@@ -88,7 +88,7 @@ def test_run_writes_its_dir_and_loss_falls(tmp_path, corpus, rules):
 
 
 def test_overflow_stops_the_run_as_diverged(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     s = train(tiny(corpus, out_dir=str(tmp_path / "run"), hp={"eta": 1e30}), rules=rules)
     assert s.status == "diverged" and s.steps < 6 and s.final_val_loss is None
@@ -98,7 +98,7 @@ def test_overflow_stops_the_run_as_diverged(tmp_path, corpus, rules):
 
 
 def test_gradient_accumulation_matches_the_full_batch(corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     full = train(tiny(corpus, steps=3), rules=rules)
     accum = train(tiny(corpus, steps=3, micro_batch=1), rules=rules)
@@ -106,7 +106,7 @@ def test_gradient_accumulation_matches_the_full_batch(corpus, rules):
 
 
 def test_existing_run_dir_is_never_overwritten(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     out = str(tmp_path / "run")
     train(tiny(corpus, steps=2, out_dir=out), rules=rules)

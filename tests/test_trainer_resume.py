@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalec.runtime.checkpoint import CheckpointError, load_checkpoint
-from scalec.runtime.train_config import TrainConfig
+from scalec.runtime.trainer.checkpoint import CheckpointError, load_checkpoint
+from scalec.runtime.trainer.train_config import TrainConfig
 
 RULE = """parameterisation TinyCompleteP extends CompleteP
   "CompleteP with batch and duration ranges wide enough for tiny test runs."
@@ -78,7 +78,7 @@ def _interrupt_at(k: int):
 
 
 def test_interrupted_run_resumes_bit_identically(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     whole = train(tiny(corpus, str(tmp_path / "a")), rules=rules)
     with pytest.raises(Interrupt):
@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, corpus, rules):
 
 
 def test_finished_run_is_not_trained_again(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     first = train(tiny(corpus, str(tmp_path / "a"), steps=2), rules=rules)
     calls = []
@@ -102,7 +102,7 @@ def test_finished_run_is_not_trained_again(tmp_path, corpus, rules):
 
 
 def test_corrupt_checkpoint_is_one_line_and_destroys_nothing(tmp_path, corpus, rules):
-    from scalec.runtime.train import train
+    from scalec.runtime.trainer.train import train
 
     out = tmp_path / "run"
     with pytest.raises(Interrupt):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from scalec.errors import ScalecError
-from scalec.runtime.hp_grid import (
+from scalec.runtime.studies.hp_grid import (
     HPSpecError,
     grid_points,
     parse_hp_spec,

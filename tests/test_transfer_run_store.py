@@ -12,9 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from scalec.runtime.hp_grid import parse_hp_spec
-from scalec.runtime.run_store import RunStore, config_key
-from scalec.runtime.sweep import SweepSpec, best_row, rows_markdown, run_sweep, summarize, sweep_configs
+from scalec.runtime.studies.hp_grid import parse_hp_spec
+from scalec.runtime.studies.run_store import RunStore, config_key
+from scalec.runtime.studies.sweep import SweepSpec, best_row, rows_markdown, run_sweep, summarize, sweep_configs
 
 
 def fake_run(config, out_dir: Path):
@@ -78,9 +78,9 @@ def test_random_sweep_draws_reproducible_points(tmp_path):
 SCRIPT = """
 import math, sys, time
 from pathlib import Path
-from scalec.runtime.hp_grid import parse_hp_spec
-from scalec.runtime.run_store import RunStore
-from scalec.runtime.sweep import SweepSpec, run_sweep, sweep_configs
+from scalec.runtime.studies.hp_grid import parse_hp_spec
+from scalec.runtime.studies.run_store import RunStore
+from scalec.runtime.studies.sweep import SweepSpec, run_sweep, sweep_configs
 
 def slow_run(config, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)

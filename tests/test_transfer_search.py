@@ -23,7 +23,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from scalec.runtime.search import (  # noqa: E402 (after importorskip)
+from scalec.runtime.studies.search import (  # noqa: E402 (after importorskip)
     Dim,
     SearchError,
     SearchSettings,

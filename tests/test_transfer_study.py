@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from scalec.runtime.hp_grid import parse_hp_spec
-from scalec.runtime.transfer import TransferSpec, fit_optimum, run_transfer, transfer_configs
+from scalec.runtime.studies.hp_grid import parse_hp_spec
+from scalec.runtime.studies.transfer import TransferSpec, fit_optimum, run_transfer, transfer_configs
 
 
 def test_parabola_vertex_is_found_between_grid_points():

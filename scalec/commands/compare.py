@@ -27,7 +27,7 @@ def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
 
-    from scalec.runtime.report import EXPONENT_LEGEND, exponent_grid
+    from scalec.runtime.studies.report import EXPONENT_LEGEND, exponent_grid
 
     table = Table(title=EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
@@ -43,7 +43,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
     from rich.table import Table
 
-    from scalec.runtime.report import verdict_grid
+    from scalec.runtime.studies.report import verdict_grid
 
     table = Table(title="desiderata", title_justify="left")
     table.add_column("area")
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
-        from scalec.runtime.report import analyse, equivalence_text, failure_lines, write_report
+        from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
 
         from .coord_check import CoordCheckArgsError
 
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
-            from scalec.runtime.coord_check import load_batches
+            from scalec.runtime.studies.coord_check import load_batches
 
             configs = [
                 build_config(

@@ -46,7 +46,7 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str, float]:
     """Fixed HP overrides by name from --lr (eta) and --hp NAME=VALUE, checked against the rule's HP_SPACE."""
-    from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
+    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
 
     specs = resolve_specs([parse_hp_spec(t) for t in hp or []], rules.module.HP_SPACE, rules.name)
     out: dict[str, float] = {}
@@ -65,7 +65,7 @@ def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str
 
 
 def _default_eta() -> float:
-    from scalec.runtime.coord_check import DEFAULT_ETA
+    from scalec.runtime.studies.coord_check import DEFAULT_ETA
 
     return DEFAULT_ETA
 
@@ -83,7 +83,7 @@ def build_config(
     hp: dict[str, float],
 ) -> Any:
     """A CoordCheckConfig from CLI values."""
-    from scalec.runtime.coord_check import CoordCheckConfig
+    from scalec.runtime.studies.coord_check import CoordCheckConfig
 
     return CoordCheckConfig(
         widths=parse_ints(widths, "--widths"),
@@ -118,8 +118,8 @@ def run_and_save(
 ) -> tuple[Any, dict[str, Path]]:
     """Run a coordinate check on `data` (from `load_batches`), write coord_check.json / .csv and
     coord_<sweep>.png into `out`; return (CoordCheckResult, {sweep: png})."""
-    from scalec.runtime.coord_check import run_coord_check
-    from scalec.runtime.coord_plot import plot_all
+    from scalec.runtime.studies.coord_check import run_coord_check
+    from scalec.runtime.studies.coord_plot import plot_all
 
     batches, probe = data
     with console.status(f"coord-check {label or rules.name}") as status:
@@ -140,7 +140,7 @@ def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
     """A rich table: a row per module, a column per rule, cells 'status xR (slope)' of the update RMS."""
     from rich.table import Table
 
-    from scalec.runtime.coord_check import MODULES
+    from scalec.runtime.studies.coord_check import MODULES
 
     table = Table(
         title=f"coordinate check vs {sweep}: status, update-RMS ratio across the range (log-log slope)",
@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
             head_dim,
             hp_overrides(rules, lr, hp),
         )
-        from scalec.runtime.coord_check import load_batches
+        from scalec.runtime.studies.coord_check import load_batches
 
         data = load_batches(corpus, cfg)
         start = time.perf_counter()

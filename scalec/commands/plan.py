@@ -43,7 +43,7 @@ def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk
     heads = width // head_dim
     with torch.device("meta"):
         if kind == "gpt":
-            from scalec.runtime.gpt import GPT, GPTConfig
+            from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
             try:
                 return GPT(
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
         from scalec.commands.train import parse_tokens
-        from scalec.runtime.plan import make_plan
+        from scalec.runtime.plan.planner import make_plan
 
         if model not in MODELS:
             raise PlanCommandError(f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)}")

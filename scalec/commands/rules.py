@@ -28,7 +28,7 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
 
 def parse_number(text: str, what: str) -> float:
     """Numbers as users write them: `256`, `1e-3`, `2^-7`, `1/2`."""
-    from scalec.runtime.hp_grid import parse_number as evaluate
+    from scalec.runtime.studies.hp_grid import parse_number as evaluate
 
     try:
         return evaluate(text)

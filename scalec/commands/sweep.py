@@ -61,7 +61,7 @@ def fixed_config(
     eval_batches: int | None = None,
 ) -> dict[str, Any]:
     """The run settings shared by every run of a sweep (TrainConfig field names; defaults left out)."""
-    from scalec.runtime.train_config import TrainConfig
+    from scalec.runtime.trainer.train_config import TrainConfig
 
     if duration is None and steps is None:
         raise SweepArgsError("error: give the training length: --duration TOKENS or --steps N")
@@ -94,7 +94,7 @@ def fixed_config(
 
 def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
     """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
-    from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
+    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
 
     specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
     fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
@@ -103,7 +103,7 @@ def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float
 
 def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
     """Every config's shape inside the rule's declared axis ranges (duration from steps when needed)."""
-    from scalec.runtime.sweep import check_shape
+    from scalec.runtime.studies.sweep import check_shape
 
     for c in configs:
         shaped, labels = dict(c), {}
@@ -115,7 +115,7 @@ def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
 
 def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
     """One progress line per run."""
-    from scalec.runtime.sweep import fmt_value
+    from scalec.runtime.studies.sweep import fmt_value
 
     hp = " ".join(f"{k}={fmt_value(record.config['hp'][k])}" for k in names if k in record.config["hp"])
     loss = record.loss
@@ -133,7 +133,7 @@ def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> N
     from rich.table import Table
     from rich.text import Text
 
-    from scalec.runtime.sweep import fmt_value
+    from scalec.runtime.studies.sweep import fmt_value
 
     table = Table(show_edge=False, pad_edge=False)
     for col in ["#", *names, "final val loss", "seeds", "status"]:
@@ -198,8 +198,8 @@ def register(app: typer.Typer) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
         from scalec.commands.train import parse_params, parse_tokens
-        from scalec.runtime.run_store import RunStore
-        from scalec.runtime.sweep import (
+        from scalec.runtime.studies.run_store import RunStore
+        from scalec.runtime.studies.sweep import (
             SweepSpec,
             best_row,
             rows_markdown,

@@ -23,7 +23,7 @@ class TrainArgsError(ScalecError):
 
 def parse_tokens(text: str, flag: str) -> int:
     """Token counts such as `65536`, `2^16`, `20M`, `1.5G` (k/M/G decimal suffixes)."""
-    from scalec.runtime.hp_grid import parse_number
+    from scalec.runtime.studies.hp_grid import parse_number
 
     raw = text.strip()
     mult = _SUFFIX.get(raw[-1:], 1) if raw and raw[-1:].isalpha() else 1
@@ -39,7 +39,7 @@ def parse_tokens(text: str, flag: str) -> int:
 
 def parse_hp(items: list[str] | None, rules: Any) -> dict[str, float]:
     """`--hp NAME=VALUE` overrides (VALUE like 2^-7 or 0.01), checked against the rule's tunable HPs."""
-    from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
+    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
 
     specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
     out = {}
@@ -66,7 +66,7 @@ def parse_params(items: list[str] | None, flag: str = "--param") -> dict[str, st
 
 def default_out(cfg: Any) -> str:
     """runs/<rule>_n<width>_L<depth>_<hash of the result-changing settings>: same settings, same folder."""
-    from scalec.runtime.train_config import RESUME_FREE
+    from scalec.runtime.trainer.train_config import RESUME_FREE
 
     keyed = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
@@ -121,8 +121,8 @@ def register(app: typer.Typer) -> None:
         """Train the bundled GPT (bytes, Llama-style) with the rule's init, per-parameter AdamW settings and
         forward multipliers; writes config.json, plan.json, metrics.jsonl, summary.json and a checkpoint."""
         import scalec
-        from scalec.runtime.train import train
-        from scalec.runtime.train_config import TrainConfig
+        from scalec.runtime.trainer.train import train
+        from scalec.runtime.trainer.train_config import TrainConfig
 
         params = parse_params(param)
         bases = {k: parse_tokens(v, f"--base {k}") for k, v in parse_params(base, "--base").items()}

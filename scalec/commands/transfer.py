@@ -114,8 +114,8 @@ def register(app: typer.Typer) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         from scalec.commands.train import parse_params, parse_tokens
-        from scalec.runtime.hp_grid import parse_hp_spec, resolve_specs
-        from scalec.runtime.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
+        from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
+        from scalec.runtime.studies.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
 
         params = parse_params(param)
         rule_names = [*(r.strip() for r in (vs or "").split(",") if r.strip()), rule]
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
             console.print(fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True)
             t0[0] = time.perf_counter()
 
-        from scalec.runtime.sweep import train_run_fn
+        from scalec.runtime.studies.sweep import train_run_fn
 
         results = run_transfer(spec, out, train_run_fn, report, title)
         console.print(to_markdown(spec, results), markup=False, soft_wrap=True)

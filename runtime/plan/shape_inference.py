@@ -1,0 +1,78 @@
+"""Fallback binding: compare the model with a copy at another width and classify each parameter by which of
+its dims changed (as `mup`'s base shapes do), then give it its width class's representative role.
+
+| dims that change | width class | role |
+|---|---|---|
+| fan-in and fan-out | hidden | mlp.up |
+| fan-out only | input | embed |
+| fan-in only | output | unembed |
+| none, or a vector | vector | norm (`bias` for names ending in `.bias`) |
+
+Which dim is fan-in follows the owning module (nn.Embedding and HF Conv1D store (in, out); everything else
+(out, in)). A custom lookup table stored (V, n) in a plain module reads as `output`; bind it with
+`patterns={"<name>": "embed"}`, which takes precedence over inference. Depth is invisible to a width pair, so
+the final norm is inferred as `norm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scalec.runtime.plan.binding import BindingError, _listing, module_layouts, unique_parameters
+
+CLASS_ROLE = {"input": "embed", "hidden": "mlp.up", "output": "unembed", "vector": "norm"}
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """The inference for one parameter: which dims changed, the width class and the representative role."""
+
+    changed: str  # "none" | "in" | "out" | "both"
+    width_class: str
+    role: str
+    layout: str
+
+
+def classify(name: str, shape: tuple[int, ...], base_shape: tuple[int, ...], layout: str) -> Inferred:
+    """Classify one parameter from its shape at two widths."""
+    if len(shape) <= 1:
+        changed = "out" if tuple(shape) != tuple(base_shape) else "none"
+        width_class = "vector"
+    else:
+        out_dim, in_dims = (1, (0, *range(2, len(shape)))) if layout == "in_out" else (0, range(1, len(shape)))
+        out_changed = shape[out_dim] != base_shape[out_dim]
+        in_changed = any(shape[d] != base_shape[d] for d in in_dims)
+        changed = {(True, True): "both", (True, False): "out", (False, True): "in"}.get(
+            (out_changed, in_changed), "none"
+        )
+        width_class = {"both": "hidden", "out": "input", "in": "output", "none": "vector"}[changed]
+    role = "bias" if width_class == "vector" and name.endswith(".bias") else CLASS_ROLE[width_class]
+    return Inferred(changed, width_class, role, layout)
+
+
+def infer_roles(model: Any, base_model: Any) -> dict[str, Inferred]:
+    """Per normalised parameter name of `model`, the inferred class and role (base_model: another width)."""
+    shapes = {n: tuple(p.shape) for n, p, _ in unique_parameters(model)}
+    base = {n: tuple(p.shape) for n, p, _ in unique_parameters(base_model)}
+    missing, extra = [n for n in shapes if n not in base], [n for n in base if n not in shapes]
+    if missing or extra:
+        which = missing or extra
+        side = "base_model lacks" if missing else "model lacks"
+        raise BindingError(
+            f"error: shape inference needs the same parameters in both models; {side} "
+            f"{_listing(which)}; build base_model from the same class at another width"
+        )
+    ranks = [n for n in shapes if len(shapes[n]) != len(base[n])]
+    if ranks:
+        raise BindingError(
+            f"error: parameter '{ranks[0]}' has rank {len(shapes[ranks[0]])} in the model but "
+            f"{len(base[ranks[0]])} in base_model; build both from the same class"
+        )
+    if all(shapes[n] == base[n] for n in shapes):
+        raise BindingError(
+            "error: model and base_model have identical shapes, so no dim reads as width; "
+            "build base_model at another width"
+        )
+    layouts = module_layouts(model)
+    return {n: classify(n, shapes[n], base[n], layouts.get(n, "out_in")) for n in shapes}

@@ -1,0 +1,1 @@
+"""Studies: coordinate checks, reports, sweeps, searches and transfer studies."""

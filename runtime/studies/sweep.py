@@ -1,0 +1,187 @@
+"""Grid and random sweeps over a rule's tunable HPs, run through a resumable RunStore.
+
+A run config is a plain dict with TrainConfig's field names (`rule`, `width`, `depth`, `batch`, `duration`,
+`hp`, `seed`, ...); `run_fn(config, out_dir) -> summary` trains it (the real trainer by default, a fast fake
+in tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalec.errors import ScalecError
+from scalec.runtime.studies.hp_grid import HPRange, grid_points, random_points
+from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
+
+# TrainConfig field -> rule axis.
+SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
+
+
+class ShapeRangeError(ScalecError):
+    """A requested model shape lies outside the axis range the rule file declares."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep: fixed run settings, HP specs (grid, or `random` samples) and seeds per point."""
+
+    fixed: Mapping[str, Any]
+    hps: Sequence[HPRange] = ()
+    random: int | None = None
+    seeds: int = 1
+    sample_seed: int = 0
+
+
+def sweep_configs(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Expand a spec into run configs: HP points x seeds; fixed `hp` values merge under the swept ones."""
+    points = random_points(spec.hps, spec.random, spec.sample_seed) if spec.random else grid_points(spec.hps)
+    base_seed = int(spec.fixed.get("seed", 0))
+    configs = []
+    for point in points:
+        for s in range(spec.seeds):
+            config = {k: v for k, v in spec.fixed.items() if k != "hp"}
+            config["hp"] = {**dict(spec.fixed.get("hp", {})), **point}
+            config["seed"] = base_seed + s
+            configs.append(config)
+    return configs
+
+
+def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> None:
+    """Raise ShapeRangeError (one line) when the config's shape leaves the rule's declared AXIS_RANGES;
+    `labels` name how the user gave a field (default `--width 64`)."""
+    module = getattr(rules, "module", rules)
+    ranges = getattr(module, "AXIS_RANGES", {})
+    for fld, axis in SHAPE_FIELDS.items():
+        value = config.get(fld)
+        if value is None or axis not in ranges:
+            continue
+        low, high = ranges[axis]
+        if not low <= float(value) <= high:
+            label = (labels or {}).get(fld, f"--{fld} {value:g}")
+            raise ShapeRangeError(
+                f"error: {label}: outside the range [{low:g}, {high:g}] that "
+                f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
+                f"pick a {fld} inside it or widen the rule's axis range"
+            )
+
+
+def run_sweep(
+    configs: Sequence[Mapping[str, Any]],
+    store: RunStore,
+    run_fn: RunFn,
+    on_record: Callable[[int, RunRecord], None] | None = None,
+) -> list[RunRecord]:
+    """Run every config not already done in the store, in order; returns one record per config."""
+    records = []
+    for i, config in enumerate(configs):
+        record = store.run(config, run_fn)
+        records.append(record)
+        if on_record is not None:
+            on_record(i, record)
+    return records
+
+
+@dataclass
+class SweepRow:
+    """One HP point aggregated over seeds."""
+
+    hp: dict[str, float]
+    losses: list[float] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """ "diverged" if any seed diverged, "failed"/"running" if any did, else "finished"."""
+        for s in ("diverged", "failed", "running"):
+            if s in self.statuses:
+                return s
+        return "finished"
+
+    @property
+    def loss(self) -> float:
+        """Mean final val loss over seeds; inf if any seed diverged, nan if any is missing."""
+        if self.status == "diverged":
+            return math.inf
+        if self.status != "finished" or not self.losses:
+            return math.nan
+        return statistics.fmean(self.losses)
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation over seeds (0 for one seed)."""
+        finite = [x for x in self.losses if math.isfinite(x)]
+        return statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def summarize(records: Sequence[RunRecord]) -> list[SweepRow]:
+    """Group records by everything but the seed; rows sorted best first (diverged and failed last)."""
+    rows: dict[str, SweepRow] = {}
+    for r in records:
+        key = canonical_json({k: v for k, v in r.config.items() if k != "seed"})
+        row = rows.setdefault(key, SweepRow(dict(r.config.get("hp", {}))))
+        row.losses.append(r.loss)
+        row.statuses.append(r.status)
+    return sorted(rows.values(), key=lambda row: (not math.isfinite(row.loss), row.loss))
+
+
+def best_row(rows: Sequence[SweepRow]) -> SweepRow | None:
+    """The row with the lowest finite loss, if any."""
+    finite = [r for r in rows if math.isfinite(r.loss)]
+    return min(finite, key=lambda r: r.loss) if finite else None
+
+
+def fmt_value(x: float) -> str:
+    """Compact HP value: powers of two as 2^k, else 4 significant digits."""
+    if x > 0:
+        k = math.log2(x)
+        if abs(k - round(k)) < 1e-9 and abs(k) >= 2:
+            return f"2^{round(k)}"
+    return f"{x:.4g}"
+
+
+def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) -> str:
+    """A Markdown table of sweep rows: swept HPs, mean loss (+- std over seeds), status."""
+    names = list(names) if names else sorted({k for r in rows for k in r.hp})
+    lines = [
+        "| " + " | ".join([*names, "final val loss", "seeds", "status"]) + " |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for r in rows:
+        loss = (
+            "inf"
+            if math.isinf(r.loss)
+            else "-"
+            if math.isnan(r.loss)
+            else f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else "")
+        )
+        cells = [fmt_value(r.hp[n]) if n in r.hp else "" for n in names]
+        lines.append("| " + " | ".join([*cells, loss, str(len(r.losses)), r.status]) + " |")
+    return "\n".join(lines)
+
+
+def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Train one run config with the bundled trainer (`scalec.runtime.trainer.train.train`) and return its summary."""
+    from scalec.runtime.trainer.train import train
+    from scalec.runtime.trainer.train_config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kwargs = {k: v for k, v in config.items() if k in names}
+    unknown = sorted(set(config) - names)
+    if unknown:
+        raise ValueError(f"TrainConfig has no field(s) {unknown}")
+    if "out_dir" in names:
+        kwargs["out_dir"] = str(out_dir)
+    if "resume" in names:
+        kwargs["resume"] = True
+    if "progress" in names:
+        kwargs.setdefault("progress", False)
+    summary = train(TrainConfig(**kwargs))
+    if dataclasses.is_dataclass(summary):
+        return dataclasses.asdict(summary)
+    return dict(summary)

@@ -1,0 +1,1 @@
+"""The bundled GPT trainer: model, data, loop, checkpoints and metrics."""
