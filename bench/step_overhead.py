@@ -15,8 +15,8 @@ import time
 import torch
 
 import scalec
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 
 def _sync(device: str) -> None:

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import scalec
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.plan.schedule import scale_lrs
 from scalec.runtime.trainer.data import ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.metrics import peak_flops
-from scalec.runtime.plan.planner import make_plan
-from scalec.runtime.plan.schedule import scale_lrs
 from scalec.runtime.trainer.train import train_step
 
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from scalec.compiler.vocabulary import ROLES
 from scalec.runtime.plan.binding import BindingError, bind, normalise_name
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.plan.shape_inference import infer_roles
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 
 def _gpt(width: int = 32, qk_norm: bool = True) -> GPT:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 import scalec
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 mup = pytest.importorskip("mup")
 

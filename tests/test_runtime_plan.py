@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 import scalec
 from scalec.cli import app
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.plan.planner import Plan, PlanError, make_plan
 from scalec.runtime.plan.schedule import scale_lrs
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 
 @pytest.fixture(scope="module")

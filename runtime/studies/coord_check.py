@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from scalec.errors import ScalecError
-
 from scalec.runtime.trainer.data import Batch, ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 

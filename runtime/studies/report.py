@@ -15,7 +15,6 @@ from typing import Any
 
 from scalec.compiler.exponents import fmt_fraction
 from scalec.compiler.vocabulary import ROLES, compress_roles
-
 from scalec.runtime.studies.coord_check import MODULES, CoordCheckConfig, CoordCheckResult
 
 AXIS_LABELS: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D"}

@@ -310,7 +310,8 @@ def open_study(settings: SearchSettings, worker: int = 0) -> Any:
 
 def prepare_study(settings: SearchSettings) -> Any:
     """Create the study (and its tables) once, enqueueing the rule's default point as the first trial, and write
-    `<out>/search_settings.json` (what workers on other machines run: `python -m scalec.runtime.studies.search FILE`)."""
+    `<out>/search_settings.json` (what workers on other machines run:
+    `python -m scalec.runtime.studies.search FILE`)."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "search_settings.json").write_text(settings.to_json())

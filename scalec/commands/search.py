@@ -88,9 +88,9 @@ def register(app: typer.Typer) -> None:
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
         from scalec.commands.train import parse_params, parse_tokens
-        from scalec.runtime.trainer.gpt import ROLES
         from scalec.runtime.studies.search import SAMPLERS, Dim, SearchSettings, default_dims, run_search
         from scalec.runtime.studies.sweep import fmt_value
+        from scalec.runtime.trainer.gpt import ROLES
 
         if sampler not in SAMPLERS:
             raise SweepArgsError(f"error: --sampler {sampler}: unknown; choose one of {', '.join(SAMPLERS)}")
