@@ -10,19 +10,13 @@ from dataclasses import dataclass, field
 import sympy
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
+from scalec.compiler.optimizers import DOMAINS as OPTIMIZER_DOMAINS
 from scalec.compiler.symbols import BASE, ONES, RATIO, hp_symbol, param_symbol
 from scalec.dsl.ast import Loc
 from scalec.dsl.errors import RuleError
 
-# Domain of each HP kind after scaling: (predicate on the value, description).
-DOMAINS = {
-    "lr": (lambda v: v > 0, "lr > 0"),
-    "eps": (lambda v: v > 0, "eps > 0"),
-    "init_std": (lambda v: v >= 0, "init_std >= 0"),
-    "weight_decay": (lambda v: v >= 0, "weight_decay >= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "0 <= beta1 < 1"),
-    "beta2": (lambda v: 0 <= v < 1, "0 <= beta2 < 1"),
-}
+# Domain of each HP kind after scaling: (predicate on the value, description); one table for every optimizer.
+DOMAINS = OPTIMIZER_DOMAINS
 
 
 @dataclass
@@ -48,14 +42,57 @@ def _base_values(ir: ParameterisationIR) -> dict[sympy.Symbol, sympy.Rational]:
 
 
 def check_identity_at_base(ir: ParameterisationIR) -> None:
-    """At m_N = m_L = m_B = m_D = 1 every rule must return the root file's base value."""
+    """At m_N = m_L = m_B = m_D = 1 every rule must return the root file's base value.
+
+    Weight decay is compared as the coupled (torch) value wd/lr when a role's decay is independent, and by value
+    at the default HPs when symbols differ (a file may re-base it on a new hp such as `lambda_ind`). A role whose
+    optimizer differs from the root's has no root value to return: its base values must only not depend on
+    the base shape (n0, L0, ...)."""
     subs = dict(ONES)
+    defaults = _hp_defaults(ir)
     for role, rules in ir.roles.items():
+        same_optimizer = ir.optimizer(role) == ir.root_settings.get(role, {}).get("optimizer", "adamw")
         for kind, rule in rules.items():
-            root = ir.root_roles[role][kind]
+            root = ir.root_roles[role].get(kind)
+            if not same_optimizer or root is None:
+                _free_of_base(ir, rule, subs, f"{kind} of role '{role}'")
+                continue
+            if kind == "weight_decay":
+                here = _coupled(rule.expr, rules, ir.decay(role))
+                there = _coupled(root.expr, ir.root_roles[role], ir.root_settings.get(role, {}).get("decay", "coupled"))
+                if _equal_at(here, there, subs) or _equal_at(here, there, {**subs, **defaults}):
+                    continue
+                rule = Rule(here, rule.origins)
+                root = Rule(there, root.origins)
             _same_at_base(ir, rule, root, subs, f"{kind} of role '{role}'")
     for site, rule in ir.sites.items():
         _same_at_base(ir, rule, ir.root_sites[site], subs, f"site '{site}'")
+
+
+def _hp_defaults(ir: ParameterisationIR) -> dict:
+    return {hp_symbol(k, q.low): q.value for k, q in ir.hps.items()}
+
+
+def _coupled(wd: sympy.Expr, rules: dict[str, Rule], decay: str) -> sympy.Expr:
+    """A weight decay in the coupled (torch) convention: independent wd / lr."""
+    return wd / rules["lr"].expr if decay == "independent" else wd
+
+
+def _equal_at(a: sympy.Expr, b: sympy.Expr, subs) -> bool:
+    diff = sympy.expand(a.subs(subs) - b.subs(subs))
+    return diff == 0 or sympy.simplify(diff) == 0
+
+
+def _free_of_base(ir, rule: Rule, subs, what: str) -> None:
+    here = rule.expr.subs(subs)
+    shape = sorted(str(s) for s in here.free_symbols if s in set(BASE.values()))
+    if shape:
+        raise _error_at(
+            ir,
+            rule.origins,
+            f"{what} depends on the base shape ({', '.join(shape)}) at m_N = m_L = m_B = m_D = 1: gives {here}",
+            "write scaling with the ratios m_N, m_L, m_B, m_D (e.g. m_N^-1, not 1/n)",
+        )
 
 
 def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
@@ -97,6 +134,8 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
     memo: dict = {}  # many roles share one expression: evaluate each once
     for role, rules in ir.roles.items():
         for kind, (ok, desc) in DOMAINS.items():
+            if kind not in rules:
+                continue
             rule = rules[kind]
             expr = rule.expr.subs(base)
             args = sorted(expr.free_symbols, key=str)

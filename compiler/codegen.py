@@ -15,7 +15,7 @@ from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.symbols import BASE, RATIO, param_symbol
 from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
 
-ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
+ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "ns_steps", "mult")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -53,6 +53,15 @@ def _origin_comments(origins: tuple[Origin, ...]) -> list[str]:
     if not origins:
         return ["(built-in default)"]
     return [f"{o.short():<18} {_comment(o.text)}" for o in origins]
+
+
+def _settings_view(settings: dict[str, str]) -> list[dict[str, str]]:
+    """Word-valued settings as Python literals: nesterov as a bool, the others as strings."""
+    out = []
+    for name, word in settings.items():
+        code = repr(word == "true") if name == "nesterov" else _py_literal(word)
+        out.append(dict(kind=name, code=code))
+    return out
 
 
 class _View:
@@ -117,8 +126,19 @@ class _View:
             fields = [
                 dict(kind=k, code=self.code(ir.roles[role][k]), comments=_origin_comments(ir.roles[role][k].origins))
                 for k in ROLE_FIELDS
+                if k in ir.roles[role]  # each optimizer has its own targets (compiler/optimizers.py)
             ]
-            roles.append(dict(name=role, ident=role.replace(".", "_"), width_class=width_class, fields=fields))
+            settings = _settings_view(ir.settings.get(role, {}))
+            roles.append(
+                dict(
+                    name=role,
+                    ident=role.replace(".", "_"),
+                    width_class=width_class,
+                    fields=fields,
+                    settings=settings,
+                    kinds=[k for k in MODULE_HP_KINDS if k in ir.roles[role]],
+                )
+            )
         sites = [
             dict(name=s, field=s.replace(".", "_"), code=self.code(r), comments=_origin_comments(r.origins))
             for s, r in ir.sites.items()

@@ -58,8 +58,19 @@ class ParameterisationIR:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     roles: dict[str, dict[str, Rule]] = field(default_factory=dict)
     sites: dict[str, Rule] = field(default_factory=dict)
+    # Word-valued settings per role: optimizer (compiler/optimizers.py), decay convention and the optimizer's own.
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
     # The root file's rules: "identity at the base shape" compares against these.
     root_roles: dict[str, dict[str, Rule]] = field(default_factory=dict)
     root_sites: dict[str, Rule] = field(default_factory=dict)
+    root_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     header_loc: Loc | None = None
     source_sha256: str = ""
+
+    def optimizer(self, role: str) -> str:
+        """The optimizer a role uses (default adamw)."""
+        return self.settings.get(role, {}).get("optimizer", "adamw")
+
+    def decay(self, role: str) -> str:
+        """A role's weight-decay convention: coupled (torch, shrink lr*wd per step) or independent."""
+        return self.settings.get(role, {}).get("decay", "coupled")

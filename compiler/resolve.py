@@ -9,8 +9,17 @@ from collections.abc import Mapping
 import sympy
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Quantity, Rule
+from scalec.compiler.optimizers import (
+    ALL_SETTINGS,
+    ALL_TARGETS,
+    COMMON_TARGETS,
+    DECAY_CONVENTIONS,
+    ONE_MINUS_TARGETS,
+    OPTIMIZERS,
+    optimizer_of,
+)
 from scalec.compiler.symbols import ExprConverter, builtin_names, hp_symbol, param_symbol
-from scalec.compiler.vocabulary import AXES, HP_KINDS, RESERVED, ROLES, SITES, TARGET_ALIASES
+from scalec.compiler.vocabulary import AXES, RESERVED, ROLES, SITES, TARGET_ALIASES
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
 
@@ -189,24 +198,100 @@ class _FileResolver:
                 roles[r] = max(roles.get(r, 0), spec)
         head = f"role {', '.join(p.text for p in s.patterns)}: "
         for a in s.assignments:
+            if not a.target.one_minus and a.target.kind in ALL_SETTINGS:
+                for role in roles:
+                    self.setting(role, a, head)
+                continue
             kind, transform = self.target(a.target)
+            for role in roles:
+                self.check_target(role, kind, a)
             value = self.convert(a.value, f"rule for {a.target}")
             for role, spec in roles.items():
                 self.assign(role, kind, transform, a, value, spec, head)
 
     def target(self, t: ast.Target):
         name = f"1-{t.kind}" if t.one_minus else t.kind
-        if name not in HP_KINDS and name not in TARGET_ALIASES:
+        known = ALL_TARGETS + TARGET_ALIASES
+        if name not in known:
             raise self.error(
                 t.loc,
                 f"unknown hyperparameter '{name}'",
-                did_you_mean(name, HP_KINDS + TARGET_ALIASES) or f"targets: {', '.join(HP_KINDS + TARGET_ALIASES)}",
+                did_you_mean(name, known + ALL_SETTINGS) or f"targets: {', '.join(known + ALL_SETTINGS)}",
             )
         if name == "init_var":
             return "init_std", "sqrt"
         if t.one_minus:
+            if t.kind not in ONE_MINUS_TARGETS:
+                raise self.error(t.loc, f"'1-{t.kind}' is not a target", f"write `{t.kind}` instead")
             return t.kind, "one_minus"
         return t.kind, "plain"
+
+    def check_target(self, role: str, kind: str, a: ast.Assignment) -> None:
+        """A target the role's optimizer does not have is an error (set `optimizer = ...` first)."""
+        opt = optimizer_of(self.ir.optimizer(role))
+        if kind not in opt.all_targets():
+            raise self.error(
+                a.target.loc,
+                f"role '{role}' uses optimizer {opt.name}, which has no target '{kind}'",
+                f"{opt.name} targets: {', '.join(opt.all_targets() + tuple(opt.all_settings()))}",
+            )
+
+    def setting(self, role: str, a: ast.Assignment, head: str) -> None:
+        """`optimizer = muon`, `decay = independent`, `nesterov = true`, `adjust_lr = original`: word values."""
+        name = a.target.kind
+        word = a.value.id if isinstance(a.value, ast.Name) else None
+        opt = optimizer_of(self.ir.optimizer(role))
+        allowed = tuple(OPTIMIZERS) if name == "optimizer" else opt.all_settings().get(name)
+        if allowed is None:
+            raise self.error(
+                a.target.loc,
+                f"role '{role}' uses optimizer {opt.name}, which has no setting '{name}'",
+                f"{opt.name} settings: {', '.join(('optimizer',) + tuple(opt.all_settings()))}",
+            )
+        if a.op != "=" or word not in allowed:
+            raise self.error(
+                a.value.loc if a.op == "=" else a.loc,
+                f"`{name}` takes one of {', '.join(allowed)}" + (f", not '{word}'" if word else ""),
+                (did_you_mean(word, allowed) if word else None) or f"write e.g. `{name} = {allowed[0]}`",
+            )
+        settings = self.ir.settings.setdefault(role, {})
+        origin = self.origin(a.loc, head)
+        if name == "optimizer":
+            self.switch_optimizer(role, word, a.loc, origin)
+        elif name == "decay" and word != self.ir.decay(role):
+            self.switch_decay(role, word, origin)
+        settings[name] = word
+
+    def switch_optimizer(self, role: str, name: str, loc: ast.Loc, origin: Origin) -> None:
+        """A role changes optimizer: targets in `carry` keep their rules, the others take the new defaults."""
+        new = optimizer_of(name)
+        if new.matrices_only and ROLES[role] != "hidden":
+            raise self.error(
+                loc,
+                f"{name} orthogonalises hidden weight matrices; role '{role}' ({ROLES[role]}) cannot use it",
+                "give embeddings, the readout, norms and biases adamw or sgd (e.g. `role hidden: optimizer = muon`)",
+            )
+        if name == self.ir.optimizer(role):
+            return
+        rules = self.ir.roles.setdefault(role, {})
+        kept = {k: r for k, r in rules.items() if k in COMMON_TARGETS or k in new.carry}
+        for kind, value in new.defaults.items():
+            kept[kind] = Rule(sympy.Rational(value), (origin,))
+        self.ir.roles[role] = kept
+        settings = self.ir.settings.setdefault(role, {})
+        decay = settings.get("decay", DECAY_CONVENTIONS[0])
+        settings.clear()
+        settings.update({k: v[0] for k, v in new.all_settings().items()}, decay=decay, optimizer=name)
+
+    def switch_decay(self, role: str, decay: str, origin: Origin) -> None:
+        """Rewrite the inherited weight decay into the other convention so the per-step shrink is unchanged:
+        independent = lr * coupled."""
+        rules = self.ir.roles.setdefault(role, {})
+        if "weight_decay" not in rules or "lr" not in rules:
+            return  # nothing to translate yet (a root file choosing its convention before its rules)
+        wd, lr = rules["weight_decay"], rules["lr"].expr
+        expr = wd.expr * lr if decay == "independent" else wd.expr / lr
+        rules["weight_decay"] = Rule(expr, wd.origins + (origin,))
 
     def assign(
         self, role: str, kind: str, transform: str, a: ast.Assignment, value: sympy.Expr, spec: int, head: str
@@ -280,6 +365,7 @@ def resolve(chain: list[ast.RuleFile], params: Mapping[str, str | float] | None 
             _complete_root(ir, f)
             ir.root_roles = {r: dict(k) for r, k in ir.roles.items()}
             ir.root_sites = dict(ir.sites)
+            ir.root_settings = {r: dict(v) for r, v in ir.settings.items()}
     if params:
         _override_params(ir, params, leaf)
     digest = hashlib.sha256()
@@ -306,7 +392,14 @@ def _complete_root(ir: ParameterisationIR, root: ast.RuleFile) -> None:
         rules = ir.roles.setdefault(role, {})
         for kind, default in DEFAULT_KINDS.items():
             rules.setdefault(kind, Rule(sympy.Integer(default), ()))
-        missing = [k for k in HP_KINDS if k not in rules]
+        opt = optimizer_of(ir.optimizer(role))
+        settings = ir.settings.setdefault(role, {})
+        for name, words in {"optimizer": (opt.name,), **opt.all_settings()}.items():
+            settings.setdefault(name, words[0])
+        for kind, value in opt.defaults.items():
+            if kind not in opt.carry and kind not in ("beta1", "beta2", "eps"):
+                rules.setdefault(kind, Rule(sympy.Rational(value), ()))
+        missing = [k for k in opt.all_targets() if k not in rules]
         if missing:
             raise RuleError(
                 loc,

@@ -54,10 +54,12 @@ def compress_roles(names) -> str:
     return ", ".join(out)
 
 
-# Hyperparameter kinds a role rule can set.  `init_var`, `1-beta1`, `1-beta2` are accepted as
-# targets too and rewritten onto init_std / beta1 / beta2.
+# Hyperparameter kinds of an AdamW role (the root's default optimizer).  Each optimizer's own targets and
+# word-valued settings (`optimizer = muon`, `decay = independent`, `nesterov = true`) live in
+# compiler/optimizers.py.  `init_var`, `1-beta1`, `1-beta2`, `1-momentum` are accepted as targets too and
+# rewritten onto init_std / beta1 / beta2 / momentum.
 HP_KINDS: tuple[str, ...] = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
-TARGET_ALIASES: tuple[str, ...] = ("init_var", "1-beta1", "1-beta2")
+TARGET_ALIASES: tuple[str, ...] = ("init_var", "1-beta1", "1-beta2", "1-momentum")
 # Kinds that get an implicit per-module tunable multiplier `kind[role]` (default 1).
 MODULE_HP_KINDS: tuple[str, ...] = ("init_std", "lr", "weight_decay", "eps", "mult")
 

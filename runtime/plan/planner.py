@@ -24,8 +24,11 @@ class PlanError(ScalecError):
 
 @dataclass(frozen=True)
 class PlanEntry:
-    """What one parameter tensor gets: init N(init_mean, init_std), AdamW lr / coupled weight_decay /
-    betas / eps, and its forward multiplier `mult` (applied by the model, see `Plan.multipliers`)."""
+    """What one parameter tensor gets: init N(init_mean, init_std), its optimizer (adamw, sgd or muon) with lr,
+    weight_decay and that optimizer's own settings (betas/eps for adamw, momentum/nesterov for sgd, plus
+    eps/ns_steps/adjust_lr for muon; None where it has none), and its forward multiplier `mult` (applied by the
+    model, see `Plan.multipliers`). weight_decay is always torch's decoupled form, a per-step shrink
+    lr_t * weight_decay; `decay` records the file's convention (independent decay arrives divided by lr)."""
 
     name: str
     shape: tuple[int, ...]
@@ -34,16 +37,25 @@ class PlanEntry:
     init_std: float
     lr: float
     weight_decay: float
-    betas: tuple[float, float]
-    eps: float
+    betas: tuple[float, float] | None
+    eps: float | None
     mult: float
     fan_in: int = 0
     fan_out: int = 0
     tied_with: tuple[str, ...] = field(default=())
+    optimizer: str = "adamw"
+    decay: str = "coupled"
+    momentum: float | None = None
+    nesterov: bool | None = None
+    ns_steps: int | None = None
+    adjust_lr: str | None = None
 
-    def optim_key(self) -> tuple[float, float, tuple[float, float], float]:
-        """The settings AdamW groups are merged on."""
-        return (self.lr, self.weight_decay, self.betas, self.eps)
+    def optim_key(self) -> tuple:
+        """The settings param groups are merged on ((lr, weight_decay, betas, eps) for AdamW)."""
+        key = (self.lr, self.weight_decay, self.betas, self.eps)
+        if self.optimizer == "adamw":
+            return key
+        return (self.optimizer, *key, self.momentum, self.nesterov, self.ns_steps, self.adjust_lr)
 
 
 @dataclass
@@ -100,35 +112,35 @@ class Plan:
                     p.normal_(e.init_mean, e.init_std, generator=generator)
         return model
 
-    def param_groups(self, model: Any) -> list[dict[str, Any]]:
-        """AdamW param groups, one per distinct (lr, weight_decay, betas, eps); each carries `base_lr` (for
-        `schedule.scale_lrs`) and the sorted `roles` it holds."""
-        groups: dict[tuple, dict[str, Any]] = {}
-        for e, p in self._tensors(model):
-            g = groups.get(e.optim_key())
-            if g is None:
-                g = groups[e.optim_key()] = {
-                    "params": [],
-                    "lr": e.lr,
-                    "base_lr": e.lr,
-                    "weight_decay": e.weight_decay,
-                    "betas": tuple(e.betas),
-                    "eps": e.eps,
-                    "roles": [],
-                }
-            g["params"].append(p)
-            if e.role not in g["roles"]:
-                g["roles"].append(e.role)
-        for g in groups.values():
-            g["roles"].sort()
-        return list(groups.values())
+    def optimizers(self) -> list[str]:
+        """The optimizers the plan's parameters use, in first-use order."""
+        return list(dict.fromkeys(e.optimizer for e in self.entries))
+
+    def param_groups(self, model: Any, optimizer: str | None = None) -> list[dict[str, Any]]:
+        """Param groups for one torch optimizer, one per distinct setting, carrying only that optimizer's keys
+        (an SGD group has no betas), `base_lr` (for `schedule.scale_lrs`) and the sorted `roles` it holds.
+
+        `optimizer` picks which optimizer's parameters (needed when the plan uses several: `plan.optimizer(model)`
+        steps them all)."""
+        from scalec.runtime.plan.optimizer import param_groups
+
+        return param_groups(self, self._tensors(model), optimizer)
+
+    def optimizer(self, model: Any, **torch_options: Any) -> Any:
+        """One optimizer object that steps every planned parameter with its own optimizer (torch.optim.AdamW,
+        SGD, Muon), with `param_groups` that scale_lrs drives and state_dict/load_state_dict for checkpoints.
+        `torch_options` (fused, foreach) reach the torch optimizers that take them."""
+        from scalec.runtime.plan.optimizer import build_optimizer
+
+        return build_optimizer(self, self._tensors(model), torch_options)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: {"rule", "axes", "preset", "parameters": [...], "multipliers": {...}}."""
         params = []
         for e in self.entries:
             d = asdict(e)
-            d["shape"], d["betas"], d["tied_with"] = list(e.shape), list(e.betas), list(e.tied_with)
+            d["shape"], d["tied_with"] = list(e.shape), list(e.tied_with)
+            d["betas"] = list(e.betas) if e.betas is not None else None
             params.append(d)
         return {
             "rule": self.rule,
@@ -151,7 +163,7 @@ class Plan:
                 **{
                     **{k: v for k, v in d.items() if k in names},
                     "shape": tuple(d["shape"]),
-                    "betas": tuple(d["betas"]),
+                    "betas": tuple(d["betas"]) if d.get("betas") is not None else None,
                     "tied_with": tuple(d.get("tied_with", ())),
                 }
             )
@@ -169,6 +181,10 @@ class Plan:
     def from_json(cls, text: str) -> Plan:
         """Inverse of `to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _module_of(rules: Any) -> Any:
@@ -239,6 +255,8 @@ def make_plan(
     for role, r in per_role.items():
         for f in dataclasses.fields(r):
             value = getattr(r, f.name)
+            if value is None or isinstance(value, (str, bool)):
+                continue  # a target the role's optimizer does not have, or a word-valued setting
             negative = f.name in ("init_std", "lr", "weight_decay", "eps") and value < 0
             bad_beta = f.name in ("beta1", "beta2") and not 0 <= value < 1
             if not math.isfinite(value) or negative or bad_beta:
@@ -248,6 +266,15 @@ def make_plan(
     entries = []
     for b in bound:
         r = per_role[b.role]
+        optimizer = getattr(r, "optimizer", "adamw")
+        if optimizer == "muon" and len(b.shape) != 2:
+            raise PlanError(
+                f"error: parameter '{b.name}' (role {b.role}, shape {list(b.shape)}) uses muon, which takes 2-D "
+                "matrices only; bind it to a role that uses adamw or sgd"
+            )
+        decay = getattr(r, "decay", "coupled")
+        # torch's decoupled form: shrink lr_t * wd per step; independent decay (shrink wd x factor) is wd / lr.
+        weight_decay = float(r.weight_decay) / float(r.lr) if decay == "independent" else float(r.weight_decay)
         entries.append(
             PlanEntry(
                 name=b.name,
@@ -256,13 +283,19 @@ def make_plan(
                 init_mean=float(r.init_mean),
                 init_std=float(r.init_std),
                 lr=float(r.lr),
-                weight_decay=float(r.weight_decay),
-                betas=(float(r.beta1), float(r.beta2)),
-                eps=float(r.eps),
+                weight_decay=weight_decay,
+                betas=(float(r.beta1), float(r.beta2)) if optimizer == "adamw" else None,
+                eps=float(r.eps) if r.eps is not None else None,
                 mult=float(r.mult),
                 fan_in=b.fan_in,
                 fan_out=b.fan_out,
                 tied_with=b.tied_with,
+                optimizer=optimizer,
+                decay=decay,
+                momentum=_opt_float(getattr(r, "momentum", None)),
+                nesterov=getattr(r, "nesterov", None),
+                ns_steps=int(r.ns_steps) if getattr(r, "ns_steps", None) is not None else None,
+                adjust_lr=getattr(r, "adjust_lr", None),
             )
         )
     multipliers = {k: float(v) for k, v in module.sites(shape, hp).as_dict().items()}

@@ -280,7 +280,7 @@ def run_one(
     model = GPT(gcfg, plan.multipliers)
     torch.manual_seed(seed)
     plan.init_(model)
-    opt = torch.optim.AdamW(plan.param_groups(model))
+    opt = plan.optimizer(model)
     probe_hooks = _Probe(model)
     h0 = probe_hooks.capture(model, probe)
     rec: dict[str, dict[str, list[float]]] = {m: {k: [] for k in h0} for m in METRICS}

@@ -270,7 +270,8 @@ def _train(
     torch.manual_seed(cfg.seed)
     plan.init_(model, generator=torch.Generator(device=device).manual_seed(cfg.seed))
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(plan.param_groups(model), fused=fused, foreach=None if fused else True)
+    # Each role's optimizer (AdamW, SGD, Muon) over the plan's groups; an all-AdamW plan gets torch's AdamW itself.
+    optimizer = plan.optimizer(model, fused=fused, foreach=None if fused else True)
     step = 0
     extra: dict[str, Any] = {"best_val": None, "last_val": None, "wall_s": 0.0}
     if state is not None:
