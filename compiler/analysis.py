@@ -1,10 +1,17 @@
-"""Symbolic analysis behind `show` and `compare`: desiderata verdicts and abc-symmetry equivalence.
+"""Symbolic analysis behind `show` and `compare`: desiderata verdicts and abc-symmetry equivalence, each role
+judged by the theory of its own optimizer (compiler/optimizers.py).
 
-Width (Tensor Programs, Adam): with a = -exponent of a role's forward multiplier, b = -exponent of its init
-std and c = -exponent of its LR (all in m_N), a role is stable with maximal Theta(1) updates when
-  input/vector: a+b = 0, a+c = 0;   hidden: a+b = 1/2, a+c = 1;   output: a+b >= 1/2, a+c = 1.
-Update size of a role's output grows like n^(u) with u = (1 for hidden/output, 0 otherwise) - (a+c):
-u > 0 is unstable, u < 0 vanishes (lazy), u = 0 is feature learning.  r (TP IV) := min over roles of -u.
+Width: with a = -exponent of a role's forward multiplier, b = -exponent of its init std and c = -exponent of its
+LR (all in m_N), init is stable when a+b = 0 (input/vector), 1/2 (hidden), >= 1/2 (output), and updates are
+maximal and stable (Theta(1) feature updates) when
+  Adam (Tensor Programs V, Table 3/8):     a+c  = 0 (input/vector), 1 (hidden), 1 (output);
+  SGD (Tensor Programs V, Table 3, SGD):   2a+c = -1 (input/vector), 0 (hidden), 1 (output)  (SGD's update is
+                                           linear in the gradient, so the multiplier enters twice);
+  Muon (spectral condition, Yang-Simon-Bernstein 2023): the update's spectral norm mult * lr * adjust(shape)
+                                           ~ sqrt(fan_out/fan_in), width-free for hidden matrices: -a-c+adj = 0
+                                           with adj the width exponent of torch's adjust_lr_fn.
+A role's update grows like n^u (u > 0 unstable, u < 0 lazy, u = 0 feature learning); r (TP IV) := min over roles
+of -u.
 """
 
 from __future__ import annotations
@@ -21,10 +28,27 @@ from scalec.compiler.exponents import (
     to_fraction,
 )
 from scalec.compiler.ir import ParameterisationIR
-from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, MAIN_AXES, ROLES, compress_roles
+from scalec.compiler.optimizers import ADJUST_LR_WIDTH_EXPONENT, optimizer_of
+from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, FAN_WIDTH_EXPONENT, MAIN_AXES, ROLES, compress_roles
 
 _INIT_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1, 2), "output": Fraction(1, 2)}
 _UPDATE_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1), "output": Fraction(1)}
+_SGD_UPDATE_TARGET = {"input": Fraction(-1), "vector": Fraction(-1), "hidden": Fraction(0), "output": Fraction(1)}
+
+
+def _update_growth(ir: ParameterisationIR, role: str, cls: str, a_: Fraction, c_: Fraction):
+    """(u, needed lr width exponent, label) of a role's update under its optimizer's theory: u is the width
+    exponent by which the update outgrows its target."""
+    theory = optimizer_of(ir.optimizer(role)).theory
+    if theory == "sgd":
+        return _SGD_UPDATE_TARGET[cls] - (2 * a_ + c_), 2 * a_ - _SGD_UPDATE_TARGET[cls], f"2a+c = {_f(2 * a_ + c_)}"
+    if theory == "spectral":
+        adj = ADJUST_LR_WIDTH_EXPONENT[ir.settings[role].get("adjust_lr", "original")]
+        fan_in, fan_out = FAN_WIDTH_EXPONENT[cls]
+        target = Fraction(fan_out - fan_in, 2)  # sqrt(fan_out / fan_in)
+        got = -a_ - c_ + adj
+        return got - target, a_ - adj + target, f"spectral norm of the update ~ width^{_f(got)}"
+    return _UPDATE_TARGET[cls] - (a_ + c_), -(_UPDATE_TARGET[cls] - a_), f"a+c = {_f(a_ + c_)}"
 
 
 @dataclass(frozen=True)
@@ -66,8 +90,10 @@ def exps(ir: ParameterisationIR, expr: sympy.Expr) -> dict[str, Fraction | None]
 def role_exps(ir: ParameterisationIR, role: str, kind: str) -> dict[str, Fraction | None] | None:
     if kind == "mult":
         return exps(ir, effective_mult(ir, role))
+    if kind not in ir.roles[role]:
+        return None
     expr = ir.roles[role][kind].expr
-    if kind in ("beta1", "beta2"):
+    if kind in ("beta1", "beta2", "momentum"):
         expr = 1 - expr
     return exps(ir, expr)
 
@@ -94,15 +120,15 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
             if not ok:
                 msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
             d.verdicts.append(Verdict("width", f"{role} init", ok, msg))
-        u = _UPDATE_TARGET[cls] - (a_ + c_)
+        u, need, what = _update_growth(ir, role, cls, a_, c_)
         us[role] = u
         ok = u == 0
+        opt = ir.optimizer(role)
         if ok:
-            msg = f"{role} update: a+c = {_f(a_ + c_)}, Theta(1) feature updates"
+            msg = f"{role} update ({opt}): {what}, Theta(1) feature updates"
         else:
-            need = -(_UPDATE_TARGET[cls] + m["n"])  # the lr exponent that gives a+c = target
             msg = (
-                f"{role} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
+                f"{role} {opt} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
                 f"width^{_f(u)}; needs {_f(need)}"
             )
         d.verdicts.append(Verdict("width", f"{role} update", ok, msg))
@@ -152,8 +178,8 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
         lr = role_exps(ir, role, "lr")
         if role == "qk_norm" and lr is not None and lr["L"] == 0:
             continue  # CompleteP states no QK-norm rule
-        if lr is None:
-            continue
+        if lr is None or ir.optimizer(role) == "sgd":
+            continue  # CompleteP's depth rules are for scale-invariant updates (Adam; Muon likewise)
         ok = lr["L"] == alpha - 1
         d.verdicts.append(
             Verdict(
@@ -164,6 +190,8 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
             )
         )
     for role in sorted(r for r in BLOCK_ROLES if ROLES[r] == "hidden"):
+        if ir.optimizer(role) != "adamw":
+            continue  # Muon's eps only guards the orthogonalisation; SGD has none
         eps = role_exps(ir, role, "eps")
         if eps is None:
             continue
@@ -187,9 +215,9 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
 
 
 def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
-    lrs = [role_exps(ir, r, "lr") for r in ROLES]
-    if any(e is None for e in lrs):
-        return
+    lrs = [role_exps(ir, r, "lr") for r in ROLES if ir.optimizer(r) == "adamw"]
+    if not lrs or any(e is None for e in lrs):
+        return  # the square-root rule and the AdamW timescale are Adam's; no SGD/Muon batch theory here
     lr_b = {e["B"] for e in lrs}
     lr_d = {e["D"] for e in lrs}
     if lr_b == {0} and lr_d == {0}:
@@ -212,6 +240,8 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
         )
         return
     for role in ROLES:
+        if ir.optimizer(role) != "adamw":
+            continue  # the square-root rule and the beta half-life are Adam's
         lr, eps, b1, b2, wd = (role_exps(ir, role, k) for k in ("lr", "eps", "beta1", "beta2", "weight_decay"))
         if None in (lr, eps, b1, b2, wd):
             continue
@@ -260,6 +290,18 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         lr, wd = role_exps(ir, role, "lr"), role_exps(ir, role, "weight_decay")
         if lr is None or wd is None:
             continue
+        if ir.decay(role) == "independent":
+            ok = wd["n"] == 0
+            d.verdicts.append(
+                Verdict(
+                    "weight_decay",
+                    f"{role} lr*wd",
+                    ok,
+                    f"{role}: independent decay, shrink wd width exponent {_f(wd['n'])}"
+                    + ("" if ok else " (the per-step shrink should be width-free)"),
+                )
+            )
+            continue
         ok = lr["n"] + wd["n"] == 0
         d.verdicts.append(
             Verdict(
@@ -276,6 +318,8 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         return
     res = exps(ir, ir.sites["residual.attn"].expr)
     for role in ("embed", "attn.q", "mlp.up", "norm"):
+        if ir.optimizer(role) != "adamw":
+            continue  # eps tracks the gradient only in Adam's denominator
         eps, m = role_exps(ir, role, "eps"), role_exps(ir, role, "mult")
         if eps is None or m is None or res is None:
             continue
@@ -304,11 +348,13 @@ def desiderata(ir_or_p) -> Desiderata:
     return d
 
 
-# ---- equivalence modulo the Adam abc-symmetry --------------------------------------------------
-# theta' = c*theta with mult' = mult/c leaves AdamW training unchanged when init' = c*init, lr' = c*lr,
-# eps' = eps/c and coupled wd' = wd/c.  In exponents (per role, per axis): (mult, init, lr, eps, wd) may
-# shift by (-k, +k, +k, -k, -k).
+# ---- equivalence modulo each optimizer's abc-symmetry -----------------------------------------------
+# theta' = c*theta with mult' = mult/c leaves training unchanged when init' = c*init and the optimizer's own shifts
+# hold (compiler/optimizers.py): AdamW and Muon lr' = c*lr, eps' = eps/c, coupled wd' = wd/c; SGD lr' = c^2*lr,
+# coupled wd' = wd/c^2.  In exponents (per role, per axis): kind shifts by symmetry[kind] * k.  Weight decay is
+# compared in the coupled convention (independent wd / lr), Muon's lr with its adjust_lr_fn's width exponent.
 _SHIFT = {"mult": -1, "init_std": 1, "lr": 1, "eps": -1, "weight_decay": -1}
+_EXACT_KINDS = ("beta1", "beta2", "momentum", "ns_steps", "init_mean")
 
 
 @dataclass
@@ -324,8 +370,21 @@ def _pow(axis: str, e) -> str:
     return "1" if e == 0 else f"{AXES[axis]}^{_f(e)}"
 
 
+def _symmetry_exps(ir: ParameterisationIR, role: str, kinds) -> dict[str, dict | None]:
+    out = {}
+    for kind in kinds:
+        if kind == "weight_decay" and ir.decay(role) == "independent":
+            out[kind] = exps(ir, ir.roles[role]["weight_decay"].expr / ir.roles[role]["lr"].expr)
+            continue
+        out[kind] = role_exps(ir, role, kind)
+        if kind == "lr" and out[kind] is not None and ir.optimizer(role) == "muon":
+            adj = ADJUST_LR_WIDTH_EXPONENT[ir.settings[role].get("adjust_lr", "original")]
+            out[kind] = {**out[kind], "n": out[kind]["n"] + adj}
+    return out
+
+
 def equivalence(p, q) -> Equivalence:
-    """Are two parameterisations the same training dynamics up to the per-role Adam abc-symmetry?
+    """Are two parameterisations the same training dynamics up to each role's optimizer's abc-symmetry?
 
     Differences come one line per (axis, mismatch), roles that mismatch the same way merged, each relative to `p`:
     "hidden roles along m_N: lr x m_N^-1, so the symmetry needs init_std x m_N^-1 (has m_N^-1/2), ..."."""
@@ -337,24 +396,43 @@ def equivalence(p, q) -> Equivalence:
         grouped.setdefault(text, []).append(role)
 
     for role in ROLES:
-        ea = {k: role_exps(a, role, k) for k in _SHIFT}
-        eb = {k: role_exps(b, role, k) for k in _SHIFT}
+        if a.optimizer(role) != b.optimizer(role):
+            note(role, f"optimizer: {a.optimizer(role)} vs {b.optimizer(role)} (no symmetry relates them)")
+            eps_only = False
+            continue
+        opt = optimizer_of(a.optimizer(role))
+        shift = {k: int(v) for k, v in (opt.symmetry or {}).items()}
+        if not shift:
+            note(role, f"{opt.name} has no abc-symmetry: compared as written")
+        kinds = [k for k in ("mult", "init_std", "lr", "eps", "weight_decay") if k in a.roles[role]]
+        ea, eb = _symmetry_exps(a, role, kinds), _symmetry_exps(b, role, kinds)
         if any(v is None for v in list(ea.values()) + list(eb.values())):
             note(role, "not a power law, cannot compare")
             continue
         for axis in MAIN_AXES:
-            k = eb["lr"][axis] - ea["lr"][axis]
+            k = Fraction(eb["lr"][axis] - ea["lr"][axis], shift.get("lr", 1))
             bad = []
-            for kind, sign in _SHIFT.items():
+            for kind in kinds:
+                if kind == "lr":
+                    continue
+                sign = shift.get(kind, 0)
                 got = eb[kind][axis] - ea[kind][axis]
-                if kind != "lr" and got != sign * k:
+                if got != sign * k:
                     bad.append(f"{kind} x {_pow(axis, sign * k)} (has {_pow(axis, got)})")
                     eps_only &= kind == "eps"
             if bad:
-                note(role, f"along {AXES[axis]}: lr x {_pow(axis, k)}, so the symmetry needs " + ", ".join(bad))
-        for kind in ("beta1", "beta2", "init_mean"):
-            if sympy.simplify(a.roles[role][kind].expr - b.roles[role][kind].expr) != 0:
-                note(role, f"{kind}: {a.roles[role][kind].expr} vs {b.roles[role][kind].expr}")
+                lr_shift = _pow(axis, shift.get("lr", 1) * k)
+                note(role, f"along {AXES[axis]}: lr x {lr_shift}, so the symmetry needs " + ", ".join(bad))
+        for kind in _EXACT_KINDS:
+            ra, rb = a.roles[role].get(kind), b.roles[role].get(kind)
+            if ra is None and rb is None:
+                continue
+            if ra is None or rb is None or sympy.simplify(ra.expr - rb.expr) != 0:
+                note(role, f"{kind}: {ra.expr if ra else '-'} vs {rb.expr if rb else '-'}")
+                eps_only = False
+        for name in sorted(set(a.settings.get(role, {})) - {"optimizer", "decay", "adjust_lr"}):
+            if a.settings[role].get(name) != b.settings.get(role, {}).get(name):
+                note(role, f"{name}: {a.settings[role].get(name)} vs {b.settings.get(role, {}).get(name)}")
                 eps_only = False
     diffs = [f"{compress_roles(roles)} {text}" for text, roles in grouped.items()]
     for site in ("residual.attn", "residual.mlp", "attn.scale"):

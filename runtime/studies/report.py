@@ -223,7 +223,7 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
         if lines:
             parts += [f"**{s.label}** fails:", "", *[f"- {line}" for line in lines], ""]
     if cmp.equivalences:
-        parts += ["## Equivalence (modulo the Adam abc-symmetry)", ""]
+        parts += ["## Equivalence (modulo each optimizer's abc-symmetry)", ""]
         for a, b, q in cmp.equivalences:
             parts.append(f"- {a} vs {b}: {equivalence_text(q, limit=6)}")
         parts.append("")
@@ -328,7 +328,7 @@ def render_html(cmp: Comparison) -> str:
             items = "".join(f"<li>{e(line)}</li>" for line in lines)
             body.append(f"<p><b>{e(s.label)}</b> fails:</p><ul>{items}</ul>")
     if cmp.equivalences:
-        body.append("<h2>Equivalence (modulo the Adam abc-symmetry)</h2><ul>")
+        body.append("<h2>Equivalence (modulo each optimizer's abc-symmetry)</h2><ul>")
         for a, b, q in cmp.equivalences:
             head = f"<b>{e(a)}</b> vs <b>{e(b)}</b>: "
             if q.equivalent:

@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         for s in cmp.sections:
             for line in failure_lines(s):
                 console.print(f"  {s.label} fails {line}", markup=False)
-        console.print("equivalence modulo the Adam abc-symmetry:", markup=False)
+        console.print("equivalence modulo each optimizer's abc-symmetry:", markup=False)
         for a, b, q in cmp.equivalences:
             console.print(f"  {a} vs {b}: {equivalence_text(q, limit=2)}", markup=False)
         if empirical:

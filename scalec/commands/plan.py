@@ -141,21 +141,25 @@ def _print_table(result: Any) -> None:
     axes = ", ".join(f"{k}={v:g}" for k, v in result.axes.items())
     table = Table(title=f"{result.rule} plan at {axes}", title_justify="left", box=None, pad_edge=False)
     table.add_column("parameter", no_wrap=True)
-    for col in ("shape", "role", "init", "lr", "wd", "betas", "eps", "mult"):
+    for col in ("shape", "role", "optimizer", "init", "lr", "wd", "betas/momentum", "eps", "mult"):
         table.add_column(col, justify="left" if col in ("shape", "role") else "right", no_wrap=True)
     for e in result.entries:
         name = e.name + (f" (= {', '.join(e.tied_with)})" if e.tied_with else "")
         init = f"={_fmt(e.init_mean)}" if e.init_std == 0 else f"N({_fmt(e.init_mean)},{_fmt(e.init_std)})"
-        betas = f"{e.betas[0]:.6g}/{e.betas[1]:.6g}"
+        if e.betas is not None:
+            betas = f"{e.betas[0]:.6g}/{e.betas[1]:.6g}"
+        else:  # sgd / muon: momentum (n: nesterov)
+            betas = f"{e.momentum:.6g}" + ("n" if e.nesterov else "")
         table.add_row(
             name,
             "x".join(map(str, e.shape)),
             e.role,
+            e.optimizer + (f" ({e.decay} wd)" if e.decay != "coupled" else ""),
             init,
             _fmt(e.lr),
             _fmt(e.weight_decay),
             betas,
-            _fmt(e.eps),
+            _fmt(e.eps) if e.eps is not None else "-",
             _fmt(e.mult),
         )
     # Never hide a column on a narrow (or piped, 80-column) console: widen to the table's natural width.

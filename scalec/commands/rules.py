@@ -177,8 +177,10 @@ def show_cmd(
     t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
     for role in p.module.ROLES:
         values = p.role_hparams(role, shape, hparams)
-        for kind in ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "mult"):
-            label = f"1-{kind}" if kind.startswith("beta") else kind
+        for kind in ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "momentum", "mult"):
+            if getattr(values, kind, None) is None:
+                continue  # a target this role's optimizer does not have
+            label = f"1-{kind}" if kind.startswith("beta") or kind == "momentum" else kind
             row = table.get(role, label)
             t.add_row(role, kind, f"{getattr(values, kind):.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
         t.add_section()
