@@ -25,6 +25,7 @@ from scalec.compiler.exponents import (
     effective_mult,
     fmt_fraction,
     monomial_exponents,
+    per_role,
     to_fraction,
 )
 from scalec.compiler.ir import ParameterisationIR
@@ -92,7 +93,7 @@ def role_exps(ir: ParameterisationIR, role: str, kind: str) -> dict[str, Fractio
         return exps(ir, effective_mult(ir, role))
     if kind not in ir.roles[role]:
         return None
-    expr = ir.roles[role][kind].expr
+    expr = per_role(ir.roles[role][kind].expr, role)
     if kind in ("beta1", "beta2", "momentum"):
         expr = 1 - expr
     return exps(ir, expr)
@@ -374,7 +375,7 @@ def _symmetry_exps(ir: ParameterisationIR, role: str, kinds) -> dict[str, dict |
     out = {}
     for kind in kinds:
         if kind == "weight_decay" and ir.decay(role) == "independent":
-            out[kind] = exps(ir, ir.roles[role]["weight_decay"].expr / ir.roles[role]["lr"].expr)
+            out[kind] = exps(ir, per_role(ir.roles[role]["weight_decay"].expr / ir.roles[role]["lr"].expr, role))
             continue
         out[kind] = role_exps(ir, role, kind)
         if kind == "lr" and out[kind] is not None and ir.optimizer(role) == "muon":

@@ -11,7 +11,8 @@ import sympy
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.optimizers import DOMAINS as OPTIMIZER_DOMAINS
-from scalec.compiler.symbols import BASE, ONES, RATIO, hp_symbol, param_symbol
+from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, ONES, RATIO, TENSOR, hp_symbol, param_symbol
+from scalec.compiler.vocabulary import DEFAULT_FANS
 from scalec.dsl.ast import Loc
 from scalec.dsl.errors import RuleError
 
@@ -41,19 +42,32 @@ def _base_values(ir: ParameterisationIR) -> dict[sympy.Symbol, sympy.Rational]:
     return {BASE[a]: q.value for a, q in ir.axes.items()}
 
 
-def check_identity_at_base(ir: ParameterisationIR) -> None:
+def check_identity_at_base(ir: ParameterisationIR, warnings: list[str] | None = None) -> None:
     """At m_N = m_L = m_B = m_D = 1 every rule must return the root file's base value.
 
     Weight decay is compared as the coupled (torch) value wd/lr when a role's decay is independent, and by value
     at the default HPs when symbols differ (a file may re-base it on a new hp such as `lambda_ind`). A role whose
     optimizer differs from the root's has no root value to return: its base values must only not depend on
-    the base shape (n0, L0, ...)."""
+    the base shape (n0, L0, ...). Fans are the same symbols on both sides; rules in the block index l are
+    reported in `warnings` instead."""
+    warnings = [] if warnings is None else warnings
     subs = dict(ONES)
     defaults = _hp_defaults(ir)
     for role, rules in ir.roles.items():
         same_optimizer = ir.optimizer(role) == ir.root_settings.get(role, {}).get("optimizer", "adamw")
         for kind, rule in rules.items():
+            if LAYER in rule.expr.free_symbols:
+                # A per-layer profile (e.g. (1 + l) / L) is by design not 1 at every block of the base shape.
+                note = f"{kind} depends on the block index l (a per-block profile): not checked for identity at base"
+                if note not in warnings:
+                    warnings.append(note)
+                continue
             root = ir.root_roles[role].get(kind)
+            if rule.expr.free_symbols & TENSOR or (root is not None and root.expr.free_symbols & TENSOR):
+                # fans at the base shape: the bundled GPT's (fan_in = n0 for hidden matrices, the vocabulary...)
+                base = _base_values(ir)
+                rule = Rule(_tensor_corners(rule.expr, role)[0].subs(base), rule.origins)
+                root = Rule(_tensor_corners(root.expr, role)[0].subs(base), root.origins) if root is not None else None
             if not same_optimizer or root is None:
                 _free_of_base(ir, rule, subs, f"{kind} of role '{role}'")
                 continue
@@ -137,42 +151,56 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
             if kind not in rules:
                 continue
             rule = rules[kind]
-            expr = rule.expr.subs(base)
-            args = sorted(expr.free_symbols, key=str)
-            f = _evaluator(expr, tuple(args))
-            for strict in (True, False):
-                key = (expr, kind, strict)
-                if key not in memo:
-                    memo[key] = _first_violation(f, args, ir, ok, with_hp_ranges=not strict)
-                bad = memo[key]
-                if bad is None:
-                    continue
-                where = ", ".join(
-                    f"{k}={_fmt(v)}"
-                    for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
-                    if str(k).startswith("m_") or not strict
-                )
-                if strict:
-                    hint = None
-                    if kind.startswith("beta"):
-                        hint = (
-                            "(1-beta)*m_B/m_D >= 1 there: narrow the axis B or D ranges "
-                            "(`axis B = ... in [lo, hi]`) or lower the batch/duration scaling"
+            for expr in _tensor_corners(rule.expr, role):
+                expr = expr.subs(base)
+                args = sorted(expr.free_symbols, key=str)
+                f = _evaluator(expr, tuple(args))
+                for strict in (True, False):
+                    key = (expr, kind, strict)
+                    if key not in memo:
+                        memo[key] = _first_violation(f, args, ir, ok, with_hp_ranges=not strict)
+                    bad = memo[key]
+                    if bad is None:
+                        continue
+                    where = ", ".join(
+                        f"{k}={_fmt(v)}"
+                        for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
+                        if str(k).startswith("m_") or not strict
+                    )
+                    if strict:
+                        hint = None
+                        if kind.startswith("beta"):
+                            hint = (
+                                "(1-beta)*m_B/m_D >= 1 there: narrow the axis B or D ranges "
+                                "(`axis B = ... in [lo, hi]`) or lower the batch/duration scaling"
+                            )
+                        raise _error_at(
+                            ir,
+                            rule.origins,
+                            f"{kind} of role '{role}' leaves its domain ({desc}): {_fmt(bad[1])} at {where}",
+                            hint or "check the rule's sign and the declared ranges",
                         )
-                    raise _error_at(
-                        ir,
-                        rule.origins,
-                        f"{kind} of role '{role}' leaves its domain ({desc}): {_fmt(bad[1])} at {where}",
-                        hint or "check the rule's sign and the declared ranges",
-                    )
-                seen = [w for w in report.warnings if w.startswith(f"{kind} ")]
-                if not seen:
-                    report.warnings.append(
-                        f"{kind} leaves {desc} at a corner of the hp search ranges, e.g. role '{role}' at "
-                        f"{where}; the sweep range should avoid it"
-                    )
-                break
+                    seen = [w for w in report.warnings if w.startswith(f"{kind} ")]
+                    if not seen:
+                        report.warnings.append(
+                            f"{kind} leaves {desc} at a corner of the hp search ranges, e.g. role '{role}' at "
+                            f"{where}; the sweep range should avoid it"
+                        )
+                    break
     report.checked.append("domains")
+
+
+def _tensor_corners(expr: sympy.Expr, role: str) -> list[sympy.Expr]:
+    """Per-tensor symbols made concrete for the domain check: the bundled GPT's fans, and the first and the last
+    block (l = 0 and l = L - 1)."""
+    if not expr.free_symbols & TENSOR:
+        return [expr]
+    (ci, ei), (co, eo) = DEFAULT_FANS[role]
+    n = BASE["n"] * RATIO["n"]
+    out = expr.subs({FAN_IN: ci * n**ei, FAN_OUT: co * n**eo})
+    if LAYER not in out.free_symbols:
+        return [out]
+    return [out.subs(LAYER, 0), out.subs(LAYER, BASE["L"] * RATIO["L"] - 1)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -226,7 +254,7 @@ def _first_violation(f, args, ir, ok, with_hp_ranges: bool):
 def run_checks(ir: ParameterisationIR) -> CheckReport:
     """All static checks; raises RuleError on the first failure, returns warnings otherwise."""
     report = CheckReport(ir.name)
-    check_identity_at_base(ir)
+    check_identity_at_base(ir, report.warnings)
     report.checked.append("identity at base")
     check_domains(ir, report)
     return report

@@ -12,8 +12,8 @@ import jinja2
 from sympy.printing.pycode import PythonCodePrinter
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
-from scalec.compiler.symbols import BASE, RATIO, param_symbol
-from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
+from scalec.compiler.symbols import BASE, LAYER, RATIO, param_symbol
+from scalec.compiler.vocabulary import AXES, AXIS_DOCS, DEFAULT_FANS, MODULE_HP_KINDS, ROLES
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "ns_steps", "mult")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -72,6 +72,7 @@ class _View:
         names = {str(s): str(s) for s in RATIO.values()}
         names.update({f"{a}0": f"BASE.{a}" for a in AXES})
         names.update({h: f"hp.{field_name(h)}" for h in ir.hps})
+        names.update({"fan_in": "fan_in", "fan_out": "fan_out", "l": "layer"})  # per-tensor arguments
         self.printer = _Printer(names)
         self.param_values = {param_symbol(k): q.value for k, q in ir.params.items()}
 
@@ -137,6 +138,8 @@ class _View:
                     fields=fields,
                     settings=settings,
                     kinds=[k for k in MODULE_HP_KINDS if k in ir.roles[role]],
+                    fans=repr(DEFAULT_FANS[role]),
+                    layered=any(LAYER in r.expr.free_symbols for r in ir.roles[role].values()),
                 )
             )
         sites = [

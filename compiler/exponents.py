@@ -9,12 +9,31 @@ from fractions import Fraction
 import sympy
 
 from scalec.compiler.ir import ParameterisationIR
-from scalec.compiler.symbols import RATIO, RATIO_SYMBOLS, param_symbol
-from scalec.compiler.vocabulary import MAIN_AXES, SITE_OF_ROLE
+from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, RATIO_SYMBOLS, TENSOR, param_symbol
+from scalec.compiler.vocabulary import DEFAULT_FANS, MAIN_AXES, SITE_OF_ROLE
 
 # Kinds whose exponent is read off (1 - value): rules may be written on 1-beta.
 ONE_MINUS_KINDS = frozenset({"beta1", "beta2", "momentum"})
 TABLE_KINDS = ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "momentum", "mult")
+
+
+_RHO = sympy.Symbol("rho", positive=True)  # relative depth of a block, l = rho * L
+_T = sympy.Symbol("t_", positive=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def per_role(expr: sympy.Expr, role: str) -> sympy.Expr:
+    """A rule with per-tensor symbols made analysable for one role: fans as constant x m_N^(the role's width
+    exponent), and the block index at a fixed relative depth (l = rho L) reduced to its leading power of m_L."""
+    if not expr.free_symbols & TENSOR:
+        return expr
+    (ci, ei), (co, eo) = DEFAULT_FANS[role]
+    n0 = BASE["n"]
+    out = expr.subs({FAN_IN: ci * n0**ei * RATIO["n"] ** ei, FAN_OUT: co * n0**eo * RATIO["n"] ** eo})
+    if LAYER in out.free_symbols:
+        out = out.subs(LAYER, _RHO * BASE["L"] * RATIO["L"])
+        out = out.subs(RATIO["L"], 1 / _T).as_leading_term(_T).subs(_T, 1 / RATIO["L"])
+    return out
 
 
 def monomial_exponents(expr: sympy.Expr, axes=tuple(RATIO)) -> dict[str, sympy.Expr] | None:
@@ -93,7 +112,7 @@ def _label(hp: str) -> str:
 
 def effective_mult(ir: ParameterisationIR, role: str) -> sympy.Expr:
     """A role's forward multiplier including the site that acts on it (output.mult, embed.mult)."""
-    mult = ir.roles[role]["mult"].expr
+    mult = per_role(ir.roles[role]["mult"].expr, role)
     if role in SITE_OF_ROLE:
         mult = mult * ir.sites[SITE_OF_ROLE[role]].expr
     return mult
@@ -120,7 +139,7 @@ def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES, ef
         for hp in TABLE_KINDS:
             if hp not in rules:
                 continue  # a target this role's optimizer does not have (compiler/optimizers.py)
-            expr = rules[hp].expr
+            expr = per_role(rules[hp].expr, role)
             if hp in ONE_MINUS_KINDS:
                 expr = 1 - expr
             if hp == "mult" and effective:

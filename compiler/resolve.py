@@ -18,8 +18,8 @@ from scalec.compiler.optimizers import (
     OPTIMIZERS,
     optimizer_of,
 )
-from scalec.compiler.symbols import ExprConverter, builtin_names, hp_symbol, param_symbol
-from scalec.compiler.vocabulary import AXES, RESERVED, ROLES, SITES, TARGET_ALIASES
+from scalec.compiler.symbols import LAYER, ExprConverter, builtin_names, hp_symbol, param_symbol, role_rule_names
+from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, RESERVED, ROLES, SITES, TARGET_ALIASES
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
 
@@ -49,9 +49,10 @@ class _FileResolver:
         names.update(self.lets)
         return names
 
-    def convert(self, e: ast.Expr, what: str = "expression") -> sympy.Expr:
+    def convert(self, e: ast.Expr, what: str = "expression", role_rule: bool = False) -> sympy.Expr:
         params = {k: q.value for k, q in self.ir.params.items()}
-        return ExprConverter(self.scope(), params, self.f.source, what)(e)
+        scope = {**self.scope(), **role_rule_names()} if role_rule else self.scope()
+        return ExprConverter(scope, params, self.f.source, what)(e)
 
     def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
         value = ExprConverter({}, {}, self.f.source, what)
@@ -205,7 +206,15 @@ class _FileResolver:
             kind, transform = self.target(a.target)
             for role in roles:
                 self.check_target(role, kind, a)
-            value = self.convert(a.value, f"rule for {a.target}")
+            value = self.convert(a.value, f"rule for {a.target}", role_rule=True)
+            if LAYER in value.free_symbols:
+                outside = [r for r in roles if r not in BLOCK_ROLES]
+                if outside:
+                    raise self.error(
+                        a.value.loc,
+                        f"the block index l is not defined for role '{outside[0]}' (not inside a residual block)",
+                        "use l only in rules for roles inside blocks (hidden matrices, norm, qk_norm, bias)",
+                    )
             for role, spec in roles.items():
                 self.assign(role, kind, transform, a, value, spec, head)
 

@@ -14,6 +14,16 @@ RATIO: dict[str, sympy.Symbol] = {a: sympy.Symbol(r, positive=True) for a, r in 
 BASE: dict[str, sympy.Symbol] = {a: sympy.Symbol(f"{a}0", positive=True) for a in AXES}
 RATIO_SYMBOLS: frozenset[sympy.Symbol] = frozenset(RATIO.values())
 ONES: dict[sympy.Symbol, int] = {s: 1 for s in RATIO.values()}
+# Per-tensor symbols of role rules: the tensor's fans and its block index (0-based).
+FAN_IN = sympy.Symbol("fan_in", positive=True)
+FAN_OUT = sympy.Symbol("fan_out", positive=True)
+LAYER = sympy.Symbol("l", integer=True, nonnegative=True)
+TENSOR = frozenset({FAN_IN, FAN_OUT, LAYER})
+
+
+def role_rule_names() -> dict[str, sympy.Expr]:
+    """Names role rules may use on top of `builtin_names()`: fan_in, fan_out and the block index l."""
+    return {"fan_in": FAN_IN, "fan_out": FAN_OUT, "l": LAYER}
 
 
 def hp_symbol(name: str, low=None) -> sympy.Symbol:

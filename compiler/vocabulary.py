@@ -74,8 +74,29 @@ SITES: dict[str, str] = {
 # Which role's effective forward multiplier a site contributes to (abc-analysis).
 SITE_OF_ROLE: dict[str, str] = {"unembed": "output.mult", "embed": "embed.mult"}
 
-# Per-tensor symbols; their width exponents follow from the role's width class.
+# Per-tensor symbols; their width exponents follow from the role's width class.  `fan_in`, `fan_out` and the
+# block index `l` (0-based, block roles only; with the depth `L` a file writes `lr *= (1 + l) / L`) may appear in
+# role rules; the plan passes each tensor's own values.
 TENSOR_SYMBOLS: tuple[str, ...] = ("fan_in", "fan_out", "fan_in0", "fan_out0")
+ROLE_RULE_SYMBOLS: tuple[str, ...] = ("fan_in", "fan_out", "l")
+# Fans of the bundled GPT as (constant, width exponent) for (fan_in, fan_out): what `show` and checks use when no
+# model is at hand (vocabulary 256 bytes; SwiGLU hidden width 3n; vectors have fan_in 1).
+BUNDLED_VOCAB = 256
+DEFAULT_FANS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "embed": ((BUNDLED_VOCAB, 0), (1, 1)),
+    "attn.q": ((1, 1), (1, 1)),
+    "attn.k": ((1, 1), (1, 1)),
+    "attn.v": ((1, 1), (1, 1)),
+    "attn.o": ((1, 1), (1, 1)),
+    "mlp.up": ((1, 1), (3, 1)),
+    "mlp.gate": ((1, 1), (3, 1)),
+    "mlp.down": ((3, 1), (1, 1)),
+    "norm": ((1, 0), (1, 1)),
+    "qk_norm": ((1, 0), (32, 0)),  # QK-norm gains have head_dim entries: width-free at a fixed head dimension
+    "bias": ((1, 0), (1, 1)),
+    "final_norm": ((1, 0), (1, 1)),
+    "unembed": ((1, 1), (BUNDLED_VOCAB, 0)),
+}
 FAN_WIDTH_EXPONENT: dict[str, tuple[int, int]] = {  # (fan_in, fan_out) exponents of m_N
     "input": (0, 1),
     "hidden": (1, 1),
@@ -89,6 +110,7 @@ RESERVED: frozenset[str] = frozenset(
     set(AXES)
     | set(AXES.values())
     | set(TENSOR_SYMBOLS)
+    | set(ROLE_RULE_SYMBOLS)
     | set(BUILTIN_FUNCTIONS)
     | {f"{a}0" for a in AXES}
     | {"S", "S0", "m_S"}

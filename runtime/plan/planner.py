@@ -183,6 +183,21 @@ class Plan:
         return cls.from_dict(json.loads(text))
 
 
+def _block_index(name: str) -> int:
+    """The 0-based block index of a parameter: the first all-digit segment of its name (blocks.3.attn.q.weight)."""
+    for segment in name.split("."):
+        if segment.isdigit():
+            return int(segment)
+    raise PlanError(f"error: parameter '{name}' has no block index in its name, but its role's rules use l")
+
+
+def _role_values(module: Any, key: tuple, shape: Any, hp: Any) -> Any:
+    role, fan_in, fan_out, layer = key
+    if not hasattr(module, "LAYERED_ROLES"):  # a module generated before per-tensor symbols
+        return module.role_hparams(role, shape, hp)
+    return module.role_hparams(role, shape, hp, fan_in=fan_in or None, fan_out=fan_out or None, layer=layer)
+
+
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -251,8 +266,11 @@ def make_plan(
     shape = resolve_shape(module, shape)
     hp = resolve_hparams(module, hp)
     bound = bind(model, preset=preset, patterns=patterns, base_model=base_model, roles=module.ROLES)
-    per_role = {role: module.role_hparams(role, shape, hp) for role in sorted({b.role for b in bound})}
-    for role, r in per_role.items():
+    # Rules may use each tensor's fans and block index (fan_in, fan_out, l): values per (role, fans, block).
+    layered = getattr(module, "LAYERED_ROLES", frozenset())
+    keys = {b.name: (b.role, b.fan_in, b.fan_out, _block_index(b.name) if b.role in layered else None) for b in bound}
+    per_key = {k: _role_values(module, k, shape, hp) for k in sorted(set(keys.values()), key=str)}
+    for (role, *_), r in per_key.items():
         for f in dataclasses.fields(r):
             value = getattr(r, f.name)
             if value is None or isinstance(value, (str, bool)):
@@ -265,7 +283,7 @@ def make_plan(
                 )
     entries = []
     for b in bound:
-        r = per_role[b.role]
+        r = per_key[keys[b.name]]
         optimizer = getattr(r, "optimizer", "adamw")
         if optimizer == "muon" and len(b.shape) != 2:
             raise PlanError(
@@ -300,7 +318,15 @@ def make_plan(
         )
     multipliers = {k: float(v) for k, v in module.sites(shape, hp).as_dict().items()}
     for role in module.ROLES:
-        mult = float(per_role[role].mult if role in per_role else module.role_hparams(role, shape, hp).mult)
+        mults = {float(v.mult) for k, v in per_key.items() if k[0] == role}
+        if len(mults) > 1:
+            raise PlanError(
+                f"error: role '{role}' gets forward multipliers {sorted(mults)} across its tensors; the model applies "
+                "one per role, so a mult rule may not depend on fan_in, fan_out or l"
+            )
+        if not mults:
+            mults = {float(_role_values(module, (role, 0, 0, 0 if role in layered else None), shape, hp).mult)}
+        mult = mults.pop()
         if mult != 1.0:
             multipliers[f"mult[{role}]"] = mult
     presets = sorted({b.source for b in bound})
