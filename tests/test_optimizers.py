@@ -4,6 +4,7 @@ of each optimizer's theory, and the runtime's one optimizer object (weight-decay
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 
 import pytest
 import torch
@@ -252,3 +253,26 @@ def test_one_optimizer_object_resumes_bit_identically():
     resumed, _ = run(2, opt.state_dict(), half.state_dict())
     for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.equal(a, b), n
+
+
+def test_umup_rule_matches_the_paper_where_the_language_reaches():
+    """u-muP (Blake et al. 2024): unit init, linear layers scaled by fan_in^-1/2 in the forward pass, readout by
+    1/fan_in, hidden Adam lr fan_in^-1/2 with depth-muP's L^-1/2, independent weight decay."""
+    p = scalec.load("umup")
+    plan, _ = _plan(p, width=64)
+    for e in plan.entries:
+        if e.role in HIDDEN + ("embed", "unembed"):
+            assert e.init_std == 1.0, e.name
+        assert e.decay == "independent"
+    down, q = plan.entry("blocks.0.mlp.down.weight"), plan.entry("blocks.0.attn.q.weight")
+    assert plan.multipliers["mult[mlp.down]"] == pytest.approx((3 * 64) ** -0.5)  # fan_in of mlp.down is 3n
+    assert plan.multipliers["mult[attn.q]"] == pytest.approx(64**-0.5)
+    assert plan.multipliers["mult[unembed]"] == pytest.approx(1 / 64)
+    eta, m_l = 2**-5, 2 / 2
+    assert down.lr == pytest.approx(eta * (3 * 64) ** -0.5 * m_l**-0.5)
+    assert q.lr == pytest.approx(eta * 64**-0.5)
+    assert plan.entry("embed.weight").lr == pytest.approx(eta)
+    assert p.ir.sites["residual.attn"].expr == p.ir.sites["residual.mlp"].expr
+    assert role_exps(p.ir, "attn.q", "lr")["L"] == Fraction(-1, 2)
+    assert desiderata(p).width_class.startswith("muP-like")
+    assert "cannot say" in p.source or "cannot say" in "".join(p.ir.sources)
