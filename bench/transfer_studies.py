@@ -5,6 +5,7 @@
     python bench/transfer_studies.py batch        # (3a) across batch at fixed tokens: CompleteDP vs CompleteP
     python bench/transfer_studies.py duration     # (3b) across duration at fixed batch
     python bench/transfer_studies.py per-module   # (4) per-module multipliers: proxy -> target
+    python bench/transfer_studies.py width-muon   # (5) LR optimum across width under Muon: muon vs Muon on SP
     python bench/transfer_studies.py all          # the five above (width256: the width study up to n=256)
 
 Each study prints the exact `scalec` commands it runs; runs are stored under results/<study>/store, so a rerun
@@ -68,6 +69,16 @@ def depth() -> None:
     """(2) LR optimum across depth 2..16: CompleteP (residual m_L^-1) vs muP (no depth rule)."""
     transfer("completep", "mup", "n=64,L=2", "L=16", "results/depth", "depth transfer: 100 steps x 2048 tokens, n=64",
              STEPS_100)  # fmt: skip
+
+
+MUON_SP = "results/width_muon/muon_sp.scale"
+
+
+def width_muon() -> None:
+    """(5) LR optimum across width 32..128 under Muon: `muon` (spectral width scaling, muP elsewhere) vs Muon on
+    SP (no width rule anywhere), the width study's settings."""
+    transfer("muon", MUON_SP, "n=32,L=2", "n=128", "results/width_muon",
+             "width transfer under Muon: 100 steps x 2048 tokens, L=2", STEPS_100)  # fmt: skip
 
 
 CPU_RULE = "results/batch_duration/completedp_cpu.scale"
@@ -191,6 +202,7 @@ STUDIES = {
     "batch": batch,
     "duration": duration,
     "per-module": per_module,
+    "width-muon": width_muon,
 }
 
 if __name__ == "__main__":
