@@ -28,6 +28,7 @@ _SUFFIXED = re.compile(r"(?<![\w.])((?:\d[\d_]*)?\.?\d[\d_]*(?:[eE][+-]?\d+)?|\d
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.*]*(?:\[[^\]=,]*\])?")
 _STARTS_ASSIGNMENT = re.compile(rf"\s*{_NAME.pattern}\s*=")
 EXAMPLES = "256, 2^14, 16M, 1e-3, 1/2"
+_EXAMPLE_ASSIGNMENT = {"--hp": "eta=2^-7", "--lr": "eta=2^-7", "--param": "alpha=1/2", "--base": "n=256"}
 
 Number = Fraction | float
 
@@ -201,7 +202,8 @@ def split_assignments(items: Iterable[str] | None, what: str) -> list[tuple[str,
             name, sep, value = part.partition("=")
             name, value = name.strip(), value.strip()
             if not sep or not _NAME.fullmatch(name) or not value:
-                raise ArgumentValueError(f"error: {what} '{part.strip()}' is not NAME=VALUE (e.g. {what} eta=2^-7)")
+                example = _EXAMPLE_ASSIGNMENT.get(what, "n=64")
+                raise ArgumentValueError(f"error: {what} '{part.strip()}' is not NAME=VALUE (e.g. {what} {example})")
             if name in (n for n, _ in pairs):
                 raise ArgumentValueError(f"error: {what} {name} is given twice; give each name once")
             pairs.append((name, value))
