@@ -1,10 +1,9 @@
 """Sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
 
 Spec forms (values are numbers as `scalec.parsing` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
-`name=v1,v2,...` (list),
-`name=lo..hi:K` (K points, log-spaced for log-scale HPs, `:K:lin` / `:K:log` to force), `name=lo..hi`
-(a range: for random search and search bounds). `lr` and `wd` are aliases of the globals `eta` and `lambda`
-when the rule has no HP of that name.
+`name=v1,v2,...` (list), `name=lo..hi:K` (K <= MAX_GRID points, log-spaced for log-scale HPs, `:K:lin` / `:K:log`
+to force), `name=lo..hi` (a range: for random search and search bounds). `lr` and `wd` are aliases of the globals
+`eta` and `lambda` when the rule has no HP of that name.
 """
 
 from __future__ import annotations
