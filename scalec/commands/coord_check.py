@@ -12,6 +12,7 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
+from scalec.compiler.hp_domains import domain_violation
 from scalec.errors import ScalecError
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 
@@ -26,7 +27,10 @@ def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str
     """Fixed HP overrides by name from --lr (eta) and --hp NAME=VALUE, checked against the rule's HP_SPACE."""
     out = parse_hp_values(parse_hp_specs(hp), rules, "coord-check")
     if lr is not None:
-        out.update(parse_hp_values(parse_hp_specs([f"eta={lr!r}"], "--lr"), rules, "coord-check", "--lr"))
+        reason = domain_violation("eta", lr, rules.module.HP_SPACE["eta"])
+        if reason is not None:
+            raise CoordCheckArgsError(f"error: --lr {lr:g}: {reason}")
+        out["eta"] = lr
     out.setdefault("eta", _default_eta())
     return out
 
