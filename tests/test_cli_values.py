@@ -82,6 +82,7 @@ def one_line(output: str) -> str:
         (["sweep", "mup", "--width", "2^x", "--steps", "2"], 2, "Invalid value for '--width': '2^x' is not a number"),
         # the shape is checked before the model is built (depth 100000 built for > 50 s)
         (["plan", "completep", "--model", "gpt", "--width", "64", "--depth", "100000"], 1, "axis L=100000 is outside"),
+        (["coord-check", "mup", "--widths", "8,64", "--head-dim", "8"], 1, "axis n=8 is outside the range"),
         # output paths
         (["compile", "mup", "-o", "/nonexistent/x.py"], 1, "the folder /nonexistent does not exist"),
     ],

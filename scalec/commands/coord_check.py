@@ -35,6 +35,15 @@ def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str
     return out
 
 
+def check_sizes(rules: Any, cfg: Any) -> None:
+    """Every width (at the sweep's depth) and depth (at its width) inside the rule's region, before any model."""
+    depth, width = cfg.depth_for_width_sweep, cfg.width_for_depth_sweep
+    for n in cfg.widths:
+        rules.shape(n=n, L=depth, d_head=cfg.head_dim)
+    for L in cfg.depths:
+        rules.shape(n=width, L=L, d_head=cfg.head_dim)
+
+
 def _default_eta() -> float:
     from scalec.runtime.studies.coord_check import DEFAULT_ETA
 
@@ -180,6 +189,7 @@ def register(app: typer.Typer) -> None:
             head_dim,
             hp_overrides(rules, lr, hp),
         )
+        check_sizes(rules, cfg)
         from scalec.runtime.studies.coord_check import load_batches
 
         data = load_batches(corpus, cfg)
