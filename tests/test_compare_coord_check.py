@@ -184,7 +184,8 @@ def test_default_corpus_that_cannot_be_fetched_is_a_one_line_error(tmp_path, mon
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--widths", "64"], "--widths"),
+        (["--widths", "64", "--depths", "2"], "two or more"),
+        (["--widths", "0,64"], "--widths"),
         (["--depths", "2,x"], "--depths"),
         (["--widths", "48,96"], "head_dim"),
         (["--hp", "nope=1"], "nope"),
@@ -199,6 +200,8 @@ def test_bad_arguments_are_one_line_errors(args, needle, corpus, tmp_path, monke
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
 
 
-def test_config_rejects_a_single_size():
-    with pytest.raises(CoordCheckError):
-        CoordCheckConfig(widths=(64,))
+def test_a_single_size_means_no_sweep_on_that_axis():
+    assert CoordCheckConfig(widths=(64,)).sweeps == ("depth",)
+    assert CoordCheckConfig(depths=(4,)).sweeps == ("width",)
+    with pytest.raises(CoordCheckError, match="two or more"):
+        CoordCheckConfig(widths=(64,), depths=(4,))

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import HeadDim
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
+    model_subject,
     parse_params,
     run_and_save,
     torch_threads,
@@ -82,7 +82,9 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: HeadDim = 32,
+        head_dim: Annotated[
+            int | None, typer.Option(help="Attention head dimension (default 32; with --model, the model's own).")
+        ] = None,
         lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")] = None,
@@ -91,6 +93,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
         out: Annotated[Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")] = None,
+        model: Annotated[
+            str | None, typer.Option(help="With --empirical: check FILE.py:FUNC(width, depth) instead of the GPT.")
+        ] = None,
+        roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
         from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
@@ -99,6 +105,8 @@ def register(app: typer.Typer) -> None:
 
         if len(rules) < 2:
             raise CoordCheckArgsError("error: compare needs at least two rule files, e.g. scalec compare sp mup")
+        if (model or roles) and not empirical:
+            raise CoordCheckArgsError("error: --model/--roles are for the coordinate checks; add --empirical")
         start = time.perf_counter()
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
@@ -116,9 +124,11 @@ def register(app: typer.Typer) -> None:
                     seq_len,
                     head_dim,
                     hp_overrides(s.rules, lr, hp),
+                    model,
                 )
                 for s in cmp.sections
             ]
+            subject = model_subject(model, roles)
             data = load_batches(corpus, configs[0])
         words = ["scalec", "compare", *rules, *[f"--param={p}" for p in param or []]]
         if empirical:
@@ -130,13 +140,14 @@ def register(app: typer.Typer) -> None:
                 f"--seeds={seeds}",
                 f"--batch={batch}",
                 f"--seq-len={seq_len}",
-                f"--head-dim={head_dim}",
+                *[f"--head-dim={head_dim}"] * (head_dim is not None),
                 f"--lr={configs[0].hp['eta']:g}",
                 *[f"--hp={h}" for h in hp or []],
             ]
             words += [f"--base-width={base_width}"] * (base_width is not None)
             words += [f"--base-depth={base_depth}"] * (base_depth is not None)
             words += [f"--corpus={corpus}"] * (corpus is not None)
+            words += [f"--model={model}"] * (model is not None) + [f"--roles={roles}"] * (roles is not None)
         cmp.command = " ".join(shlex.quote(w) for w in words)
         console.print(exponent_table_rich(cmp))
         console.print(desiderata_table_rich(cmp))
@@ -151,9 +162,9 @@ def register(app: typer.Typer) -> None:
             results = []
             with torch_threads(threads):
                 for s, cfg in zip(cmp.sections, configs, strict=True):
-                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label)
+                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
                     results.append((s.label, s.coord))
-            for sweep in ("width", "depth"):
+            for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))
             console.print(f"{results[0][1].config.thresholds()}.", markup=False)
         if out is not None:

@@ -1,4 +1,5 @@
-"""`scalec coord-check RULE`: empirical width/depth coordinate check of one rule file on the bundled GPT."""
+"""`scalec coord-check RULE [--model FILE.py:FUNC]`: empirical width/depth coordinate check of one rule file on
+the bundled GPT or on your own model."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
         raise CoordCheckArgsError(
             f"error: {option} '{text}': expected comma-separated integers, e.g. {option} 64,128,256"
         ) from None
-    if len(values) < 2 or min(values) < 1:
-        raise CoordCheckArgsError(f"error: {option} '{text}': give at least two positive sizes to fit a slope")
+    if not values or min(values) < 1:
+        raise CoordCheckArgsError(f"error: {option} '{text}': give positive sizes (one size: no sweep on that axis)")
     return values
 
 
@@ -79,10 +80,12 @@ def build_config(
     seeds: int,
     batch: int,
     seq_len: int,
-    head_dim: int,
+    head_dim: int | None,
     hp: dict[str, float],
+    model: str | None = None,
 ) -> Any:
-    """A CoordCheckConfig from CLI values."""
+    """A CoordCheckConfig from CLI values; --head-dim defaults to 32 for the bundled GPT and to the model's own
+    (read from it) for --model."""
     from scalec.runtime.studies.coord_check import CoordCheckConfig
 
     return CoordCheckConfig(
@@ -94,7 +97,7 @@ def build_config(
         seeds=seeds,
         batch=batch,
         seq_len=seq_len,
-        head_dim=head_dim,
+        head_dim=head_dim if head_dim is not None or model is not None else 32,
         hp=hp,
     )
 
@@ -114,12 +117,12 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def run_and_save(
-    rules: Any, cfg: Any, data: tuple[Any, Any], out: Path, label: str | None = None
+    rules: Any, cfg: Any, data: tuple[Any, Any], out: Path, label: str | None = None, subject: Any = None
 ) -> tuple[Any, dict[str, Path]]:
-    """Run a coordinate check on `data` (from `load_batches`), write coord_check.json / .csv and
-    coord_<sweep>.png into `out`; return (CoordCheckResult, {sweep: png})."""
+    """Run a coordinate check on `data` (from `load_batches`) of the bundled GPT or `subject` (from
+    `model_subject`), write coord_check.json / .csv and coord_<sweep>.png into `out`; return
+    (CoordCheckResult, {sweep: png})."""
     from scalec.runtime.studies.coord_check import run_coord_check
-    from scalec.runtime.studies.coord_plot import plot_all
 
     batches, probe = data
     with console.status(f"coord-check {label or rules.name}") as status:
@@ -129,11 +132,20 @@ def run_and_save(
             batches,
             probe,
             progress=lambda msg: status.update(f"coord-check {label or rules.name}: {msg}"),
+            subject=subject,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "coord_check.json").write_text(result.to_json())
-    (out / "coord_check.csv").write_text(result.to_csv())
-    return result, plot_all(result, out)
+    return result, result.save(out)
+
+
+def model_subject(model: str | None, roles: Path | None) -> Any:
+    """The ModelSubject of --model FILE.py:FUNC [--roles ROLES.json], or None for the bundled GPT."""
+    if model is None:
+        if roles is not None:
+            raise CoordCheckArgsError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
+        return None
+    from scalec.runtime.studies.coord_subject import ModelSubject, load_factory, load_roles
+
+    return ModelSubject(load_factory(model), load_roles(roles) if roles is not None else None, label=model)
 
 
 def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
@@ -178,7 +190,10 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads grow with width).")] = 32,
+        head_dim: Annotated[
+            int | None,
+            typer.Option(help="Attention head dimension (heads grow with width); default 32, or --model's own."),
+        ] = None,
         lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
@@ -187,10 +202,18 @@ def register(app: typer.Typer) -> None:
         ] = None,
         threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
         out: Annotated[Path, typer.Option(help="Output folder (JSON, CSV, PNGs).")] = Path("coord_check"),
+        model: Annotated[
+            str | None,
+            typer.Option(help="Your model: FILE.py:FUNC, FUNC(width, depth) -> nn.Module (byte ids -> logits)."),
+        ] = None,
+        roles: Annotated[
+            Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters (default: preset/infer).")
+        ] = None,
     ) -> None:
-        """Train the bundled GPT a few steps across widths and depths, fit log-log slopes, judge modules."""
+        """Train the bundled GPT (or --model) a few steps across widths and depths, fit log-log slopes, judge."""
         import scalec
 
+        subject = model_subject(model, roles)
         rules = scalec.load(rule, parse_params(param) or None)
         cfg = build_config(
             widths,
@@ -203,13 +226,14 @@ def register(app: typer.Typer) -> None:
             seq_len,
             head_dim,
             hp_overrides(rules, lr, hp),
+            model,
         )
         from scalec.runtime.studies.coord_check import load_batches
 
         data = load_batches(corpus, cfg)
         start = time.perf_counter()
         with torch_threads(threads):
-            result, plots = run_and_save(rules, cfg, data, out, rule)
+            result, plots = run_and_save(rules, cfg, data, out, rule, subject)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)
