@@ -205,3 +205,28 @@ def test_a_single_size_means_no_sweep_on_that_axis():
     assert CoordCheckConfig(depths=(4,)).sweeps == ("width",)
     with pytest.raises(CoordCheckError, match="two or more"):
         CoordCheckConfig(widths=(64,), depths=(4,))
+
+
+def test_compare_empirical_checks_your_model(corpus, tmp_path, monkeypatch):
+    """--model/--roles reach the coordinate checks of every compared rule; one depth means no depth sweep."""
+    from tests.test_coord_check_any_model import MODEL_FILE, ROLES
+
+    monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent.parent))
+    (tmp_path / "my_model.py").write_text(MODEL_FILE)
+    (tmp_path / "roles.json").write_text(json.dumps(ROLES))
+    out = tmp_path / "report"
+    args = ["compare", "sp", "mup", "--empirical", "--model", f"{tmp_path / 'my_model.py'}:build"]
+    args += ["--roles", str(tmp_path / "roles.json"), "--widths", "32,64", "--depths", "1", "--steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--seeds", "1", "--seq-len", "16", "--corpus", corpus, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "coordinate check vs width" in result.output and "coordinate check vs depth" not in result.output
+    for rule in ("sp", "mup"):
+        saved = json.loads((out / rule / "coord_check.json").read_text())
+        assert saved["model"].endswith("my_model.py:build") and list(saved["sweeps"]) == ["width"]
+    assert "--model=" in (out / "report.md").read_text()
+
+
+def test_compare_model_without_empirical_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "sp", "mup", "--model", "x.py:build", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.strip().startswith("error:") and "--empirical" in result.output
