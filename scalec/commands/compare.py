@@ -12,15 +12,16 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import real, whole
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
     model_subject,
-    parse_params,
     run_and_save,
     torch_threads,
     verdict_table,
 )
+from scalec.parsing import parse_params
 
 
 def exponent_table_rich(cmp: Any) -> Any:
@@ -83,10 +84,16 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
         head_dim: Annotated[
-            int | None, typer.Option(help="Attention head dimension (default 32; with --model, the model's own).")
+            int | None,
+            typer.Option(parser=whole(), help="Attention head dimension (default 32; with --model, the model's own)."),
         ] = None,
-        lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
-        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=real(), help="Coordinate checks' base lr eta (needs --empirical).")
+        ] = None,
+        hp: Annotated[
+            list[str] | None,
+            typer.Option(help="HP override NAME=VALUE for every file's coordinate checks (needs --empirical; repeat)."),
+        ] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")] = None,
         corpus: Annotated[
             str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
@@ -99,14 +106,19 @@ def register(app: typer.Typer) -> None:
         roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
-        from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
-
         from .coord_check import CoordCheckArgsError
 
         if len(rules) < 2:
             raise CoordCheckArgsError("error: compare needs at least two rule files, e.g. scalec compare sp mup")
+        if not empirical and (hp or lr is not None):
+            raise CoordCheckArgsError(
+                "error: --hp and --lr set the coordinate checks' HPs and need --empirical; "
+                "the symbolic comparison does not depend on HP values"
+            )
         if (model or roles) and not empirical:
             raise CoordCheckArgsError("error: --model/--roles are for the coordinate checks; add --empirical")
+        from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
+
         start = time.perf_counter()
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
