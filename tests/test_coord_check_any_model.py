@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import astuple
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 
 import scalec
 from scalec.cli import app
-from scalec.runtime.plan.multiplier_hooks import MultiplierHookError, install
+from scalec.runtime.plan.multiplier_hooks import HOOK_SITES, MultiplierHookError, install
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.studies.coord_check import CoordCheckError, load_batches, run_coord_check
 from scalec.runtime.studies.coord_subject import ModelSubject
@@ -217,7 +216,7 @@ def test_tied_gpt2_readout_keeps_mups_one_over_m_n_as_a_hook():
     """mup's MuSharedReadout: the tied tensor trains as the embedding, the logits are divided by n / n0."""
     torch.manual_seed(0)
     model, idx = gpt2(256, 2).eval(), torch.randint(0, 256, (2, 8))
-    plan = make_plan(scalec.load("mup"), model, {"n": 256, "L": 2})
+    plan = make_plan(scalec.load("mup"), model, {"n": 256, "L": 2}, applied_sites=HOOK_SITES)
     assert plan.entry("transformer.wte.weight").role == "embed"
     with torch.no_grad():
         bare = _logits(model, idx)
@@ -231,7 +230,9 @@ def test_residual_hooks_scale_each_branch_by_m_l_to_the_minus_alpha():
     """CompleteP at L = 8 (L0 = 2): each branch's output times (8/2)^-1, the bias of fc2 included."""
     torch.manual_seed(0)
     model, idx = Tiny(32, 8, head_dim=32).eval(), torch.randint(0, 256, (2, 8))
-    plan = make_plan(scalec.load("completep"), model, {"n": 32, "L": 8, "d_head": 32}, patterns=ROLES)
+    plan = make_plan(
+        scalec.load("completep"), model, {"n": 32, "L": 8, "d_head": 32}, patterns=ROLES, applied_sites=HOOK_SITES
+    )
     seen: dict[str, torch.Tensor] = {}
     block = model.blocks[0]
     block.fc2.register_forward_hook(lambda m, i, o: seen.__setitem__("in", i[0]))
@@ -248,30 +249,35 @@ def test_a_branch_that_is_normalised_before_the_residual_add_is_refused():
     """A post-branch norm undoes any multiplier on the branch's last matrix: the hook would not be exact."""
     torch.manual_seed(0)
     model, idx = Tiny(32, 4, head_dim=32, post_norm=True), torch.randint(0, 256, (2, 8))
-    plan = make_plan(scalec.load("completep"), model, {"n": 32, "L": 4, "d_head": 32}, patterns=ROLES)
+    plan = make_plan(
+        scalec.load("completep"), model, {"n": 32, "L": 4, "d_head": 32}, patterns=ROLES, applied_sites=HOOK_SITES
+    )
     with pytest.raises(MultiplierHookError, match="residual stream") as err:
         install(model, plan, example=idx)
     assert "\n" not in str(err.value)
     assert not any(m._forward_hooks for m in model.modules())  # nothing left behind
 
 
-def test_an_attention_scale_the_model_does_not_apply_is_refused():
+def test_hooks_refuse_an_attention_scale_the_model_does_not_apply():
+    """A plan that keeps muP's attention scale as a multiplier (applied_sites="all") cannot be hooked."""
     torch.manual_seed(0)
     model = Tiny(32, 2)
-    plan = make_plan(scalec.load("mup"), model, {"n": 32, "L": 2, "d_head": 16}, patterns=ROLES)
+    plan = make_plan(scalec.load("mup"), model, {"n": 32, "L": 2, "d_head": 16}, patterns=ROLES, applied_sites="all")
     with pytest.raises(MultiplierHookError, match=r"attn.scale = 0.353553"):  # sqrt(32) / 16, not 1/4
         install(model, plan, example=torch.zeros(1, 4, dtype=torch.long))
 
 
-def test_mups_attention_scale_is_folded_into_the_queries_at_another_head_dim():
-    """muP's scale sqrt(d0)/d vs the model's 1/sqrt(d) at d = 16, d0 = 32: q's init and lr x sqrt(2)."""
-    rules, model = scalec.load("mup"), Tiny(32, 2)
-    shape = rules.shape(n=32, L=2, d_head=16)
-    folded = ModelSubject(tiny, ROLES)._rules_for(rules, model, shape, {"preset": "auto", "patterns": ROLES}, 16)
-    before, after = rules.role_hparams("attn.q", shape), folded.role_hparams("attn.q", shape)
-    assert after.init_std == pytest.approx(before.init_std * math.sqrt(2))
-    assert after.lr == pytest.approx(before.lr * math.sqrt(2))
-    assert astuple(folded.role_hparams("attn.k", shape)) == astuple(rules.role_hparams("attn.k", shape))
+def test_mups_attention_scale_is_folded_into_the_queries_at_another_head_dim(data):
+    """muP's scale sqrt(d0)/d vs the model's 1/sqrt(d) at d = 16, d0 = 32: q's init std and lr x sqrt(2), from
+    muP's 0.02 * m_N^-1/2 and 2^-6 * m_N^-1 at n = 32 (n0 = 128); k untouched."""
+    cfg = CFG.__class__(widths=(32, 64), depths=(2,), head_dim=None)
+    inst = ModelSubject(tiny, ROLES).build(scalec.load("mup"), 32, 2, 0, cfg, data[1][1])
+    q, k = inst.model.blocks[0].q.weight, inst.model.blocks[0].k.weight
+    inst.close()
+    assert float(q.detach().std()) == pytest.approx(0.04 * math.sqrt(2), rel=0.05)
+    assert float(k.detach().std()) == pytest.approx(0.04, rel=0.05)
+    lrs = {round(g["lr"], 12) for g in inst.optimizer.param_groups for p in g["params"] if p is q}
+    assert lrs == {round(2**-6 * 4 * math.sqrt(2), 12)}
 
 
 @hf
@@ -279,7 +285,7 @@ def test_fused_qkv_cannot_take_a_folded_attention_scale(data):
     """GPT-2's c_attn holds q, k and v: folding the scale into it would scale keys and values too."""
     cfg = CFG.__class__(widths=(32, 64), depths=(1,), steps=1, seeds=1, batch=2, seq_len=8, head_dim=None)
     subject = ModelSubject(lambda w, d: gpt2(w, d, head_dim=16), label="gpt2")
-    with pytest.raises(CoordCheckError, match="c_attn.weight' is not a query-only matrix"):
+    with pytest.raises(CoordCheckError, match=r"gpt2\(32, 1\): muP needs .*c_attn.weight.*fused qkv"):
         run_coord_check(scalec.load("mup"), cfg, *data[1], subject=subject)
 
 
@@ -313,6 +319,12 @@ def test_cli_checks_your_model_and_writes_outputs(data, model_file, tmp_path):
     assert not (out / "coord_depth.png").exists()
 
 
+def test_without_patterns_roles_come_from_the_module_graph(data):
+    """No roles given, no preset fits: make_plan infers them (branch ends included), the hooks find them."""
+    r = scalec.coord_check(tiny, "completep", widths=(32,), depths=(1, 2), corpus=data[0], steps=1, seeds=1)
+    assert list(r.sweeps) == ["depth"] and all(v.status != "diverged" for v in r.verdicts)
+
+
 def test_api_runs_a_factory_with_patterns(data):
     r = scalec.coord_check(tiny, "sp", widths=(32,), depths=(1, 2), patterns=ROLES, corpus=data[0], steps=1, seeds=1)
     assert r.model == "tiny" and list(r.sweeps) == ["depth"] and len(r.verdicts) == 6
@@ -326,15 +338,17 @@ def test_api_runs_a_factory_with_patterns(data):
         (["--model", "{path}:nope"], "no function nope"),
         (["--model", "{path}:broken"], "RuntimeError: no GPU here"),
         (["--model", "{path}:small_vocab", "--roles", "{roles}"], "vocabulary of 64"),
-        (["--model", "{path}:wrong_width", "--roles", "{roles}"], "embedding of width 64, not 32"),
-        (["--model", "{path}:build"], "owning 'attn.o'"),  # inferred roles cannot tell the branch ends
+        (["--model", "{path}:wrong_width", "--roles", "{roles}"], "wrong_width(32, 1): the shape says n=32"),
+        (["--model", "{path}:build", "--roles", "{bad_roles}"], "owning 'attn.o'"),
         (["--model", "{path}:build", "--roles", "{path}"], "not JSON"),
         (["--roles", "{roles}"], "pass --model too"),
     ],
 )
 def test_bad_models_are_one_line_errors(args, needle, data, model_file, tmp_path):
     path, roles = model_file
-    args = [a.format(path=path, roles=roles) for a in args]
+    bad_roles = tmp_path / "bad_roles.json"  # binds each block's proj as attn.v: no attention branch end
+    bad_roles.write_text(json.dumps({**ROLES, "blocks.*.proj.weight": "attn.v"}))
+    args = [a.format(path=path, roles=roles, bad_roles=bad_roles) for a in args]
     sizes = ["--widths", "32,64", "--depths", "1"]
     run = [*sizes, *TINY_RUN, "--corpus", data[0], "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, ["coord-check", "sp", *args, *run])

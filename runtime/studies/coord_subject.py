@@ -2,16 +2,15 @@
 
 A factory's model takes a LongTensor [batch, seq] of byte ids and returns logits [batch, seq, V >= 256] (or an
 object with `.logits`). Its parameters bind to roles by `patterns` ({glob: role}), else by a preset that
-recognises it, else by shape inference against the model at twice the width. Forward multipliers are applied
-by hooks (`runtime.plan.multiplier_hooks`); the attention scale, out of a hook's reach, is folded into the
-queries where that is exact, refused otherwise. The recorded modules are those the roles name.
+recognises it, else by inference (the model at twice the width, the module graph). Forward multipliers are
+applied by hooks (`runtime.plan.multiplier_hooks`); the attention scale, out of a hook's reach, is folded by
+make_plan into the queries where that is exact, refused otherwise. The recorded modules are those the roles name.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from scalec.errors import ScalecError
 from scalec.runtime.studies.coord_check import CoordCheckError
 from scalec.runtime.trainer.data import Batch
 
@@ -131,7 +131,6 @@ class ModelSubject:
         self.factory = factory
         self.patterns = dict(patterns) if patterns else None
         self.label = label or getattr(factory, "__name__", "model")
-        self._folded: dict[Any, Any] = {}  # rule -> the rule with attn.scale folded
 
     def make(self, width: int, depth: int, meta: bool = False) -> Any:
         """FUNC(width, depth), its failures as one-line errors."""
@@ -153,7 +152,7 @@ class ModelSubject:
 
     def _binding(self, model: Any, width: int, depth: int) -> dict[str, Any]:
         """make_plan's preset / patterns / base_model: patterns when given, else a preset that recognises the
-        model, else shape inference against the model at twice the width."""
+        model, else inference (a second instance at twice the width, and the module graph on the probe)."""
         from scalec.runtime.plan.binding import unique_parameters, unwrap
         from scalec.runtime.plan.presets import detect_preset
 
@@ -163,63 +162,52 @@ class ModelSubject:
             return {"preset": "auto"}
         return {"preset": "infer", "base_model": self.make(2 * width, depth, meta=True)}
 
-    def _rules_for(self, rules: Any, model: Any, shape: Any, binding: dict[str, Any], d_head: int | None) -> Any:
-        """`rules`, or `rules` with attn.scale folded into attn.q when the rule's scale differs from the model's
-        1/sqrt(d_head) and folding is exact (query-only matrices, no QK-norm)."""
+    def _check_head_dim(self, rules: Any, d_head: int | None) -> None:
+        """A rule whose attention scale depends on d_head needs the model's head dimension (else the plan would
+        silently assume the rule's base d_head)."""
         import sympy
 
         from scalec.compiler.folding import DEFAULT_ATTN_SCALE
-        from scalec.runtime.plan.binding import bind
 
-        if sympy.simplify(rules.ir.sites["attn.scale"].expr / DEFAULT_ATTN_SCALE) == 1:
-            return rules
-        if d_head is None:
+        if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / DEFAULT_ATTN_SCALE) != 1:
             raise CoordCheckError(
                 f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
                 "declares none (config.head_dim or a head_dim attribute); pass head_dim= (--head-dim)"
             )
-        scale = float(rules.sites(shape).as_dict()["attn.scale"])
-        if math.isclose(scale * math.sqrt(d_head), 1.0, rel_tol=1e-12):
-            return rules  # equal to the model's own scale at this head dimension
-        bound = bind(model, roles=rules.module.ROLES, **binding)
-        qk_norm = any(b.role == "qk_norm" for b in bound)
-        fused = [b.name for b in bound if b.role == "attn.q" and b.fan_out != shape.n]
-        if qk_norm or fused:
-            why = "QK-norm normalises the queries" if qk_norm else f"'{fused[0]}' is not a query-only matrix"
-            raise CoordCheckError(
-                f"error: {rules.name}'s attn.scale = {scale:.6g} differs from the model's 1/sqrt({d_head}) and "
-                f"cannot be folded into the queries ({why}); build the model with head_dim = the rule's base "
-                "d_head, or build the scale into the model"
-            )
-        if rules not in self._folded:
-            from scalec.compiler.codegen import generate
-            from scalec.compiler.folding import fold
-            from scalec.compiler.parameterisation import Parameterisation, import_source
-
-            ir, _ = fold(rules.ir, sites=("attn.scale",))
-            source = generate(ir)
-            self._folded[rules] = Parameterisation(ir, rules.report, source, import_source(source, ir.name))
-        return self._folded[rules]
 
     def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
         """Build FUNC(width, depth) with `seed`, plan it, initialise it, hook its multipliers and modules."""
-        from scalec.runtime.plan.multiplier_hooks import HOOK_SITES, SiteRecorder, install, locate
+        from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES, SiteRecorder, install, locate
         from scalec.runtime.plan.planner import make_plan
 
         torch.manual_seed(seed)
         model = self.make(width, depth)
         d_head = cfg.head_dim or head_dim_of(model)
+        self._check_head_dim(rules, d_head)
         axes = {"n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
-        binding = self._binding(model, width, depth)
-        rules = self._rules_for(rules, model, rules.shape(**axes), binding, d_head)
-        plan = _make_plan(make_plan, rules, model, axes, cfg.hparams(rules), applied_sites=HOOK_SITES, **binding)
-        _check_sizes(plan, self.label, width, depth)
-        torch.manual_seed(seed)
-        plan.init_(model)
-        _check_branch_count(locate(model, plan), self.label, width, depth)
-        hooks = install(model, plan, example=probe)
-        recorder = SiteRecorder(model, hooks.sites)
         label = f"{self.label}({width}, {depth})"
+        try:  # every refusal names the model it refused
+            # The hooks apply the output, embedding and residual multipliers; make_plan folds the rest (the
+            # attention scale into the queries, per-role multipliers) where exact, and refuses otherwise.
+            plan = make_plan(
+                rules,
+                model,
+                axes,
+                cfg.hparams(rules),
+                applied_sites=(*HOOK_SITES, *HOOK_ROLE_MULTS),
+                fold=True,
+                example_input=probe,
+                **self._binding(model, width, depth),
+            )
+            torch.manual_seed(seed)
+            plan.init_(model)
+            _check_branch_count(locate(model, plan), depth)
+            hooks = install(model, plan, example=probe)
+            recorder = SiteRecorder(model, hooks.sites)
+        except CoordCheckError:
+            raise
+        except ScalecError as exc:
+            raise CoordCheckError(f"error: {label}: {str(exc).removeprefix('error: ')}") from None
 
         @torch.no_grad()
         def capture(idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -245,33 +233,15 @@ class ModelSubject:
         return Instance(model, torch.optim.AdamW(plan.param_groups(model)), loss, capture, close)
 
 
-def _make_plan(make_plan: Callable, *args: Any, applied_sites: tuple[str, ...], **kwargs: Any) -> Any:
-    """make_plan told which sites the hooks apply. Until make_plan takes `applied_sites`, `install` alone
-    refuses the multipliers hooks cannot apply."""
-    import inspect
-
-    if "applied_sites" in inspect.signature(make_plan).parameters:
-        kwargs["applied_sites"] = applied_sites
-    return make_plan(*args, **kwargs)
-
-
-def _check_sizes(plan: Any, label: str, width: int, depth: int) -> None:
-    """The factory must honour `width` (the embedding's output width)."""
-    widths = sorted({e.fan_out for e in plan.entries if e.role == "embed"})
-    if widths and widths != [width]:
-        raise CoordCheckError(
-            f"error: {label}({width}, {depth}) built an embedding of width {widths[0]}, not {width}; "
-            "FUNC(width, depth) must build a model of d_model = width"
-        )
-
-
-def _check_branch_count(sites: Any, label: str, width: int, depth: int) -> None:
+def _check_branch_count(sites: Any, depth: int) -> None:
     """Every block's attention and MLP branch must be located: `depth` modules bound to attn.o and mlp.down."""
+    from scalec.runtime.plan.multiplier_hooks import MultiplierHookError
+
     for kind, role in (("attn", "attn.o"), ("mlp", "mlp.down")):
         found = len(sites.branches(kind))
         if found != depth:
-            raise CoordCheckError(
-                f"error: {label}({width}, {depth}) has {found} module(s) owning '{role}' parameters, expected one "
+            raise MultiplierHookError(
+                f"error: the model has {found} module(s) owning '{role}' parameters, expected one "
                 f"per block ({depth}); bind each block's last {kind} matrix to {role} (--roles ROLES.json, e.g. "
                 f'{{"*.{kind}.out.weight": "{role}"}}) or check that FUNC builds `depth` blocks'
             )
