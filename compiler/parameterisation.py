@@ -28,6 +28,7 @@ class Parameterisation:
     report: CheckReport
     source: str
     module: types.ModuleType
+    fold: bool = False  # make_plan may fold the forward multipliers a model does not apply (compiler/folding.py)
 
     @property
     def name(self) -> str:
@@ -104,14 +105,13 @@ def load(
     params: Mapping[str, str | float] | None = None,
     base: Mapping[str, float] | None = None,
     fold: bool = False,
-    qk_norm: bool = False,
 ) -> Parameterisation:
     """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
 
-    `fold=True` moves every forward multiplier into init/LR (exact under the Adam abc-symmetry) for models
-    without multiplier hooks; `qk_norm` tells the folder whether queries are normalised.
+    `fold=True` lets `make_plan` fold each forward multiplier the model does not apply into init/LR (exact under
+    the Adam abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
     """
-    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())), fold, qk_norm)
+    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())), fold)
     path = Path(str(name_or_path))
     if path.is_file():
         key = key + (path.stat().st_mtime_ns,)
@@ -120,12 +120,7 @@ def load(
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(key) -> Parameterisation:
-    name_or_path, params, base, fold, qk_norm = key[0], dict(key[1]), dict(key[2]), key[3], key[4]
+    name_or_path, params, base, fold = key[0], dict(key[1]), dict(key[2]), key[3]
     ir, report = compile_ir(name_or_path, params, base)
-    if fold:
-        from scalec.compiler.folding import fold as fold_ir
-
-        ir, folded = fold_ir(ir, qk_norm=qk_norm)
-        report.checked.extend(f"folded {f}" for f in folded.folded)
     source = generate(ir)
-    return Parameterisation(ir, report, source, import_source(source, ir.name))
+    return Parameterisation(ir, report, source, import_source(source, ir.name), fold)

@@ -185,7 +185,7 @@ def test_plan_round_trips_through_json_and_is_plain_data(rules):
 
 
 def test_multipliers_feed_the_bundled_gpt(rules):
-    plan = make_plan(rules, _gpt(), _shape(depth=8), hp={"mult[mlp.gate]": 2.0})
+    plan = make_plan(rules, _gpt(depth=8), _shape(depth=8), hp={"mult[mlp.gate]": 2.0})
     assert plan.multipliers["mult[mlp.gate]"] == 2.0
     assert "mult[attn.q]" not in plan.multipliers
     model = GPT(GPTConfig(width=32, depth=2, head_dim=16, seq_len=16, vocab=64, qk_norm=True), plan.multipliers)
@@ -272,7 +272,12 @@ def test_cli_plan_prints_a_table():
 
 
 def test_cli_plan_hf_gpt2_shows_the_tied_readout():
-    result = _hf_plan("mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1", "--json")
+    refused = runner.invoke(app, ["plan", "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1"])
+    if "needs transformers" not in refused.output:  # the readout shares wte: its 1/m_N cannot be folded
+        assert refused.exit_code == 1 and "output.mult = 0.5 (cannot be folded" in refused.output
+    result = _hf_plan(
+        "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1", "--applied", "output.mult", "--json"
+    )
     params = json.loads(result.stdout)["parameters"]
     wte = next(p for p in params if p["name"] == "transformer.wte.weight")
     assert wte["tied_with"] == ["lm_head.weight"] and wte["role"] == "embed"

@@ -104,6 +104,14 @@ def register(app: typer.Typer) -> None:
         vocab: Annotated[int, typer.Option("--vocab", min=2, help="Vocabulary size of the planned model.")] = 256,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")] = False,
+        applied: Annotated[
+            str | None,
+            typer.Option("--applied", help="Sites the model applies itself: 'all' or e.g. output.mult,residual.attn."),
+        ] = None,
+        fold: Annotated[
+            bool | None,
+            typer.Option("--fold/--no-fold", help="Fold what the model does not apply (default: on for hf-*)."),
+        ] = None,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
@@ -127,7 +135,15 @@ def register(app: typer.Typer) -> None:
             shape["B"] = parse_tokens(batch, "--batch")
         if duration is not None:
             shape["D"] = parse_tokens(duration, "--duration")
-        result = make_plan(rules, net, shape, hp=_floats(_pairs(hp or [], "--hp"), "--hp") or None)
+        sites = None if applied is None else ("all" if applied == "all" else [a.strip() for a in applied.split(",")])
+        result = make_plan(
+            rules,
+            net,
+            shape,
+            hp=_floats(_pairs(hp or [], "--hp"), "--hp") or None,
+            applied_sites=sites,
+            fold=(model != "gpt") if fold is None else fold,
+        )
         if as_json:
             typer.echo(result.to_json())
             return
@@ -167,3 +183,5 @@ def _print_table(result: Any) -> None:
     for key, value in result.multipliers.items():
         mults.add_row(key, _fmt(value))
     console.print(mults)
+    for line in result.folded:
+        console.print(f"folded {line}", highlight=False)
