@@ -225,3 +225,14 @@ def test_llama_reveals_intermediate_size_and_grouped_query_heads_from_its_config
     assert bound["model.layers.0.mlp.up_proj.weight"].fan_out == 352
     plan = make_plan(scalec.load("completep", fold=True), model, {"n": 128, "L": 2, "d_head": 32})
     assert plan.entry("model.layers.0.mlp.down_proj.weight").fan_in == 352
+
+
+@pytest.mark.parametrize("build", [gpt2, llama])
+def test_module_graph_infers_the_roles_the_hf_presets_name(build):
+    preset = {b.name: b.role for b in bind(build(width=64))}
+    inferred = {b.name: b for b in bind(build(width=64), preset="infer", base_model=build(width=32))}
+    assert {n: b.role for n, b in inferred.items()} == preset
+    assert all(b.source == "graph" for b in inferred.values() if b.width_class == "hidden")
+    assert [n for n, b in inferred.items() if b.fused] == (
+        [f"transformer.h.{i}.attn.c_attn.weight" for i in range(2)] if build is gpt2 else []
+    )

@@ -1,7 +1,8 @@
 """Roles from the module graph: one forward pass under a TorchFunctionMode records which tensors every torch op
 reads and writes; the residual stream, its branches and each matrix's place in them are read off that graph.
 
-- The stream starts at the outputs of the input-class parameters (embeddings) and runs through additions and
+- The stream starts at the outputs of embedding lookups (a parameter read at integer indices: `embed`, whatever
+  its layout) and input-class matrices, and runs through additions and
   stream-preserving ops (dropout, views, casts, scalar multiplies). An addition of a non-stream tensor to the
   stream ends a residual branch; the matrix that produced that tensor (through preserving ops only) ends it.
 - A branch that computes attention (scaled_dot_product_attention, or two activation-activation matmuls around a
@@ -56,6 +57,7 @@ class _Op:
     params: list[tuple[int, str]]  # (position, parameter name)
     outputs: list[int]
     scalar_other: bool = False  # a multiply/divide whose other operand is a Python number or a 1-element tensor
+    lookup: bool = False  # reads a parameter at integer indices (an embedding lookup)
 
 
 def _flatten(obj: Any, out: list[Any]) -> None:
@@ -92,14 +94,16 @@ def record(model: Any, example_input: Any, param_names: dict[int, str]) -> list[
             keep.extend(t for _, t in tensors)
             keep.extend(outs)
             name = getattr(func, "__name__", str(func))
-            others = [t for t in flat if not isinstance(t, torch.Tensor) or t.numel() == 1]
+            big = [t for _, t in tensors if t.numel() > 1]
+            ints = any(not t.is_floating_point() and not t.is_complex() for _, t in tensors if id(t) not in param_names)
             ops.append(
                 _Op(
                     name=name,
                     inputs=[(i, id(t)) for i, t in tensors if id(t) not in param_names],
                     params=[(i, param_names[id(t)]) for i, t in tensors if id(t) in param_names],
                     outputs=[id(t) for t in outs],
-                    scalar_other=len(tensors) == 1 or bool(others and len(tensors) == 2 and others[-1] is not None),
+                    scalar_other=len(big) <= 1,
+                    lookup=ints and any(id(t) in param_names and t.dim() == 2 for _, t in tensors),
                 )
             )
             return out
@@ -114,6 +118,7 @@ def analyse(
 ) -> GraphRoles:
     """Residual branches and roles from the recorded ops (see the module docstring); `seeds`: ids of tensors
     that start the residual stream besides the embeddings' outputs (a model input of activations)."""
+    result = GraphRoles()
     producer: dict[int, int] = {}
     for k, op in enumerate(ops):
         for t in op.outputs:
@@ -123,8 +128,10 @@ def analyse(
     events: list[tuple[int, int]] = []  # (add op index, branch tensor id)
     for k, op in enumerate(ops):
         ins = [t for _, t in op.inputs]
-        if any(p in inputs_class for _, p in op.params) and op.name in ("embedding", "linear", "addmm", "matmul"):
+        if op.lookup or (any(p in inputs_class for _, p in op.params) and op.name in ("linear", "addmm", "matmul")):
             stream.update(op.outputs)
+            if op.lookup:
+                result.roles.update((p, "embed") for _, p in op.params if len(shapes[p]) == 2)
         elif op.name in ADDS and any(t in stream for t in ins):
             for t in ins:
                 if t not in stream:
@@ -169,7 +176,6 @@ def analyse(
     def matrices(op_ids) -> set[str]:
         return {p for k in op_ids for _, p in ops[k].params if len(shapes[p]) >= 2 and width_class[p] == "hidden"}
 
-    result = GraphRoles()
     owner: dict[str, int] = {}
     if not events:
         result.ambiguous = "no residual addition found in the forward pass"

@@ -89,7 +89,9 @@ def infer_roles(model: Any, base_model: Any, example_input: Any = None) -> dict[
     out = {}
     for n, c in classes.items():
         role = graph.roles.get(n)
-        if role is not None and graph.ambiguous is None and ROLES.get(role) in (c.width_class, None):
+        if role == "embed" and c.width_class in ("input", "output"):  # a lookup, whichever way it is stored
+            out[n] = replace(c, role=role, width_class="input", layout="in_out", source="graph")
+        elif role is not None and graph.ambiguous is None and ROLES.get(role) in (c.width_class, None):
             out[n] = replace(c, role=role, source="graph", fused=n in graph.fused)
         else:
             out[n] = replace(c, ambiguity=graph.ambiguous or "")
@@ -99,19 +101,18 @@ def infer_roles(model: Any, base_model: Any, example_input: Any = None) -> dict[
 def _graph_roles(model: Any, width_class: dict[str, str], shapes: dict, example_input: Any) -> GraphRoles:
     """Roles from one recorded forward pass, or GraphRoles(ambiguous=<why>) when it cannot run."""
     import torch
-    from torch import nn
 
-    if example_input is None:
-        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-        if emb is None:
-            return GraphRoles(ambiguous="no example input to trace (pass example_input=)")
-        example_input = torch.zeros((1, 4), dtype=torch.long, device=emb.weight.device)
+    if example_input is None:  # token ids 0 are valid for any vocabulary; other inputs fail and say so
+        device = next(p.device for _, p, _ in unique_parameters(model))
+        example_input = torch.zeros((1, 4), dtype=torch.long, device=device)
     names = {id(p): n for n, p, _ in unique_parameters(model)}
     for raw, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), normalise_name(raw))
     try:
         ops = record(model, example_input, names)
     except Exception as exc:  # noqa: BLE001 - any failure of a foreign forward pass means: undecided
-        return GraphRoles(ambiguous=f"the forward pass for the module graph failed ({type(exc).__name__})")
+        return GraphRoles(
+            ambiguous=f"the forward pass for the module graph failed ({type(exc).__name__}; pass example_input=)"
+        )
     seeds = frozenset({id(example_input)} if torch.is_floating_point(example_input) else set())
     return analyse(ops, shapes, width_class, seeds)
