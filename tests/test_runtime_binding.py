@@ -172,8 +172,9 @@ def test_inferred_width_classes_match_the_gpt_preset_once_the_lookup_table_is_na
     preset = {b.name: b.width_class for b in bind(_gpt(32))}
     inferred = bind(_gpt(64), preset="infer", base_model=_gpt(32), patterns={"embed.weight": "embed"})
     assert {b.name: ROLES[b.role] for b in inferred} == preset
-    # Without the pattern a custom (V, n) lookup table is indistinguishable from the readout.
-    assert infer_roles(_gpt(64), _gpt(32))["embed.weight"].width_class == "output"
+    # Without the pattern, a custom (V, n) lookup table reads like the readout by its shapes alone; the module
+    # graph sees it read at integer indices and makes it the embedding.
+    assert infer_roles(_gpt(64), _gpt(32))["embed.weight"].width_class == "input"
 
 
 def test_shape_inference_rejects_models_that_do_not_correspond():

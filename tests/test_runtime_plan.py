@@ -282,7 +282,7 @@ def test_cli_plan_prints_a_table():
 def test_cli_plan_hf_gpt2_shows_the_tied_readout():
     refused = runner.invoke(app, ["plan", "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1"])
     if "needs transformers" not in refused.output:  # the readout shares wte: its 1/m_N cannot be folded
-        assert refused.exit_code == 1 and "output.mult = 0.5 (cannot be folded" in refused.output
+        assert refused.exit_code == 1 and "output.mult = 2 (cannot be folded" in refused.output
     result = _hf_plan(
         "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1", "--applied", "output.mult", "--json"
     )

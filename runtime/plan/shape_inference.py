@@ -13,8 +13,8 @@ rule into such a model.
 | none, or a vector | vector | norm (`bias` for names ending in `.bias`) |
 
 Which dim is fan-in follows the owning module (nn.Embedding and HF Conv1D store (in, out); everything else
-(out, in)). A custom lookup table stored (V, n) in a plain module reads as `output`; bind it with
-`patterns={"<name>": "embed"}`, which takes precedence over inference.
+(out, in)). A custom lookup table stored (V, n) in a plain module reads as `output` by shape; the module graph
+sees it read at integer indices and makes it `embed` (or bind it with `patterns={"<name>": "embed"}`).
 """
 
 from __future__ import annotations
