@@ -405,8 +405,6 @@ def make_plan(
             values = {**apply_symmetry(values, role_folds[b.role]), "mult": 1.0}
         if b.name in factors:
             values = apply_symmetry(values, factors[b.name])
-        if tied and b in tied:
-            values["mult"] = 1.0
         entries.append(
             PlanEntry(
                 name=b.name,
