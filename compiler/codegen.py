@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import keyword
 import re
 from importlib import resources
-from pathlib import Path
 
 import jinja2
 from sympy.printing.pycode import PythonCodePrinter
@@ -16,7 +14,7 @@ from scalec.compiler.symbols import BASE, RATIO, param_symbol
 from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
 def field_name(name: str) -> str:
@@ -35,9 +33,50 @@ class _Printer(PythonCodePrinter):
         return self._names[expr.name]
 
 
+def escape(text: str, quotes: str = "") -> str:
+    """The one escaper for text that reaches generated code: printable ASCII only, no line breaks.
+
+    Every character outside printable ASCII becomes its Python escape (`\\n`, `\\x00`, `\\u2028`, ...);
+    backslashes and the characters in `quotes` are backslash-escaped too.  The result is safe inside a comment
+    (quotes=""), a triple-quoted docstring (quotes='"') and a string literal delimited by any of `quotes`.
+    """
+    special = "\\" + quotes if quotes else ""
+    out = []
+    for ch in text:
+        if ch in special:
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)
+
+
+def py_str(text: str) -> str:
+    """A Python string literal equal to `text` (double-quoted unless that needs more escapes, as ruff prefers)."""
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return quote + escape(text, quote) + quote
+
+
+def comment(text: str) -> str:
+    """Text for a `#` comment: one line of printable ASCII."""
+    return escape(text)
+
+
+def doc(text: str) -> str:
+    """Text for the body of a triple-double-quoted docstring."""
+    return escape(text, '"')
+
+
+def file_label(path: str) -> str:
+    """A rule file's name for comments and docs: as is when plain, else its repr."""
+    name = path.rsplit("/", 1)[-1]
+    return name if _PLAIN_NAME.fullmatch(name) else ascii(name)
+
+
 def _py_literal(value) -> str:
-    """A Python literal for a string (double-quoted, ASCII-escaped) or number."""
-    return json.dumps(value, ensure_ascii=True) if isinstance(value, str) else repr(value)
+    """A Python literal for a string or a number."""
+    return py_str(value) if isinstance(value, str) else repr(value)
 
 
 def _num(value) -> str:
@@ -45,14 +84,10 @@ def _num(value) -> str:
     return repr(int(v)) + ".0" if v.is_integer() and abs(v) < 1e15 else repr(v)
 
 
-def _comment(text: str) -> str:
-    return _UNPRINTABLE.sub("?", text)
-
-
 def _origin_comments(origins: tuple[Origin, ...]) -> list[str]:
     if not origins:
         return ["(built-in default)"]
-    return [f"{o.short():<18} {_comment(o.text)}" for o in origins]
+    return [comment(f"{file_label(o.path) + ':' + str(o.line):<18} {o.text}") for o in origins]
 
 
 class _View:
@@ -84,11 +119,11 @@ class _View:
         axes = [
             dict(
                 name=a,
-                doc=_comment(AXIS_DOCS[a]),
+                doc=comment(AXIS_DOCS[a]),
                 base=_num(q.value),
                 low=_num(q.low),
                 high=_num(q.high),
-                comment=_comment(f"axis {a} (base {q.value}), {Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"axis {a} (base {q.value}), {file_label(q.loc.path)}:{q.loc.line}"),
             )
             for a, q in ((a, ir.axes[a]) for a in AXES)
         ]
@@ -100,7 +135,7 @@ class _View:
                 low=_num(q.low),
                 high=_num(q.high),
                 scale=q.scale,
-                comment=_comment(f"{Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"{file_label(q.loc.path)}:{q.loc.line}"),
             )
             for h, q in ir.hps.items()
         ]
@@ -108,7 +143,7 @@ class _View:
             dict(
                 name=k,
                 value=_num(q.value),
-                comment=_comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {file_label(q.loc.path)}:{q.loc.line}"),
             )
             for k, q in ir.params.items()
         ]
@@ -126,9 +161,10 @@ class _View:
         return env.get_template("module.py.j2").render(
             name=ir.name,
             version=version,
-            source_file=Path(ir.paths[-1]).name,
-            doc=_comment(" ".join(ir.docs)).replace("\\", "\\\\") or ir.name,
+            source_file=doc(file_label(ir.paths[-1])),
+            doc=doc(" ".join(ir.docs)) or ir.name,
             lineage=ir.lineage,
+            source_files=[p.rsplit("/", 1)[-1] for p in ir.paths],
             sha=ir.source_sha256,
             cites=ir.cites,
             params=params,
