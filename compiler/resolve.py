@@ -239,6 +239,13 @@ class _FileResolver:
 
     def do_SiteRule(self, s: ast.SiteRule) -> None:
         value = self.convert(s.value, "site rule")
+        tunable = sorted(str(x) for x in value.free_symbols if str(x) in self.ir.hps)
+        if tunable:
+            raise self.error(
+                s.value.loc,
+                f"forward site multipliers depend on the shape only, but this one uses hp {', '.join(tunable)}",
+                "tune a role's forward multiplier with `mult[ROLE]` instead",
+            )
         for p in s.sites:
             if p.text not in SITES:
                 raise self.error(

@@ -265,7 +265,7 @@ def make_plan(
                 tied_with=b.tied_with,
             )
         )
-    multipliers = {k: float(v) for k, v in module.sites(shape, hp).as_dict().items()}
+    multipliers = {k: float(v) for k, v in module.sites(shape).as_dict().items()}
     for role in module.ROLES:
         mult = float(per_role[role].mult if role in per_role else module.role_hparams(role, shape, hp).mult)
         if mult != 1.0:
