@@ -52,15 +52,17 @@ MAX_EXPONENT = 1024
 def bounded_rational(text: str) -> sympy.Rational:
     """An exact rational from a short decimal or fraction text (`0.5`, `1/2`, `1e-3`); ValueError when out of range."""
     text = text.strip()
-    if len(text) > 64 or not text:
-        raise ValueError(f"{text[:24]!r} is too long for a number")
+    if not text:
+        raise ValueError("an empty value is not a number")
+    if len(text) > 64:
+        raise ValueError(f"{text[:24]!r}... is too long for a number")
     for part in text.split("/", 1):
         _, _, exp = part.lower().partition("e")
         if exp and (len(exp) > 5 or abs(int(exp)) > 400):
             raise ValueError(f"{text!r} is out of range")
     try:
         value = sympy.Rational(text)
-    except (TypeError, ValueError, SyntaxError, sympy.SympifyError):
+    except (TypeError, ValueError, SyntaxError, ZeroDivisionError, sympy.SympifyError):
         raise ValueError(f"{text!r} is not a number") from None
     if not _magnitude_ok(value):
         raise ValueError(f"{text!r} is out of range: magnitudes lie within [1e-{MAX_MAGNITUDE}, 1e{MAX_MAGNITUDE}]")
