@@ -13,7 +13,7 @@ from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
 
 # Bounds that keep every input cheap (README "Limits"): sympy never sees a number it cannot handle quickly.
-MAX_FILE_CHARS = 1_000_000
+MAX_FILE_CHARS = 200_000
 MAX_DEPTH = 100  # nesting of an expression (parentheses, operators, calls)
 MAX_NUMBER_CHARS = 64  # characters in one number literal
 MAX_DECIMAL_EXPONENT = 400  # |e| in a literal such as 1e-16

@@ -111,6 +111,7 @@ CASES.update(
         "pow_2_2_100": (f"{P}  let x = 2^(2^100)\n", "a.scale:2:14: error: exponent", None),
         "half_huge": (f"{P}  site attn.scale = d_head0^(99999999999999999999999999/2)\n", "out of range", None),
         "sum_500": (f"{P}  let s = {' + '.join(['1'] * 500)}\n", "nested deeper than 100 levels", None),
+        "lets_20k": (P + "".join(f"  let v{i} = {i}\n" for i in range(20000)), "error: rule file has", "extends"),
         "let_growth": (
             P + "  let a0 = m_N\n" + "".join(f"  let a{i} = a{i - 1} * a{i - 1}\n" for i in range(1, 40)),
             "a.scale:13:13: error: let a11 has an exponent beyond +-1024",
