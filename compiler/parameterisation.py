@@ -103,7 +103,9 @@ class Parameterisation:
         return self.module.role_hparams(role, shape, hp)
 
     def sites(self, shape, hp=None):
-        return self.module.sites(shape, hp)
+        """Forward multipliers at `shape`; `hp` is accepted for symmetry with `role_hparams` (sites depend on the
+        shape only)."""
+        return self.module.sites(shape)
 
     def __repr__(self) -> str:
         return f"<Parameterisation {self.name} ({' -> '.join(self.ir.lineage)})>"

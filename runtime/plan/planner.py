@@ -263,7 +263,7 @@ def _tied_readout_mult(module: Any, shape: Any, hp: Any) -> float:
     either form, and under Complete(d)P."""
     u, e = module.role_hparams("unembed", shape, hp), module.role_hparams("embed", shape, hp)
     u0, e0 = module.role_hparams("unembed", module.BASE, hp), module.role_hparams("embed", module.BASE, hp)
-    out = module.sites(shape, hp).output_mult
+    out = module.sites(shape).output_mult
     return float(u.mult * out * (u.lr / u0.lr) / (e.lr / e0.lr))
 
 
@@ -335,7 +335,7 @@ def make_plan(
         raise PlanError(f"error: {wrong}")
     fold = bool(getattr(rules, "fold", False)) if fold is None else bool(fold)
     roles = {b.role for b in bound}
-    sites = {k: float(v) for k, v in module.sites(shape, hp).as_dict().items()}
+    sites = {k: float(v) for k, v in module.sites(shape).as_dict().items()}
     role_mults = {r: float(module.role_hparams(r, shape, hp).mult) for r in module.ROLES}
     known = set(sites) | {f"mult[{r}]" for r in module.ROLES}
     applied = _applied(applied_sites, model, known)
@@ -415,7 +415,7 @@ def make_plan(
                 **values,
             )
         )
-    multipliers = {k: float(v) for k, v in planning.sites(shape, hp).as_dict().items()}
+    multipliers = {k: float(v) for k, v in planning.sites(shape).as_dict().items()}
     if tied:
         multipliers["output.mult"] = sites["output.mult"]
     for role in module.ROLES:
