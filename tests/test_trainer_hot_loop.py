@@ -84,6 +84,7 @@ def host_reads(monkeypatch):
     return counts
 
 
+@pytest.mark.slow
 def test_no_host_reads_between_log_steps(tmp_path, corpus, rules, host_reads):
     from scalec.runtime.trainer.train import train
 
@@ -151,6 +152,7 @@ def test_non_finite_steps_are_watched_on_the_device():
     assert stats.read() == type(stats.read())(3.0, None, 1, True)
 
 
+@pytest.mark.slow
 def test_divergence_between_log_steps_stops_at_the_next_and_never_checkpoints_it(tmp_path, corpus, rules):
     from scalec.runtime.trainer.train import train
 

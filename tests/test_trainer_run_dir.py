@@ -28,9 +28,7 @@ class Interrupt(Exception):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A rule file, a corpus and an interrupted 4-step run (checkpoint at step 2, no summary) to copy."""
-    from scalec.runtime.trainer.train import train
-
+    """A rule file and a corpus, and the settings of a 4-step run on them."""
     root = tmp_path_factory.mktemp("rundir")
     rule = root / "tiny.scale"
     rule.write_text(RULE)
@@ -40,6 +38,15 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = dict(rule=str(rule), width=32, depth=2, head_dim=16, seq_len=32, batch=128, steps=4, hp={"eta": 2**-6})
     cfg.update(corpus=str(corpus), device="cpu", progress=False, checkpoint_every=1)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def template(setup):
+    """An interrupted run of `setup`'s settings (checkpoint at step 2, no summary) to copy."""
+    from scalec.runtime.trainer.train import train
+
+    root, cfg = setup
 
     def stop(step, record):
         if step == 2:
@@ -47,13 +54,12 @@ def setup(tmp_path_factory):
 
     with pytest.raises(Interrupt):
         train(TrainConfig(**cfg, out_dir=str(root / "template")), on_step=stop)
-    return root, cfg
+    return root / "template"
 
 
 @pytest.fixture
-def run(setup, tmp_path):
-    root, _ = setup
-    return shutil.copytree(root / "template", tmp_path / "run")
+def run(template, tmp_path):
+    return shutil.copytree(template, tmp_path / "run")
 
 
 def _args(setup, out) -> list[str]:
@@ -88,6 +94,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_crafted_checkpoint_runs_nothing_and_is_one_line(setup, run, tmp_path):
     from scalec.runtime.trainer.train import train
 
@@ -164,6 +171,7 @@ def test_out_that_cannot_hold_a_run_is_one_line(setup, tmp_path):
         _one_line(_cli(setup, tmp_path / "ro" / "run"), "not a writable folder")
 
 
+@pytest.mark.slow
 def test_second_training_process_on_a_run_dir_is_refused(setup, run):
     with RunDir.open(run):  # a real flock, held through another open file description, as another process would
         _one_line(_cli(setup, run), "in use by another training process", f"pid {os.getpid()}")

@@ -94,8 +94,26 @@ def _placement(name: str) -> Placement:
     return Placement(torch.device("cpu"), rank, world)
 
 
-def _split_batch(cfg: TrainConfig, world: int) -> tuple[int, int]:
-    """(sequences per rank, sequences per micro-batch)."""
+@dataclass(frozen=True)
+class BatchSplit:
+    """How a step's batch is split: sequences per rank, and per forward pass (micro-batch)."""
+
+    local_seqs: int
+    micro: int
+
+
+@dataclass
+class Trainee:
+    """What the loop trains: the model, the callable that runs it (compiled and/or DDP-wrapped), the optimizer."""
+
+    model: GPT
+    forward: Any
+    ddp: Any
+    optimizer: torch.optim.Optimizer
+
+
+def _split_batch(cfg: TrainConfig, world: int) -> BatchSplit:
+    """Sequences per rank and per micro-batch, or a one-line refusal."""
     seqs = cfg.batch // cfg.seq_len
     if seqs % world:
         raise TrainConfigError(f"error: --batch {cfg.batch} is {seqs} sequences, not divisible by {world} ranks")
@@ -103,7 +121,7 @@ def _split_batch(cfg: TrainConfig, world: int) -> tuple[int, int]:
     micro = min(cfg.micro_batch or local, local)
     if local % micro:
         raise TrainConfigError(f"error: --micro-batch {micro} does not divide the {local} sequences per rank")
-    return local, micro
+    return BatchSplit(local, micro)
 
 
 def _model_config(cfg: TrainConfig) -> GPTConfig:
@@ -228,7 +246,7 @@ def _train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     total = cfg.total_steps()
-    local_seqs, micro = _split_batch(cfg, at.world)
+    split = _split_batch(cfg, at.world)
 
     # Everything that can refuse to run does so before the run dir is written.
     ckpt = None
@@ -256,7 +274,7 @@ def _train(
     if ckpt is not None:
         restore(ckpt, model, optimizer)
     compile_ = cfg.compile and at.device.type == "cuda"  # inductor on CPU costs more than it saves here
-    forward, ddp = _forward(model, at, compile_)
+    trainee = Trainee(model, *_forward(model, at, compile_), optimizer)
     start = ckpt.step if ckpt is not None else 0
     # Opened before anything is written: a metrics.jsonl that cannot be resumed refuses here.
     log = MetricsLog(run_dir.path if run_dir and at.main else None, cfg.tensorboard and at.main, start or None)
@@ -264,7 +282,7 @@ def _train(
         if at.main and run_dir is not None:
             run_dir.write_json("config.json", cfg.to_dict())
             run_dir.write_text("plan.json", plan.to_json() + "\n")
-        loop = _Loop(cfg, at, model, forward, ddp, optimizer, data, local_seqs, micro, run_dir, ckpt, t_start)
+        loop = _Loop(cfg, at, trainee, data, split, run_dir, ckpt, t_start)
     except BaseException:
         log.close()
         raise
@@ -278,19 +296,14 @@ class _Loop:
         self,
         cfg: TrainConfig,
         at: Placement,
-        model: GPT,
-        forward: Any,
-        ddp: Any,
-        optimizer: torch.optim.Optimizer,
+        trainee: Trainee,
         data: ByteData,
-        local_seqs: int,
-        micro: int,
+        split: BatchSplit,
         run_dir: RunDir | None,
         ckpt: Checkpoint | None,
         t_start: float,
     ) -> None:
-        self.cfg, self.at, self.model, self.forward, self.ddp = cfg, at, model, forward, ddp
-        self.optimizer, self.data, self.local_seqs, self.micro = optimizer, data, local_seqs, micro
+        self.cfg, self.at, self.trainee, self.data, self.split = cfg, at, trainee, data, split
         self.run_dir = run_dir if at.main else None
         self.step = ckpt.step if ckpt is not None else 0
         self.extra: dict[str, Any] = dict(ckpt.extra) if ckpt else {"best_val": None, "last_val": None, "wall_s": 0.0}
@@ -304,7 +317,7 @@ class _Loop:
             ckpt_every=eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every,
         )
         self.eval_set = [(b.x.to(at.device), b.y.to(at.device)) for b in data.eval_batches(cfg.eval_batches, EVAL_SEQS)]
-        self.flops_tok = model.flops_per_token()
+        self.flops_tok = trainee.model.flops_per_token()
         self.peak = cfg.peak_flops or peak_flops(at.device)
         self.status, self.train_loss, self.tok_s, self.mfu = "finished", None, 0.0, None
         self.t_start, self.base_wall = t_start, float(self.extra["wall_s"])
@@ -318,20 +331,21 @@ class _Loop:
         cfg, at, cadence = self.cfg, self.at, self.cadence
         title = f"{cfg.rule} n={cfg.width} L={cfg.depth} B={cfg.batch}"
         progress = Progress(cadence.total, self.step, cfg.progress and at.main, max(1, cadence.total // 20), title)
-        batches = Prefetcher(self.data, self.local_seqs, at.rank, at.device, self.step, cadence.total)
-        params = list(self.model.parameters())
+        t = self.trainee
+        batches = Prefetcher(self.data, self.split.local_seqs, at.rank, at.device, self.step, cadence.total)
+        params = list(t.model.parameters())
         stats = StepStats(at.device)
         try:
             if self.step == 0:
-                self.extra["last_val"] = self.extra["best_val"] = _evaluate(self.forward, self.eval_set, at)
+                self.extra["last_val"] = self.extra["best_val"] = _evaluate(t.forward, self.eval_set, at)
                 log.log({"step": 0, "tokens": 0, "val_loss": self.extra["last_val"]})
             clock = Throughput(cfg.batch, self.step)
             while self.step < cadence.total:
                 factor = lr_factor(self.step, cadence.total, cfg.warmup, cfg.decay, cfg.min_lr_factor)
-                scale_lrs(self.optimizer, factor)
+                scale_lrs(t.optimizer, factor)
                 x, y = batches.get(self.step)
                 loss, norm = train_step(
-                    self.forward, self.optimizer, params, x, y, self.micro, at.autocast, cfg.grad_clip, self.ddp
+                    t.forward, t.optimizer, params, x, y, self.split.micro, at.autocast, cfg.grad_clip, t.ddp
                 )
                 stats.update(loss, norm)
                 self.step += 1
@@ -376,7 +390,7 @@ class _Loop:
             record["mfu"] = self.mfu
         val = None
         if cadence.evaluates(step):
-            val = record["val_loss"] = self.extra["last_val"] = _evaluate(self.forward, self.eval_set, self.at)
+            val = record["val_loss"] = self.extra["last_val"] = _evaluate(self.trainee.forward, self.eval_set, self.at)
             if not math.isfinite(val):
                 self.status = "diverged"
             elif self.extra["best_val"] is None or val < self.extra["best_val"]:
@@ -385,7 +399,8 @@ class _Loop:
         progress.update(step, reading.loss, self.tok_s, self.mfu, val)
         if self.status != "diverged" and cadence.checkpoints(step) and self.run_dir is not None:
             self.extra["wall_s"] = self.wall()
-            save_checkpoint(self.run_dir.path / CHECKPOINT, self.model, self.optimizer, step, dict(self.extra))
+            t = self.trainee
+            save_checkpoint(self.run_dir.path / CHECKPOINT, t.model, t.optimizer, step, dict(self.extra))
         return record
 
     def _finish(self) -> RunSummary:
@@ -399,7 +414,7 @@ class _Loop:
             mfu=self.mfu,
             wall_s=self.wall(),
             final_train_loss=self.train_loss,
-            params=self.model.num_params(),
+            params=self.trainee.model.num_params(),
             flops_per_token=self.flops_tok,
             device=str(self.at.device),
         )
