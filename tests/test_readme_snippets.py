@@ -86,6 +86,7 @@ def test_api_tour_snippet_runs_and_states_true_values():
     assert r.lr > 0 and 0 <= r.beta1 < 1
 
 
+@pytest.mark.slow
 def test_own_model_snippet_plans_folds_and_trains():
     import scalec
 
@@ -110,6 +111,7 @@ def test_own_model_snippet_plans_folds_and_trains():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_runtime_snippet_plans_the_bundled_gpt(capsys):
     ns: dict = {}
     run_checking_comments(snippet("from scalec.runtime import make_plan, scale_lrs"), ns)
