@@ -10,6 +10,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from scalec.runtime.trainer import data as data_mod
@@ -78,6 +79,22 @@ def test_train_batches_are_a_function_of_seed_step_and_rank(tmp_path, cache):
     assert not (d.train_batch(6, 4).x == a.x).all()
     assert not (d.train_batch(5, 4, rank=1).x == a.x).all()
     assert not (ByteData(d.folder, 16, seed=4).train_batch(5, 4).x == a.x).all()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_prefetched_batches_are_the_batches_of_their_steps(tmp_path, cache, background):
+    from scalec.runtime.trainer.prefetch import Prefetcher
+
+    src = tmp_path / "c.txt"
+    src.write_bytes(_text(20_000))
+    d = ByteData(prepare_corpus(src), seq_len=16, seed=3)
+    batches = Prefetcher(d, 4, 1, torch.device("cpu"), 2, 6, background=background)
+    for step in range(2, 6):
+        x, y = batches.get(step)
+        assert (x == d.train_batch(step, 4, rank=1).x).all() and (y == d.train_batch(step, 4, rank=1).y).all()
+    with pytest.raises(RuntimeError, match="in order"):
+        batches.get(6)
+    batches.close()
 
 
 def test_eval_batches_are_fixed_and_come_from_the_validation_tail(tmp_path, cache):
