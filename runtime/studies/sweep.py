@@ -69,6 +69,15 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
                 f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
                 f"pick a {fld} inside it or widen the rule's axis range"
             )
+    if hasattr(rules, "shape"):  # then the rule's whole feasible region, as every command checks it
+        axes = {axis: config[fld] for fld, axis in SHAPE_FIELDS.items() if config.get(fld) is not None}
+        if config.get("head_dim") is not None:
+            axes["d_head"] = config["head_dim"]
+        try:
+            rules.shape(**axes)
+        except ScalecError as exc:
+            shown = ", ".join((labels or {}).get(f, f"--{f} {config[f]:g}") for f in SHAPE_FIELDS if f in config)
+            raise ShapeRangeError(f"error: {shown}: {str(exc).removeprefix('error: ')}") from None
 
 
 def run_sweep(
