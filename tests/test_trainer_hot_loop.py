@@ -122,15 +122,15 @@ class _Capture:
 
 def test_accumulated_micro_batches_give_the_full_batch_gradient():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(width=32, depth=2, head_dim=16, seq_len=16)).double()
-    x = torch.randint(0, 256, (8, 16), generator=torch.Generator().manual_seed(1))
+    model = GPT(GPTConfig(width=16, depth=1, head_dim=8, seq_len=8)).double()
+    x = torch.randint(0, 256, (4, 8), generator=torch.Generator().manual_seed(1))
     y = torch.roll(x, -1, dims=1)
-    # The reference: one backward of the loss over all 8 sequences, outside train_step.
+    # The reference: one backward of the loss over all 4 sequences, outside train_step.
     model.zero_grad()
     model(x, y).backward()
     full = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)  # train_step starts from cleared gradients (it clears them when done)
-    for micro in (8, 2, 1):
+    for micro in (4, 2, 1):
         opt = _Capture(model)
         loss, norm = train_step(model, opt, list(model.parameters()), x, y, micro, contextlib.nullcontext, None)
         assert norm is None and torch.allclose(loss, model(x, y).detach(), rtol=1e-6)
