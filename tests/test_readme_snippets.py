@@ -26,6 +26,8 @@ def _matches(value, stated) -> bool:
     """`stated` as the README writes it: `...` stands for any value, a dict names some of the keys."""
     if stated is Ellipsis:
         return True
+    if isinstance(stated, list) and stated[-1:] == [Ellipsis]:  # [first, ...]: a list that starts so
+        return isinstance(value, list) and len(value) >= len(stated) - 1 and value[: len(stated) - 1] == stated[:-1]
     if isinstance(stated, dict):
         return (
             isinstance(value, dict) and set(stated) <= set(value) and all(_matches(value[k], stated[k]) for k in stated)
@@ -47,6 +49,9 @@ def run_checking_comments(code: str, namespace: dict) -> int:
                 stated = ast.literal_eval(comment)
             except (ValueError, SyntaxError):
                 continue  # prose, not a value
+            call = node.value
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print" and len(call.args) == 1:
+                stmt = ast.get_source_segment(code, call.args[0])  # `print(x)  # value`: the value is x's
             value = eval(stmt, namespace)  # noqa: S307
             assert _matches(value, stated), f"README says {stmt} is {comment}, got {value!r}"
             checked += 1
@@ -94,6 +99,7 @@ def test_own_model_snippet_plans_folds_and_trains():
     ns: dict = {"model": MyModel(d=256, depth=6)}
     run_checking_comments(snippet("patterns=roles"), ns)
     plan, model, opt = ns["plan"], ns["model"], ns["opt"]
+    assert plan.folded == ["residual.mlp -> mlp.down (x m_L**(-alpha))"]
     # Folding removed every multiplier this model has no hook for (residual and readout).
     assert plan.multipliers["residual.mlp"] == 1.0 and plan.multipliers["output.mult"] == 1.0
     ref = scalec.load("completedp")
