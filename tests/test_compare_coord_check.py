@@ -80,6 +80,7 @@ def checks(corpus: str, tmp_path_factory: pytest.TempPathFactory):
         mp.undo()
 
 
+@pytest.mark.slow
 def test_sp_activation_updates_grow_with_width(checks):
     r = checks("sp")
     assert r.status("width") == "unstable"
@@ -88,6 +89,7 @@ def test_sp_activation_updates_grow_with_width(checks):
         assert v.status == "unstable" and v.update_ratio > 4, v
 
 
+@pytest.mark.slow
 def test_mup_is_width_stable_but_grows_with_depth(checks):
     r = checks("mup")
     assert r.status("width") == "pass", [v for v in r.verdicts if v.sweep == "width"]
@@ -95,12 +97,14 @@ def test_mup_is_width_stable_but_grows_with_depth(checks):
     assert r.verdict("depth", "residual").update_ratio > 2.5
 
 
+@pytest.mark.slow
 def test_completep_passes_width_and_depth(checks):
     r = checks("completep")
     assert r.status("width") == "pass"
     assert r.status("depth") == "pass", [v for v in r.verdicts if v.sweep == "depth"]
 
 
+@pytest.mark.slow
 def test_depth_mup_is_depth_stable(checks):
     r = checks("depth_mup")
     assert r.stable("depth"), [v for v in r.verdicts if v.sweep == "depth"]
@@ -108,11 +112,13 @@ def test_depth_mup_is_depth_stable(checks):
     assert r.verdict("depth", "residual").update_ratio < checks("completep").verdict("depth", "residual").update_ratio
 
 
+@pytest.mark.slow
 def test_completedp_passes_width_and_depth(checks):
     r = checks("completedp")
     assert r.status("width") == "pass" and r.status("depth") == "pass"
 
 
+@pytest.mark.slow
 def test_results_save_as_json_csv_and_png(checks, tmp_path):
     r = checks("mup")
     data = json.loads(r.to_json())
@@ -128,12 +134,14 @@ def test_results_save_as_json_csv_and_png(checks, tmp_path):
         assert plots[sweep].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_update_is_zero_at_init_and_slopes_are_fitted(checks):
     s = checks("sp").sweeps["width"]
     assert all(s.values["update"][m][i][0] == 0.0 for m in MODULES for i in range(len(s.xs)))
     assert s.slope("update", "residual", CFG.steps) > 1.0
 
 
+@pytest.mark.slow
 def test_cli_coord_check_writes_outputs(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cc"
