@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
+
+from scalec.compiler.hp_domains import TARGET_DOMAINS, describe_target_domain, in_target_domain
 
 # Targets every role has, whatever its optimizer.
 COMMON_TARGETS: tuple[str, ...] = ("init_mean", "init_std", "mult")
@@ -18,17 +21,8 @@ COMMON_TARGETS: tuple[str, ...] = ("init_mean", "init_std", "mult")
 COMMON_SETTINGS: dict[str, tuple[str, ...]] = {"decay": ("coupled", "independent")}
 DECAY_CONVENTIONS: tuple[str, ...] = COMMON_SETTINGS["decay"]
 
-# Domain of each numeric target after scaling: (predicate, description).
-DOMAINS = {
-    "lr": (lambda v: v > 0, "lr > 0"),
-    "eps": (lambda v: v > 0, "eps > 0"),
-    "init_std": (lambda v: v >= 0, "init_std >= 0"),
-    "weight_decay": (lambda v: v >= 0, "weight_decay >= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "0 <= beta1 < 1"),
-    "beta2": (lambda v: 0 <= v < 1, "0 <= beta2 < 1"),
-    "momentum": (lambda v: 0 <= v < 1, "0 <= momentum < 1"),
-    "ns_steps": (lambda v: v >= 1 and float(v).is_integer(), "ns_steps a whole number >= 1"),
-}
+# Domain of each numeric target after scaling: (predicate, description), from the one definition in hp_domains.
+DOMAINS = {k: (partial(in_target_domain, k), describe_target_domain(k)) for k in TARGET_DOMAINS}
 # Targets whose rules may be written on 1 - value and whose exponents are read off 1 - value.
 ONE_MINUS_TARGETS: frozenset[str] = frozenset({"beta1", "beta2", "momentum"})
 

@@ -96,6 +96,7 @@ def test_html_escapes_and_needs_no_network(tmp_path):
     assert "| **attn.q** | lr | m_N^-1 | - |" in render_markdown(cmp, tmp_path)  # differing rows in bold
 
 
+@pytest.mark.slow
 def test_compare_prints_tables_and_writes_report(symbolic_report):
     result, out = symbolic_report
     assert result.exit_code == 0, result.output
@@ -109,6 +110,7 @@ def test_compare_prints_tables_and_writes_report(symbolic_report):
     assert "residual.attn" in md  # CompleteP's residual multiplier differs from SP/muP
 
 
+@pytest.mark.slow
 def test_compare_shows_mup_table3_equivalent_to_mup(tmp_path):
     result = CliRunner().invoke(app, ["compare", "mup", "mup_table3", "sp", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -118,6 +120,7 @@ def test_compare_shows_mup_table3_equivalent_to_mup(tmp_path):
     assert "- mup vs mup_table3: equivalent" in md and "- mup vs sp: differ" in md
 
 
+@pytest.mark.slow
 def test_only_alpha_one_is_reported_complete():
     cmp = analyse(["sp", "mup", "depth_mup", "completep", "completedp"])
     complete = [s.label for s in cmp.sections if "complete feature learning" in s.desiderata.depth_class]
@@ -133,6 +136,7 @@ def test_compare_needs_two_files():
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_empirical_report_embeds_plots_and_verdicts(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"

@@ -276,3 +276,27 @@ def test_umup_rule_matches_the_paper_where_the_language_reaches():
     assert role_exps(p.ir, "attn.q", "lr")["L"] == Fraction(-1, 2)
     assert desiderata(p).width_class.startswith("muP-like")
     assert "cannot say" in p.source or "cannot say" in "".join(p.ir.sources)
+
+
+def test_folding_refuses_roles_without_adams_symmetry():
+    """Plan-time folding scales lr by c and wd by 1/c (Adam); SGD's symmetry is lr x c^2, wd / c^2: refused."""
+    cfg = GPTConfig(width=64, depth=2, head_dim=16, seq_len=16, vocab=64, qk_norm=False)
+    shape = {"n": 64, "L": 2, "d_head": 16}
+    adam = make_plan(scalec.load("mup"), GPT(cfg), shape, applied_sites={"output.mult"}, fold=True)
+    assert any(line.startswith("attn.scale -> attn.q") for line in adam.folded)
+    with pytest.raises(PlanError, match=r"attn.scale = .* \(cannot be folded: attn.q trains with sgd"):
+        make_plan(scalec.load("mup_sgd"), GPT(cfg), shape, applied_sites={"output.mult"}, fold=True)
+
+
+def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):
+    """compiler/hp_domains.py defines it once: a rule leaving [0, 1) is refused, and so is an HP named momentum."""
+    from types import SimpleNamespace
+
+    from scalec.compiler.hp_domains import domain_violation
+
+    path = write_rule("m", 'parameterisation M extends muP\n  "x"\n  role hidden: optimizer = sgd;  momentum = 1\n')
+    with pytest.raises(RuleError, match=r"momentum of role 'attn.q' leaves its domain \(0 <= momentum < 1\)"):
+        scalec.load(path)
+    linear = SimpleNamespace(scale="linear")
+    assert domain_violation("momentum", 1.0, linear) == "momentum must lie in [0, 1); got 1"
+    assert domain_violation("momentum", 0.9, linear) is None

@@ -88,6 +88,7 @@ class MLP(nn.Module):
         return self.readout(h * self.output_mult)
 
 
+APPLIED = {"output.mult"}  # the MLP (and mup's MuReadout) multiplies the readout's input by it
 MLP_PATTERNS = {
     "input.weight": "embed",
     "hidden.weight": "mlp.up",
@@ -106,10 +107,12 @@ def _mup_mlp(width: int, n0: int) -> MLP:
 def test_mlp_plan_matches_mup_lr_weight_decay_and_output_multiplier(rules, mult):
     n0 = _n0(rules)
     ref = _mup_mlp(n0 * mult, n0)
-    plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS)
+    plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.readout.width_mult(), rel=1e-12)
-    inferred = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2))
+    inferred = make_plan(
+        rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2), applied_sites=APPLIED
+    )
     assert [(e.lr, e.weight_decay) for e in inferred.entries] == [(e.lr, e.weight_decay) for e in plan.entries]
 
 
@@ -126,11 +129,12 @@ def _mup_mlp_std(width: int, n0: int, name: str) -> float:
     return factor / math.sqrt(3 * before.shape[1])
 
 
+@pytest.mark.slow
 def test_mlp_init_scales_like_mup(rules):
     n0 = _n0(rules)
-    base_plan = make_plan(rules, MLP(n0), {"n": n0}, hp=HP, patterns=MLP_PATTERNS)
+    base_plan = make_plan(rules, MLP(n0), {"n": n0}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     for mult in (2, 4):
-        plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS)
+        plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
         for name in ("input.weight", "hidden.weight", "readout.weight"):
             expected = _mup_mlp_std(n0 * mult, n0, name) / _mup_mlp_std(n0, n0, name)
             got = plan.entry(name).init_std / base_plan.entry(name).init_std
@@ -138,11 +142,12 @@ def test_mlp_init_scales_like_mup(rules):
         assert all(e.init_std == 0 for e in plan.entries if e.role == "bias")  # zero-init: width-free too
 
 
+@pytest.mark.slow
 def test_one_training_step_equals_mup_on_the_mlp(rules):
     n0 = _n0(rules)
     width = 2 * n0
     ref = _mup_mlp(width, n0)
-    plan = make_plan(rules, MLP(width), {"n": width}, hp=HP, patterns=MLP_PATTERNS)
+    plan = make_plan(rules, MLP(width), {"n": width}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     ours = MLP(width, output_mult=plan.multipliers["output.mult"])
     ours.load_state_dict(ref.state_dict())
     x, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(1)), torch.randn(16, 4)
@@ -177,6 +182,7 @@ def _mup_gpt(width: int, n0: int) -> GPT:
     return mup.set_base_shapes(twin(width), twin(n0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mult", MULTS)
 def test_gpt_plan_matches_mup(small, mult):
     rules, n0 = small, _n0(small)
@@ -187,6 +193,7 @@ def test_gpt_plan_matches_mup(small, mult):
     assert plan.multipliers["attn.scale"] == pytest.approx(1 / math.sqrt(32), rel=1e-12)  # head_dim fixed
 
 
+@pytest.mark.slow
 def test_gpt_init_scales_like_mup_init_normal(small):
     rules, n0 = small, _n0(small)
     base = make_plan(rules, GPT(_cfg(n0)), {"n": n0, "d_head": 32}, hp=HP)
@@ -197,6 +204,7 @@ def test_gpt_init_scales_like_mup_init_normal(small):
         assert plan.entry(name).init_std / base.entry(name).init_std == pytest.approx(ratio, rel=0.01), name
 
 
+@pytest.mark.slow
 def test_one_training_step_equals_mup_on_the_gpt(small):
     rules, n0 = small, _n0(small)
     ref = _mup_gpt(2 * n0, n0)
@@ -269,16 +277,18 @@ def _mup_hf_gpt2(width: int, n0: int):
 def test_hf_gpt2_plan_matches_mup(small, mult):
     rules, n0 = small, _n0(small)
     ref = _mup_hf_gpt2(n0 * mult, n0)
-    plan = make_plan(rules, _hf_gpt2(n0 * mult), {"n": n0 * mult, "d_head": 32}, hp=HP)
+    shape = {"n": n0 * mult, "L": 1, "d_head": 32}
+    plan = make_plan(rules, _hf_gpt2(n0 * mult), shape, hp=HP, applied_sites=APPLIED)  # as MuSharedReadout
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.lm_head.width_mult(), rel=1e-12)
     assert plan.entry("transformer.wte.weight").tied_with == ("lm_head.weight",)
 
 
+@pytest.mark.slow
 def test_hf_gpt2_init_scales_like_mup_init_normal(small):
     rules, n0 = small, _n0(small)
-    base = make_plan(rules, _hf_gpt2(n0), {"n": n0, "d_head": 32}, hp=HP)
-    plan = make_plan(rules, _hf_gpt2(4 * n0), {"n": 4 * n0, "d_head": 32}, hp=HP)
+    base = make_plan(rules, _hf_gpt2(n0), {"n": n0, "L": 1, "d_head": 32}, hp=HP, applied_sites=APPLIED)
+    plan = make_plan(rules, _hf_gpt2(4 * n0), {"n": 4 * n0, "L": 1, "d_head": 32}, hp=HP, applied_sites=APPLIED)
     expected = _mup_ratios(_mup_hf_gpt2, n0, 4)
     assert len(expected) == sum(len(e.shape) == 2 for e in plan.entries)
     for name, ratio in expected.items():
@@ -341,6 +351,7 @@ def _exponents(plans, name: str, hp: str, k: float = 2.0) -> tuple[float, ...]:
     return tuple(round(math.log(_value(plans[a].entry(name), hp) / base, k), 9) for a in ("n", "L", "B", "D"))
 
 
+@pytest.mark.slow
 def test_completedp_plans_follow_the_reference_table_per_parameter():
     plans = _plans(scalec.load("completedp"))
     for entry in plans[None].entries:
@@ -356,6 +367,7 @@ def test_completedp_plans_follow_the_reference_table_per_parameter():
     assert all(e.init_std == 0 for e in plans["n"].entries if e.role in ("norm", "qk_norm", "final_norm"))
 
 
+@pytest.mark.slow
 def test_completedp_depth_exponents_follow_alpha():
     plans = _plans(scalec.load("completedp", params={"alpha": "1/2"}))
     assert _exponents(plans, "blocks.0.mlp.down.weight", "lr")[1] == pytest.approx(-1 / 2)
@@ -365,6 +377,7 @@ def test_completedp_depth_exponents_follow_alpha():
     assert res == pytest.approx(2**-0.5)
 
 
+@pytest.mark.slow
 def test_completep_differs_from_completedp_where_the_papers_do():
     plans = _plans(scalec.load("completep"))
     assert _exponents(plans, "unembed.weight", "lr") == pytest.approx((0, 0, 0, 0))

@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from scalec.runtime.studies.hp_grid import parse_hp_spec
 from scalec.runtime.studies.run_store import RunStore, config_key
 from scalec.runtime.studies.sweep import SweepSpec, best_row, rows_markdown, run_sweep, summarize, sweep_configs
@@ -94,6 +96,7 @@ run_sweep(configs, RunStore(Path(sys.argv[1]) / "store"), slow_run)
 """
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path):
     script = tmp_path / "sweep_script.py"
     script.write_text(textwrap.dedent(SCRIPT))

@@ -88,6 +88,7 @@ def settings(tmp_path: Path, **kw) -> SearchSettings:
 HAS_CMAES = importlib.util.find_spec("cmaes") is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sampler",
     [
@@ -160,6 +161,7 @@ def kill_one_worker_mid_trial(s: SearchSettings, log: Path, workers: int = 3) ->
     return victim.pid
 
 
+@pytest.mark.slow
 def test_killed_worker_with_journal_storage(tmp_path, objective_env, monkeypatch):
     monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.3")
     s = settings(tmp_path, n_trials=10)
@@ -267,6 +269,7 @@ def _system_postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_killed_worker_with_postgresql_storage(tmp_path, objective_env, postgres_url, monkeypatch):
     monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.3")
     s = settings(tmp_path, n_trials=10, storage=postgres_url, study="pg-kill-test")

@@ -46,6 +46,7 @@ def synthetic(config, out_dir):
     return {"status": "finished", "final_val_loss": 3 - width_gain + 0.05 * (x - opt) ** 2}
 
 
+@pytest.mark.slow
 def test_transfer_study_reports_drift_and_gap(tmp_path):
     spec = TransferSpec(
         ["sp", "mup"], "width", [32, 64, 128, 256], parse_hp_spec("eta=2^-10..2^-4:7"), {"depth": 2}, seeds=1

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import HeadDim, real
+from scalec.commands._options import real, whole
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
+    model_subject,
     run_and_save,
     torch_threads,
     verdict_table,
@@ -82,7 +83,10 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: HeadDim = 32,
+        head_dim: Annotated[
+            int | None,
+            typer.Option(parser=whole(), help="Attention head dimension (default 32; with --model, the model's own)."),
+        ] = None,
         lr: Annotated[
             float | None, typer.Option(parser=real(), help="Coordinate checks' base lr eta (needs --empirical).")
         ] = None,
@@ -96,6 +100,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
         out: Annotated[Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")] = None,
+        model: Annotated[
+            str | None, typer.Option(help="With --empirical: check FILE.py:FUNC(width, depth) instead of the GPT.")
+        ] = None,
+        roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
         from .coord_check import CoordCheckArgsError
@@ -107,6 +115,8 @@ def register(app: typer.Typer) -> None:
                 "error: --hp and --lr set the coordinate checks' HPs and need --empirical; "
                 "the symbolic comparison does not depend on HP values"
             )
+        if (model or roles) and not empirical:
+            raise CoordCheckArgsError("error: --model/--roles are for the coordinate checks; add --empirical")
         from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
 
         start = time.perf_counter()
@@ -126,9 +136,11 @@ def register(app: typer.Typer) -> None:
                     seq_len,
                     head_dim,
                     hp_overrides(s.rules, lr, hp),
+                    model,
                 )
                 for s in cmp.sections
             ]
+            subject = model_subject(model, roles)
             data = load_batches(corpus, configs[0])
         words = ["scalec", "compare", *rules, *[f"--param={p}" for p in param or []]]
         if empirical:
@@ -140,13 +152,14 @@ def register(app: typer.Typer) -> None:
                 f"--seeds={seeds}",
                 f"--batch={batch}",
                 f"--seq-len={seq_len}",
-                f"--head-dim={head_dim}",
+                *[f"--head-dim={head_dim}"] * (head_dim is not None),
                 f"--lr={configs[0].hp['eta']:g}",
                 *[f"--hp={h}" for h in hp or []],
             ]
             words += [f"--base-width={base_width}"] * (base_width is not None)
             words += [f"--base-depth={base_depth}"] * (base_depth is not None)
             words += [f"--corpus={corpus}"] * (corpus is not None)
+            words += [f"--model={model}"] * (model is not None) + [f"--roles={roles}"] * (roles is not None)
         cmp.command = " ".join(shlex.quote(w) for w in words)
         console.print(exponent_table_rich(cmp))
         console.print(desiderata_table_rich(cmp))
@@ -161,9 +174,9 @@ def register(app: typer.Typer) -> None:
             results = []
             with torch_threads(threads):
                 for s, cfg in zip(cmp.sections, configs, strict=True):
-                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label)
+                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
                     results.append((s.label, s.coord))
-            for sweep in ("width", "depth"):
+            for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))
             console.print(f"{results[0][1].config.thresholds()}.", markup=False)
         if out is not None:
