@@ -1,28 +1,14 @@
-"""Static checks on the IR: identity at the base shape and HP domains over the declared ranges."""
+"""Static checks on the IR: identity at the base shape, and HP domains (the feasible region, compiler/region.py)."""
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
 from dataclasses import dataclass, field
 
 import sympy
 
-from scalec.compiler.ir import Origin, ParameterisationIR, Rule
-from scalec.compiler.symbols import BASE, ONES, RATIO, hp_symbol, param_symbol
-from scalec.dsl.ast import Loc
-from scalec.dsl.errors import RuleError
-
-# Domain of each HP kind after scaling: (predicate on the value, description).
-DOMAINS = {
-    "lr": (lambda v: v > 0, "lr > 0"),
-    "eps": (lambda v: v > 0, "eps > 0"),
-    "init_std": (lambda v: v >= 0, "init_std >= 0"),
-    "weight_decay": (lambda v: v >= 0, "weight_decay >= 0"),
-    "beta1": (lambda v: 0 <= v < 1, "0 <= beta1 < 1"),
-    "beta2": (lambda v: 0 <= v < 1, "0 <= beta2 < 1"),
-}
+from scalec.compiler.ir import ParameterisationIR, Rule
+from scalec.compiler.region import check_base_in_region, derive_region, error_at
+from scalec.compiler.symbols import ONES
 
 
 @dataclass
@@ -32,19 +18,6 @@ class CheckReport:
     name: str
     warnings: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
-
-
-def _error_at(ir: ParameterisationIR, origins: tuple[Origin, ...], message: str, hint: str | None) -> RuleError:
-    if origins:
-        o = origins[-1]
-        idx = ir.paths.index(o.path) if o.path in ir.paths else -1
-        source = ir.sources[idx] if idx >= 0 else None
-        return RuleError(Loc(o.path, o.line, 1), message, hint, source)
-    return RuleError(ir.header_loc or Loc(ir.paths[-1], 1, 1), message, hint, ir.sources[-1])
-
-
-def _base_values(ir: ParameterisationIR) -> dict[sympy.Symbol, sympy.Rational]:
-    return {BASE[a]: q.value for a, q in ir.axes.items()}
 
 
 def check_identity_at_base(ir: ParameterisationIR) -> None:
@@ -62,7 +35,7 @@ def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
     here, there = rule.expr.subs(subs), root.expr.subs(subs)
     diff = sympy.expand(here - there)
     if diff != 0 and sympy.simplify(diff) != 0:
-        raise _error_at(
+        raise error_at(
             ir,
             rule.origins,
             f"{what} is not the identity at the base shape: gives {here} where the base is {there}",
@@ -70,118 +43,14 @@ def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
         )
 
 
-def _corners(ir: ParameterisationIR, used: set, with_hp_ranges: bool):
-    """Corner points of the declared ranges of the symbols `used` by a rule (axes, params, and hp
-    search ranges when asked; hps at their defaults otherwise)."""
-    opts = []
-    for a, q in ir.axes.items():
-        if RATIO[a] in used:
-            lo, hi = (q.low, q.high) if q.low is not None else (q.value, q.value)
-            opts.append([(RATIO[a], float(sympy.Rational(v, q.value))) for v in sorted({lo, q.value, hi})])
-    for k, q in ir.params.items():
-        if param_symbol(k) in used:
-            opts.append([(param_symbol(k), float(v)) for v in sorted({q.low, q.value, q.high})])
-    for k, q in ir.hps.items():
-        sym = hp_symbol(k, q.low)
-        if sym in used:
-            values = sorted({q.low, q.value, q.high}) if with_hp_ranges else [q.value]
-            opts.append([(sym, float(v)) for v in values])
-    for combo in itertools.product(*opts):
-        yield dict(combo)
-
-
 def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
-    """HP domains must hold at every corner of the declared axis and param ranges (hp defaults);
-    corners of the hp search ranges that break a domain are warnings."""
-    base = _base_values(ir)
-    memo: dict = {}  # many roles share one expression: evaluate each once
-    for role, rules in ir.roles.items():
-        for kind, (ok, desc) in DOMAINS.items():
-            rule = rules[kind]
-            expr = rule.expr.subs(base)
-            args = sorted(expr.free_symbols, key=str)
-            f = _evaluator(expr, tuple(args))
-            for strict in (True, False):
-                key = (expr, kind, strict)
-                if key not in memo:
-                    memo[key] = _first_violation(f, args, ir, ok, with_hp_ranges=not strict)
-                bad = memo[key]
-                if bad is None:
-                    continue
-                where = ", ".join(
-                    f"{k}={_fmt(v)}"
-                    for k, v in sorted(bad[0].items(), key=lambda kv: str(kv[0]))
-                    if str(k).startswith("m_") or not strict
-                )
-                if strict:
-                    hint = None
-                    if kind.startswith("beta"):
-                        hint = (
-                            "(1-beta)*m_B/m_D >= 1 there: narrow the axis B or D ranges "
-                            "(`axis B = ... in [lo, hi]`) or lower the batch/duration scaling"
-                        )
-                    raise _error_at(
-                        ir,
-                        rule.origins,
-                        f"{kind} of role '{role}' leaves its domain ({desc}): {_fmt(bad[1])} at {where}",
-                        hint or "check the rule's sign and the declared ranges",
-                    )
-                seen = [w for w in report.warnings if w.startswith(f"{kind} ")]
-                if not seen:
-                    report.warnings.append(
-                        f"{kind} leaves {desc} at a corner of the hp search ranges, e.g. role '{role}' at "
-                        f"{where}; the sweep range should avoid it"
-                    )
-                break
+    """Derive the feasible region (compiler/region.py): constraints go into the IR, failures raise, and what
+    cannot be decided (or breaks only over the hp search ranges) becomes a warning."""
+    region = derive_region(ir)
+    check_base_in_region(ir, region.constraints)
+    ir.constraints = tuple(region.constraints)
+    report.warnings.extend(region.warnings)
     report.checked.append("domains")
-
-
-@functools.lru_cache(maxsize=4096)
-def _evaluator(expr: sympy.Expr, args: tuple):
-    """Compile a rule expression into nested float closures (much faster than lambdify to build)."""
-    index = {a: i for i, a in enumerate(args)}
-
-    def build(e):
-        if e.is_Symbol:
-            k = index[e]
-            return lambda v: v[k]
-        if e.is_Number:
-            c = float(e)
-            return lambda v: c
-        parts = [build(a) for a in e.args]
-        if e.is_Add:
-            return lambda v: math.fsum(p(v) for p in parts)
-        if e.is_Mul:
-            return lambda v: math.prod(p(v) for p in parts)
-        if e.is_Pow:
-            b, x = parts
-            return lambda v: b(v) ** x(v)
-        if isinstance(e, (sympy.Min, sympy.Max)):
-            pick = min if isinstance(e, sympy.Min) else max
-            return lambda v: pick(p(v) for p in parts)
-        f = sympy.lambdify(args, e, modules="math")
-        return lambda v: f(*v)
-
-    root = build(expr)
-    return lambda *values: root(values)
-
-
-def _fmt(v) -> str:
-    try:
-        return f"{float(v):.4g}"
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _first_violation(f, args, ir, ok, with_hp_ranges: bool):
-    for point in _corners(ir, set(args), with_hp_ranges):
-        try:
-            value = f(*(point.get(a, math.nan) for a in args))
-        except (ValueError, ZeroDivisionError, OverflowError):
-            return point, float("nan")
-        if isinstance(value, complex) or math.isnan(value) or not ok(value):
-            return point, value
-    return None
 
 
 def run_checks(ir: ParameterisationIR) -> CheckReport:

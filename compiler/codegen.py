@@ -12,6 +12,7 @@ import jinja2
 from sympy.printing.pycode import PythonCodePrinter
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
+from scalec.compiler.region import code_view
 from scalec.compiler.symbols import BASE, RATIO, param_symbol
 from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
 
@@ -138,6 +139,7 @@ class _View:
             module_kinds=MODULE_HP_KINDS,
             sites=sites,
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
+            constraints=code_view(ir),
         )
 
 
