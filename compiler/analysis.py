@@ -18,6 +18,7 @@ from scalec.compiler.exponents import (
     effective_mult,
     fmt_fraction,
     monomial_exponents,
+    one_minus,
     to_fraction,
 )
 from scalec.compiler.ir import ParameterisationIR
@@ -68,7 +69,7 @@ def role_exps(ir: ParameterisationIR, role: str, kind: str) -> dict[str, Fractio
         return exps(ir, effective_mult(ir, role))
     expr = ir.roles[role][kind].expr
     if kind in ("beta1", "beta2"):
-        expr = 1 - expr
+        expr = one_minus(expr)
     return exps(ir, expr)
 
 

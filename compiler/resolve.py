@@ -40,9 +40,9 @@ class _FileResolver:
         names.update(self.lets)
         return names
 
-    def convert(self, e: ast.Expr, what: str = "expression") -> sympy.Expr:
+    def convert(self, e: ast.Expr, what: str = "expression", ratio_exponents: bool = False) -> sympy.Expr:
         params = {k: q.value for k, q in self.ir.params.items()}
-        return ExprConverter(self.scope(), params, self.f.source, what)(e)
+        return ExprConverter(self.scope(), params, self.f.source, what, ratio_exponents)(e)
 
     def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
         value = ExprConverter({}, {}, self.f.source, what)
@@ -190,7 +190,8 @@ class _FileResolver:
         head = f"role {', '.join(p.text for p in s.patterns)}: "
         for a in s.assignments:
             kind, transform = self.target(a.target)
-            value = self.convert(a.value, f"rule for {a.target}")
+            half_life = kind in ("beta1", "beta2") and transform == "plain"  # beta1 = beta1^(m_B/m_D)
+            value = self.convert(a.value, f"rule for {a.target}", ratio_exponents=half_life)
             for role, spec in roles.items():
                 self.assign(role, kind, transform, a, value, spec, head)
 
