@@ -32,7 +32,7 @@ def check_identity_at_base(ir: ParameterisationIR) -> None:
 
 
 def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
-    here, there = rule.expr.subs(subs), root.expr.subs(subs)
+    here, there = rule.expr.xreplace(subs), root.expr.xreplace(subs)
     diff = sympy.expand(here - there)
     if diff != 0 and sympy.simplify(diff) != 0:
         raise error_at(

@@ -70,11 +70,11 @@ class _Analysis:
         found: dict[tuple, Constraint] = {}
         subjects = [(f"{k} of role '{r}'", r, k, self.ir.roles[r][k]) for r in self.ir.roles for k in _ROLE_KINDS]
         subjects += [(f"site '{s}'", None, "site", rule) for s, rule in self.ir.sites.items()]
+        fixed = self.params | self.base
         for what, role, kind, rule in subjects:
-            expr = rule.expr.subs(self.params).subs(self.base)
-            key = (expr, kind)
+            key = (rule.expr, kind)  # many roles share one expression: analyse each once
             if key not in self.memo:
-                self.memo[key] = self.conditions(expr, domain_of(kind))
+                self.memo[key] = self.conditions(rule.expr.xreplace(fixed), domain_of(kind))
             for cond in self.memo[key]:
                 if isinstance(cond, Constraint):
                     k = (cond.subject, cond.coefficient, cond.exponents, cond.op, cond.limit)
@@ -198,10 +198,15 @@ class _Analysis:
     # ---- helpers -----------------------------------------------------------------------------------
     def monomial(self, expr):
         """(coefficient, ((axis, exponent), ...)) if expr = coefficient * prod m_a^e, else None."""
+        fast = _split_monomial(expr)
+        if fast is not None:
+            coef, exps = fast
+            return coef, tuple((a, e) for a, e in exps.items() if e != 0)
+        if expr.is_Add or not (expr.free_symbols & RATIO_SYMBOLS):
+            return None
         exps = monomial_exponents(expr)
         if exps is None:
             return None
-        exps = {a: sympy.nsimplify(e) for a, e in exps.items()}
         if any(not e.is_Rational for e in exps.values()):
             return None
         mono = _monomial(tuple((a, e) for a, e in exps.items() if e != 0))
@@ -213,7 +218,7 @@ class _Analysis:
         return coef, tuple((a, e) for a, e in exps.items() if e != 0)
 
     def at_defaults(self, e):
-        return sympy.nsimplify(e.subs(self.defaults)) if e.free_symbols else e
+        return e.xreplace(self.defaults) if e.free_symbols else e
 
     def enclose(self, e, hp_ranges: bool, box: bool = True):
         """A rigorous interval enclosure of `e` (mpmath.iv) over the box and hp ranges/defaults; None if unknown."""
@@ -241,7 +246,7 @@ class _Analysis:
     def sign(self, g: sympy.Expr, strict: str | None, dom: Domain) -> _Sign:
         """Prove `g > 0` (strict), `g >= 0` (weak), `g != 0` (nonzero) or finite (None) over the box at the hp
         defaults; otherwise return a witness or `undecided`. Over the hp ranges, failures become warnings."""
-        result = self._sign(g.subs(self.defaults), strict)
+        result = self._sign(g.xreplace(self.defaults), strict)
         if result.ok and g.free_symbols & set(self.hp_syms):
             enc = self.enclose(g, hp_ranges=True)
             if not _enc_ok(enc, strict):
@@ -362,7 +367,7 @@ class _Analysis:
         if tag == "sign":
             shown = sign.value
             if not isinstance(shown, str):  # the HP's own value there (the analysis saw a gap to a bound)
-                shown = _fmt(sympy.nsimplify(value.subs(self.defaults).subs(sign.point).evalf(30)))
+                shown = _fmt(value.xreplace(self.defaults).subs(sign.point).evalf(30))
             msg = f"{what} leaves its domain ({dom.text}): {label} = {shown} at {self.where(sign.point)}"
             hint = "a zero, pole or sign change inside the axis box: rewrite the rule or narrow the axis ranges"
         elif tag == "base":
@@ -389,6 +394,31 @@ def error_at(ir: ParameterisationIR, origins: tuple[Origin, ...], message: str, 
         idx = ir.paths.index(o.path) if o.path in ir.paths else -1
         return RuleError(Loc(o.path, o.line, 1), message, hint, ir.sources[idx] if idx >= 0 else None)
     return RuleError(ir.header_loc or Loc(ir.paths[-1], 1, 1), message, hint, ir.sources[-1])
+
+
+def _split_monomial(e: sympy.Expr):
+    """A structural split of `e` into (coefficient free of ratios, {axis: rational exponent}); None if it is not
+    plainly a product of ratio powers (the slower sympy normalisation then decides)."""
+    if not (e.free_symbols & RATIO_SYMBOLS):
+        return e, {}
+    if e in RATIO_SYMBOLS:
+        return sympy.Integer(1), {AXIS_OF[e]: sympy.Integer(1)}
+    if e.is_Pow and e.exp.is_Rational:
+        inner = _split_monomial(e.base)
+        if inner is None:
+            return None
+        return inner[0] ** e.exp, {a: x * e.exp for a, x in inner[1].items()}
+    if e.is_Mul:
+        coef, exps = sympy.Integer(1), {}
+        for factor in e.args:
+            part = _split_monomial(factor)
+            if part is None:
+                return None
+            coef = coef * part[0]
+            for a, x in part[1].items():
+                exps[a] = exps.get(a, 0) + x
+        return coef, exps
+    return None
 
 
 def _monomial(exps) -> sympy.Expr:
@@ -462,6 +492,8 @@ def _fmt(v, axis: str = "B") -> str:
         f = float(v)
     except (TypeError, ValueError):
         return str(v)
+    if f.is_integer() and not (axis in ("B", "D") and f >= 256 and math.log2(f).is_integer()):
+        return str(int(f))
     if axis in ("B", "D") and f >= 256 and math.log2(f).is_integer():
         return f"2^{int(math.log2(f))}"
     return f"{f:.4g}"
@@ -534,6 +566,12 @@ def describe(c: Constraint, ir: ParameterisationIR) -> str:
     return f"{text}: {why}{roles}{spread}"
 
 
+def region_lines(ir: ParameterisationIR) -> list[str]:
+    """The feasible region as `scalec check` / `show` print it: the axis box, then one line per constraint."""
+    box = ", ".join(f"{a} in [{_fmt(q.low, a)}, {_fmt(q.high, a)}]" for a, q in ir.axes.items() if q.low is not None)
+    return [f"axes {box}"] + [describe(c, ir) for c in ir.constraints]
+
+
 def derive_region(ir: ParameterisationIR) -> RegionReport:
     """The feasible region's constraints (beyond the axis box) and the warnings; raises RuleError on a failure."""
     return _Analysis(ir).run()
@@ -545,10 +583,11 @@ def check_base_in_region(ir: ParameterisationIR, constraints) -> None:
         defaults = {hp_symbol(k, q.low): q.value for k, q in ir.hps.items()}
         if not _compare(c.coefficient.subs(defaults), c.op, c.limit):
             form = user_form(c, ir)
+            name = "S0 = D0/B0" if form.steps else form.quantity
             raise error_at(
                 ir,
                 (),
-                f"the base shape lies outside the feasible region: it needs {form.quantity} {form.op} "
+                f"the base shape lies outside the feasible region: it needs {name} {form.op} "
                 f"{_fmt(form.bound.subs(defaults))} ({form.why.format(c=float(c.coefficient.subs(defaults)))})",
                 "move the base inside the region (e.g. --base D=... with D >= B)",
             )
@@ -591,4 +630,13 @@ def code_view(ir: ParameterisationIR) -> list[dict]:
     return views
 
 
-__all__ = ["derive_region", "describe", "user_form", "UserForm", "RegionReport", "check_base_in_region", "code_view"]
+__all__ = [
+    "derive_region",
+    "describe",
+    "user_form",
+    "UserForm",
+    "RegionReport",
+    "check_base_in_region",
+    "code_view",
+    "region_lines",
+]

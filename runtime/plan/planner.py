@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scalec.compiler.domain import domain_of
 from scalec.errors import ScalecError
 from scalec.runtime.plan.binding import _listing, bind, unique_parameters
 
@@ -234,16 +235,20 @@ def make_plan(
     module = _module_of(rules)
     shape = resolve_shape(module, shape)
     hp = resolve_hparams(module, hp)
+    if hp is not None:  # the region's constraints may depend on the HPs (Complete(d)P: steps >= S0 * (1-beta1))
+        try:
+            module.check_shape(shape, hp)
+        except module.ShapeError as exc:
+            raise PlanError(f"error: shape: {exc}") from None
     bound = bind(model, preset=preset, patterns=patterns, base_model=base_model, roles=module.ROLES)
     per_role = {role: module.role_hparams(role, shape, hp) for role in sorted({b.role for b in bound})}
     for role, r in per_role.items():
         for f in dataclasses.fields(r):
-            value = getattr(r, f.name)
-            negative = f.name in ("init_std", "lr", "weight_decay", "eps") and value < 0
-            bad_beta = f.name in ("beta1", "beta2") and not 0 <= value < 1
-            if not math.isfinite(value) or negative or bad_beta:
+            value, domain = getattr(r, f.name), domain_of(f.name)  # the checker's domains (compiler/domain.py)
+            if not domain.holds(value):
                 raise PlanError(
-                    f"error: role '{role}' gets {f.name} = {value} at this shape; check the hp values and the shape"
+                    f"error: role '{role}' gets {f.name} = {value} at this shape, outside {domain.text}; "
+                    "check the hp values and the shape"
                 )
     entries = []
     for b in bound:

@@ -66,6 +66,7 @@ def check_cmd(
     """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata)."""
     from scalec.compiler.analysis import desiderata
     from scalec.compiler.parameterisation import compile_ir
+    from scalec.compiler.region import region_lines
 
     failed = 0
     for f in files:
@@ -80,6 +81,8 @@ def check_cmd(
             f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
             f"width: {d.width_class}; depth: {d.depth_class}"
         )
+        for line in region_lines(ir):
+            console.print(f"  region: {line}", markup=False)
         for w in report.warnings:
             console.print(f"  [yellow]warning[/yellow]: {w}", markup=True)
     if failed:
@@ -155,19 +158,20 @@ def show_cmd(
     """Every role x HP value at a shape, with its scaling exponents."""
     from scalec.compiler.exponents import exponent_table
     from scalec.compiler.parameterisation import load
+    from scalec.compiler.region import region_lines
 
     p = load(file, parse_assignments(param, "--param"))
     axes = {"n": width, "L": depth, "B": batch, "D": duration, "d_head": head_dim}
     shape = p.shape(**{k: v for k, v in axes.items() if v is not None})
-    try:
-        p.module.check_shape(shape)
-    except ValueError as exc:
-        raise ScalecError(f"error: {exc}") from None
     hps = {k: parse_number(v, f"--hp {k}") for k, v in parse_assignments(hp, "--hp").items()}
     try:
         hparams = p.hparams(**hps)
     except KeyError as exc:
         raise ScalecError(f"error: {exc.args[0]}") from None
+    try:
+        p.module.check_shape(shape, hparams)
+    except ValueError as exc:
+        raise ScalecError(f"error: {exc}") from None
     table = exponent_table(p.ir)
     console.print(
         f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
@@ -187,3 +191,5 @@ def show_cmd(
         row = table.get(site, "site")
         t.add_row(site, "site", f"{value:.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
     console.print(t)
+    for line in region_lines(p.ir):
+        console.print(f"feasible region: {line}", markup=False)
