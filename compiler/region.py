@@ -319,7 +319,8 @@ class _Analysis:
             zeros, poles = sympy.solveset(num, u, where), sympy.solveset(den, u, where)
         except (NotImplementedError, ValueError, TypeError):
             return None
-        if not isinstance(zeros, sympy.FiniteSet) or not isinstance(poles, sympy.FiniteSet):
+        finite = (sympy.FiniteSet, type(sympy.S.EmptySet))
+        if not isinstance(zeros, finite) or not isinstance(poles, finite):
             return None
         for p in sorted(poles, key=float):
             return _Sign(False, to_point(p), "infinite")
@@ -381,6 +382,8 @@ class _Analysis:
     def where(self, point) -> str:
         if not point:
             return "every shape"
+        order = list(AXES)
+        point = dict(sorted(point.items(), key=lambda kv: order.index(AXIS_OF[kv[0]])))
         shape = ", ".join(
             f"{AXIS_OF[s]} = {_fmt(v * self.base[BASE[AXIS_OF[s]]], AXIS_OF[s])}" for s, v in point.items()
         )

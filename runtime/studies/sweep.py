@@ -69,6 +69,18 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
                 f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
                 f"pick a {fld} inside it or widen the rule's axis range"
             )
+    # The derived region (e.g. Complete(d)P's step condition) at the HPs the config gives.
+    if hasattr(module, "Shape") and hasattr(module, "check_shape"):
+        axes = {a: float(config[f]) for f, a in SHAPE_FIELDS.items() if config.get(f) is not None}
+        shape = dataclasses.replace(module.BASE, **axes)
+        try:
+            hp = module.HParams().replace(**{k: float(v) for k, v in dict(config.get("hp") or {}).items()})
+        except (KeyError, TypeError, ValueError):
+            hp = None
+        try:
+            module.check_shape(shape, hp)
+        except module.ShapeError as exc:
+            raise ShapeRangeError(f"error: {exc}") from None
 
 
 def run_sweep(
