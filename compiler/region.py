@@ -326,7 +326,7 @@ class _Analysis:
             return _Sign(False, to_point(p), "infinite")
         cuts = sorted(set(zeros) | {lo, hi}, key=float)
         samples = list(cuts) + [(x + y) / 2 for x, y in itertools.pairwise(cuts)]
-        for p in sorted(samples, key=float):
+        for p in samples:  # zeros and the box's ends first: they make the plainest witnesses
             value = f.subs(u, p).evalf(30)
             if value.is_real is False or value.has(sympy.I):
                 return _Sign(False, to_point(p), "not real")
@@ -387,7 +387,7 @@ class _Analysis:
         shape = ", ".join(
             f"{AXIS_OF[s]} = {_fmt(v * self.base[BASE[AXIS_OF[s]]], AXIS_OF[s])}" for s, v in point.items()
         )
-        ratios = ", ".join(f"{s} = {_fmt(v)}" for s, v in point.items())
+        ratios = ", ".join(f"{s} = {_fmt(v, 'ratio')}" for s, v in point.items())
         return f"{shape} ({ratios})"
 
 
@@ -489,16 +489,18 @@ def _enclose(e, env):
     raise TypeError(f"no enclosure for {e.func}")
 
 
-def _fmt(v, axis: str = "B") -> str:
+def _fmt(v, axis: str = "") -> str:
     """A number for messages; token counts (B, D) that are powers of two as `2^k`."""
     try:
         f = float(v)
     except (TypeError, ValueError):
         return str(v)
-    if f.is_integer() and not (axis in ("B", "D") and f >= 256 and math.log2(f).is_integer()):
-        return str(int(f))
+    if f > 0 and abs(math.log2(f) - round(math.log2(f))) < 1e-9:  # witness points found in log space
+        f = 2.0 ** round(math.log2(f))
     if axis in ("B", "D") and f >= 256 and math.log2(f).is_integer():
         return f"2^{int(math.log2(f))}"
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
     return f"{f:.4g}"
 
 
