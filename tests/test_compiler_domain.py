@@ -207,3 +207,17 @@ def test_cli_plans_complete_d_p_at_llm_batch_sizes():
     )
     assert res.returncode == 0, res.stderr
     assert "mlp.down" in res.stdout
+
+
+def test_make_plan_uses_the_shared_domains_and_the_hp_dependent_region():
+    from scalec.runtime.plan.planner import PlanError, make_plan
+    from scalec.runtime.trainer.gpt import GPT, GPTConfig
+
+    rules = scalec.load("completedp")
+    model = GPT(GPTConfig(width=32, depth=1, head_dim=16, seq_len=16, vocab=64))
+    shape = {"n": 32, "L": 1, "B": 2**12, "D": 2**12 * 300}  # 300 steps: fine at beta1 = 0.9 (needs 102.4)
+    make_plan(rules, model, shape)
+    with pytest.raises(PlanError, match=r"role 'attn.q' gets lr = -.* outside lr > 0"):
+        make_plan(rules, model, shape, hp={"lr[attn.q]": -1.0})
+    with pytest.raises(PlanError, match=r"at least 512 optimizer steps here"):  # beta1 = 0.5: S >= 1024 * 0.5
+        make_plan(rules, model, shape, hp={"beta1": 0.5})
