@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy
 
-from scalec.compiler.ir import ParameterisationIR, Rule
+from scalec.compiler.ir import ParameterisationIR, Quantity, Rule
 from scalec.compiler.region import check_base_in_region, derive_region, error_at
 from scalec.compiler.symbols import ONES
+from scalec.dsl.errors import RuleError
 
 
 @dataclass
@@ -50,7 +52,21 @@ def check_domains(ir: ParameterisationIR, report: CheckReport) -> None:
     check_base_in_region(ir, region.constraints)
     ir.constraints = tuple(region.constraints)
     report.warnings.extend(region.warnings)
+    _check_param_range(ir)
     report.checked.append("domains")
+
+
+def _check_param_range(ir: ParameterisationIR) -> None:
+    """`--param` may move a param anywhere in its declared range: the domains must hold at its ends too (the
+    region itself is recompiled for the value chosen)."""
+    ends = [[(k, v) for v in sorted({q.low, q.high} - {q.value})] for k, q in ir.params.items()]
+    for k, v in (kv for options in ends for kv in options):
+        q = ir.params[k]
+        moved = dataclasses.replace(ir, params={**ir.params, k: Quantity(k, v, q.low, q.high, None, q.loc)})
+        try:
+            derive_region(moved)
+        except RuleError as exc:
+            raise RuleError(exc.loc, f"{exc.message} (with param {k} = {v})", exc.hint, exc.source) from None
 
 
 def run_checks(ir: ParameterisationIR) -> CheckReport:

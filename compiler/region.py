@@ -254,6 +254,15 @@ class _Analysis:
         return result
 
     def _sign(self, g, strict) -> _Sign:
+        if g.is_Mul:  # positive monomial factors (ratios are positive) do not change the sign: drop them
+            keep, negative = [], False
+            for factor in g.args:
+                mono = self.monomial(factor)
+                if mono is not None and mono[0].is_number and mono[0] != 0:
+                    negative ^= bool(mono[0] < 0)
+                    continue
+                keep.append(factor)
+            g = -sympy.Mul(*keep) if negative else sympy.Mul(*keep)
         enc = self.enclose(g, hp_ranges=False)
         if _enc_ok(enc, strict):
             return _Sign(True)
@@ -368,7 +377,8 @@ class _Analysis:
         if tag == "sign":
             shown = sign.value
             if not isinstance(shown, str):  # the HP's own value there (the analysis saw a gap to a bound)
-                shown = _fmt(value.xreplace(self.defaults).subs(sign.point).evalf(30))
+                at = {r: 1 for r in value.free_symbols & RATIO_SYMBOLS} | sign.point  # other axes at the base
+                shown = _fmt(value.xreplace(self.defaults).subs(at).evalf(30))
             msg = f"{what} leaves its domain ({dom.text}): {label} = {shown} at {self.where(sign.point)}"
             hint = "a zero, pole or sign change inside the axis box: rewrite the rule or narrow the axis ranges"
         elif tag == "base":

@@ -221,3 +221,10 @@ def test_make_plan_uses_the_shared_domains_and_the_hp_dependent_region():
         make_plan(rules, model, shape, hp={"lr[attn.q]": -1.0})
     with pytest.raises(PlanError, match=r"at least 512 optimizer steps here"):  # beta1 = 0.5: S >= 1024 * 0.5
         make_plan(rules, model, shape, hp={"beta1": 0.5})
+
+
+def test_domains_hold_over_the_param_range_too(write_rule):
+    # alpha = 1 (the default): lr *= 2 - m_L^0 = 1; alpha = 1/2 (allowed by --param): lr *= 2 - m_L, 0 at m_L = 2.
+    path = write_rule("pa", "parameterisation PA extends CompleteP\n  role hidden: lr *= 2 - m_L^(2 - 2*alpha)\n")
+    with pytest.raises(RuleError, match=r"lr = 0 at L = 4 \(m_L = 2\) \(with param alpha = 1/2\)"):
+        scalec.load(path)
