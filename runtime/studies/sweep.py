@@ -69,18 +69,17 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
                 f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
                 f"pick a {fld} inside it or widen the rule's axis range"
             )
-    # The derived region (e.g. Complete(d)P's step condition) at the HPs the config gives.
-    if hasattr(module, "Shape") and hasattr(module, "check_shape"):
-        axes = {a: float(config[f]) for f, a in SHAPE_FIELDS.items() if config.get(f) is not None}
-        shape = dataclasses.replace(module.BASE, **axes)
+    if hasattr(rules, "shape"):  # then the rule's whole feasible region, as every command checks it
+        axes = {axis: config[fld] for fld, axis in SHAPE_FIELDS.items() if config.get(fld) is not None}
+        if config.get("head_dim") is not None:
+            axes["d_head"] = config["head_dim"]
         try:
-            hp = module.HParams().replace(**{k: float(v) for k, v in dict(config.get("hp") or {}).items()})
-        except (KeyError, TypeError, ValueError):
-            hp = None
-        try:
-            module.check_shape(shape, hp)
-        except module.ShapeError as exc:
-            raise ShapeRangeError(f"error: {exc}") from None
+            shape = rules.shape(**axes)
+            if config.get("hp"):  # the region may depend on the HPs (Complete(d)P: S >= S0 * (1-beta1))
+                rules.module.check_shape(shape, rules.hparams(**dict(config["hp"])))
+        except (ScalecError, ValueError) as exc:
+            shown = ", ".join((labels or {}).get(f, f"--{f} {config[f]:g}") for f in SHAPE_FIELDS if f in config)
+            raise ShapeRangeError(f"error: {shown}: {str(exc).removeprefix('error: ')}") from None
 
 
 def run_sweep(

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
-        from scalec.commands.train import parse_params, parse_tokens
+        from scalec.parsing import parse_int, parse_params
         from scalec.runtime.studies.search import SAMPLERS, Dim, SearchSettings, default_dims, run_search
         from scalec.runtime.studies.sweep import fmt_value
         from scalec.runtime.trainer.gpt import ROLES
@@ -119,8 +119,8 @@ def register(app: typer.Typer) -> None:
             rule,
             width,
             depth,
-            parse_tokens(batch, "--batch"),
-            parse_tokens(duration, "--duration") if duration else None,
+            parse_int(batch, "--batch"),
+            parse_int(duration, "--duration") if duration else None,
             steps,
             seq_len,
             head_dim,
