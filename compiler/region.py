@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import sympy
 from mpmath import iv
-from sympy.printing.pycode import PythonCodePrinter
 
 from scalec.compiler.domain import Domain, domain_of
 from scalec.compiler.exponents import monomial_exponents
@@ -608,23 +607,13 @@ def check_base_in_region(ir: ParameterisationIR, constraints) -> None:
             )
 
 
-class _Printer(PythonCodePrinter):
-    """Prints constraint expressions for the generated module: axes as `shape.X`, hps as `hp.<field>`."""
-
-    def __init__(self, names: dict[str, str]):
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-        self._names = names
-
-    def _print_Symbol(self, expr):  # noqa: N802 - sympy printer protocol
-        return self._names[expr.name]
-
-
 def code_view(ir: ParameterisationIR) -> list[dict]:
     """What the module template's check_shape block prints for each constraint (code as sympy printed it)."""
     from scalec.compiler.codegen import field_name
+    from scalec.compiler.printer import RulePrinter
 
     names = {a: f"shape.{a}" for a in AXES} | {h: f"hp.{field_name(h)}" for h in ir.hps}
-    printer = _Printer(names)
+    printer = RulePrinter(names, {h: 0 for h in ir.hps} | {a: 1 + i for i, a in enumerate(AXES)})
     views = []
     for c in ir.constraints:
         form = user_form(c, ir)

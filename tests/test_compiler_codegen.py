@@ -97,13 +97,14 @@ def _functions(src: str) -> dict[str, ast.FunctionDef]:
 
 def test_one_function_per_distinct_rule_body_and_a_role_table():
     p = scalec.load("completedp")
-    bodies = {f for f in _functions(p.source) if f.startswith("_") and f != "__init__"}
+    helpers = {"__init__", "_require", "_axis_text"}  # the last two: check_shape's region constraints
+    bodies = {f for f in _functions(p.source) if f.startswith("_") and f not in helpers}
     # Complete(d)P: embed, the seven hidden matrices, norm, qk_norm, bias, final_norm, unembed.
     assert len(bodies) == 7 and "_hidden" in bodies
     table = p.module._ROLE_RULES
     assert set(table) == set(p.module.ROLES) and len(set(table.values())) == 7
     assert {table[r].__name__ for r in ("attn.q", "attn.o", "mlp.up", "mlp.down")} == {"_hidden"}
-    assert len(p.source.splitlines()) < 450
+    assert len(p.source.splitlines()) < 520  # ~60 of them: check_shape's derived region constraints
 
 
 @pytest.mark.parametrize("name", BUNDLED)
