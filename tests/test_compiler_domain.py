@@ -221,7 +221,7 @@ def test_make_plan_uses_the_shared_domains_and_the_hp_dependent_region():
 
     rules = scalec.load("completedp")
     model = GPT(GPTConfig(width=32, depth=1, head_dim=16, seq_len=16, vocab=64))
-    shape = {"n": 32, "L": 1, "B": 2**12, "D": 2**12 * 300}  # 300 steps: fine at beta1 = 0.9 (needs 102.4)
+    shape = {"n": 32, "L": 1, "d_head": 16, "B": 2**12, "D": 2**12 * 300}  # 300 steps >= 102.4
     make_plan(rules, model, shape)
     bad = rules.module.HParams().replace(**{"lr[attn.q]": -1.0})  # an HParams object skips the hp-value checks
     with pytest.raises(PlanError, match=r"role 'attn.q' gets lr = -.* outside lr > 0"):
