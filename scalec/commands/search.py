@@ -26,7 +26,7 @@ from scalec.commands._options import (
     Steps,
     Width,
 )
-from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, load_rules, split_hp_specs
+from scalec.commands.sweep import SweepArgsError, check_shapes, load_rules, split_hp_specs
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +88,10 @@ def register(app: typer.Typer) -> None:
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
         from scalec.commands.train import parse_params, parse_tokens
-        from scalec.runtime.studies.search import SAMPLERS, Dim, SearchSettings, default_dims, run_search
+        from scalec.runtime.studies.run_args import RunArgs
+        from scalec.runtime.studies.search import run_search
+        from scalec.runtime.studies.search_samplers import SAMPLERS
+        from scalec.runtime.studies.search_settings import Dim, SearchSettings, default_dims
         from scalec.runtime.studies.sweep import fmt_value
         from scalec.runtime.trainer.gpt import ROLES
 
@@ -115,24 +118,24 @@ def register(app: typer.Typer) -> None:
             )
         if not dims:
             raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
-        fixed = fixed_config(
-            rule,
-            width,
-            depth,
-            parse_tokens(batch, "--batch"),
-            parse_tokens(duration, "--duration") if duration else None,
-            steps,
-            seq_len,
-            head_dim,
-            qk_norm,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=width,
+            depth=depth,
+            batch=parse_tokens(batch, "--batch"),
+            duration=parse_tokens(duration, "--duration") if duration else None,
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            qk_norm=qk_norm,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         check_shapes(rules, [fixed])
         settings = SearchSettings(list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed)
         console.print(

@@ -42,56 +42,6 @@ def load_rules(rule: str, params: dict[str, str]) -> Any:
     return scalec.load(rule, params=params or None)
 
 
-def fixed_config(
-    rule: str,
-    width: int,
-    depth: int,
-    batch: int,
-    duration: int | None,
-    steps: int | None,
-    seq_len: int,
-    head_dim: int,
-    qk_norm: bool,
-    params: dict[str, str],
-    hp: dict[str, float],
-    seed: int,
-    device: str,
-    corpus: str | None = None,
-    eval_every: int | None = None,
-    eval_batches: int | None = None,
-) -> dict[str, Any]:
-    """The run settings shared by every run of a sweep (TrainConfig field names; defaults left out)."""
-    from scalec.runtime.trainer.train_config import TrainConfig
-
-    if duration is None and steps is None:
-        raise SweepArgsError("error: give the training length: --duration TOKENS or --steps N")
-    config: dict[str, Any] = {
-        "rule": rule,
-        "width": width,
-        "depth": depth,
-        "batch": batch,
-        "seq_len": seq_len,
-        "head_dim": head_dim,
-        "hp": hp,
-        "seed": seed,
-    }
-    config["duration" if duration is not None else "steps"] = duration if duration is not None else steps
-    if qk_norm:
-        config["qk_norm"] = True
-    if params:
-        config["params"] = params
-    if device != "auto":
-        config["device"] = device
-    if corpus is not None:
-        config["corpus"] = corpus
-    if eval_every is not None:
-        config["eval_every"] = eval_every
-    if eval_batches is not None:
-        config["eval_batches"] = eval_batches
-    TrainConfig(**config)  # validates batch/seq_len/head_dim/length before anything runs
-    return config
-
-
 def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
     """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
     from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
@@ -198,6 +148,7 @@ def register(app: typer.Typer) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
         from scalec.commands.train import parse_params, parse_tokens
+        from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.run_store import RunStore
         from scalec.runtime.studies.sweep import (
             SweepSpec,
@@ -217,24 +168,24 @@ def register(app: typer.Typer) -> None:
         if random is None:
             for s in swept:
                 s.grid()  # a range without a point count is an error before anything runs
-        fixed = fixed_config(
-            rule,
-            width,
-            depth,
-            parse_tokens(batch, "--batch"),
-            parse_tokens(duration, "--duration") if duration else None,
-            steps,
-            seq_len,
-            head_dim,
-            qk_norm,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=width,
+            depth=depth,
+            batch=parse_tokens(batch, "--batch"),
+            duration=parse_tokens(duration, "--duration") if duration else None,
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            qk_norm=qk_norm,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
         check_shapes(rules, configs)
         names = [s.name for s in swept]

@@ -11,7 +11,7 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen
-from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, fmt_record, load_rules
+from scalec.commands.sweep import SweepArgsError, check_shapes, fmt_record, load_rules
 
 # Shape-spec keys -> TrainConfig field.
 SHAPE_KEYS = {
@@ -115,6 +115,7 @@ def register(app: typer.Typer) -> None:
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         from scalec.commands.train import parse_params, parse_tokens
         from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
+        from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
 
         params = parse_params(param)
@@ -163,24 +164,23 @@ def register(app: typer.Typer) -> None:
                 "single values are fixed overrides"
             )
         swept[0].grid()
-        fixed = fixed_config(
-            rule,
-            shape["width"],
-            shape["depth"],
-            shape["batch"],
-            shape["duration"],
-            steps,
-            seq_len,
-            head_dim,
-            False,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=shape["width"],
+            depth=shape["depth"],
+            batch=shape["batch"],
+            duration=shape["duration"],
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         fixed.pop("rule")
         spec = TransferSpec(rule_names, axis, size_list, swept[0], fixed, seeds, {r: loaded[r].name for r in loaded})
         configs = transfer_configs(spec)
