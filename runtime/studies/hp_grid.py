@@ -30,6 +30,11 @@ _BIN_OPS = {
 }
 
 
+# The most runs one sweep or transfer study expands to: a grid bigger than this is a typo, not a study (and
+# expanding it would take minutes and gigabytes before the first run).
+MAX_RUNS = 10_000
+
+
 class HPSpecError(ScalecError):
     """A `--hp` spec that cannot be parsed, names no HP of the rule, or leaves the HP's domain."""
 
@@ -59,6 +64,11 @@ class HPRange:
             raise HPSpecError(
                 f"error: --hp '{self.text}': a grid needs a point count, e.g. "
                 f"'{self.name}={self.text.split('=', 1)[1]}:5' (or use --random N)"
+            )
+        if self.count > MAX_RUNS:
+            raise HPSpecError(
+                f"error: --hp '{self.text}': {self.count} grid points; a study runs at most {MAX_RUNS} "
+                "(use fewer points, or --random N)"
             )
         return spaced(self.low, self.high, self.count, self.scale or scale)
 
@@ -219,10 +229,18 @@ def resolve_specs(specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_na
 def grid_points(specs: Sequence[HPRange]) -> list[dict[str, float]]:
     """The cartesian product of the specs' grids, as `{name: value}` dicts (one empty dict if no specs)."""
     grids = [spec.grid() for spec in specs]
+    total = math.prod(len(g) for g in grids)
+    if total > MAX_RUNS:
+        raise HPSpecError(
+            f"error: --hp: the grid has {total} points ({' x '.join(str(len(g)) for g in grids)}); "
+            f"a study runs at most {MAX_RUNS} (use coarser grids or --random N)"
+        )
     return [dict(zip([s.name for s in specs], combo, strict=True)) for combo in itertools.product(*grids)]
 
 
 def random_points(specs: Sequence[HPRange], count: int, seed: int = 0) -> list[dict[str, float]]:
     """`count` random configurations: ranges sampled uniformly in their scale, lists picked uniformly."""
+    if count > MAX_RUNS:
+        raise HPSpecError(f"error: --random {count}: a study runs at most {MAX_RUNS} points")
     rng = random.Random(seed)
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]

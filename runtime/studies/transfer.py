@@ -17,7 +17,7 @@ from typing import Any
 
 from scalec.runtime.studies.hp_grid import HPRange
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore
-from scalec.runtime.studies.sweep import SHAPE_FIELDS, fmt_value, run_sweep
+from scalec.runtime.studies.sweep import SHAPE_FIELDS, check_seeds, check_size, fmt_value, run_sweep
 
 AXIS_FIELDS = {"width": "width", "depth": "depth", "batch": "batch", "duration": "duration"}
 
@@ -34,6 +34,9 @@ class TransferSpec:
     seeds: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)  # rule -> display name (e.g. a file's NAME)
 
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)
+
     def label(self, rule: str) -> str:
         """Display name of a rule."""
         return self.labels.get(rule, rule)
@@ -46,6 +49,7 @@ class TransferSpec:
 
 def transfer_configs(spec: TransferSpec) -> list[dict[str, Any]]:
     """Every run of the study: rule x size x HP value x seed (base sizes first: a killed study is useful)."""
+    check_size(len(spec.sizes) * len(spec.rules) * len(spec.hp.grid()) * spec.seeds)
     configs = []
     base_seed = int(spec.fixed.get("seed", 0))
     for size in spec.sizes:

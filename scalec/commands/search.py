@@ -26,6 +26,7 @@ from scalec.commands._options import (
     Steps,
     Width,
 )
+from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import SweepArgsError, check_shapes, load_rules, split_hp_specs
 
 
@@ -144,7 +145,8 @@ def register(app: typer.Typer) -> None:
             markup=False,
             soft_wrap=True,
         )
-        result = run_search(settings, workers)
+        with StudyProgress("search", trials) as bar:
+            result = run_search(settings, workers, progress=bar.update)
         console.print(
             f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
             f"{result.n_over_budget} over budget",

@@ -26,6 +26,7 @@ from scalec.commands._options import (
     Steps,
     Width,
 )
+from scalec.commands._progress import StudyProgress
 from scalec.errors import ScalecError
 
 
@@ -196,12 +197,13 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         t0 = [time.perf_counter()]
+        with StudyProgress("sweep", len(configs)) as bar:
 
-        def report(i: int, record: Any) -> None:
-            console.print(fmt_record(i, len(configs), record, names, t0[0]), markup=False, soft_wrap=True)
-            t0[0] = time.perf_counter()
+            def report(i: int, record: Any) -> None:
+                bar.advance(fmt_record(i, len(configs), record, names, t0[0]))
+                t0[0] = time.perf_counter()
 
-        records = run_sweep(configs, store, train_run_fn, report)
+            records = run_sweep(configs, store, train_run_fn, report)
         rows = summarize(records)
         print_rows(rows, names, top)
         (out / "sweep.md").write_text(rows_markdown(rows, names) + "\n")

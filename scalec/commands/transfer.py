@@ -11,6 +11,7 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen
+from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import SweepArgsError, check_shapes, fmt_record, load_rules
 
 # Shape-spec keys -> TrainConfig field.
@@ -193,14 +194,15 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         t0 = [time.perf_counter()]
-
-        def report(i: int, record: Any) -> None:
-            console.print(fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True)
-            t0[0] = time.perf_counter()
-
         from scalec.runtime.studies.sweep import train_run_fn
 
-        results = run_transfer(spec, out, train_run_fn, report, title)
+        with StudyProgress("transfer", len(configs)) as bar:
+
+            def report(i: int, record: Any) -> None:
+                bar.advance(fmt_record(i, len(configs), record, [swept[0].name], t0[0]))
+                t0[0] = time.perf_counter()
+
+            results = run_transfer(spec, out, train_run_fn, report, title)
         console.print(to_markdown(spec, results), markup=False, soft_wrap=True)
         console.print(
             f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
