@@ -46,6 +46,7 @@ def flock_lock(path: Path) -> Any:
         import fcntl
     except ImportError:
         return None
+
     class FlockLock:  # Optuna's journal lock protocol: acquire() -> True, release()
         def __init__(self) -> None:
             self._fd: int | None = None
