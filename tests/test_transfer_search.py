@@ -450,4 +450,20 @@ def test_unreachable_storage_is_one_line(tmp_path, url, message):
         pytest.importorskip("psycopg2")
     with pytest.raises(SearchError, match=message) as info:
         make_storage(settings(tmp_path, storage=url))
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"error: --storage {url}: ")
+
+
+def test_a_repeated_point_is_not_counted_twice(tmp_path, objective_env):
+    """A trial whose run is already COMPLETE (a replayed sampler point, a second retry) reuses the stored result;
+    it must not count: the budget is distinct runs (it used to be 2 runs for a budget of 3)."""
+    from scalec.runtime.studies.search_worker import run_worker
+
+    first = settings(tmp_path, n_trials=2, sampler="random", study="repeat")
+    run_search(first)
+    study = optuna.load_study(study_name="repeat", storage=make_storage(first))
+    study.enqueue_trial(study.trials[1].params)
+    run_worker(settings(tmp_path, n_trials=3, sampler="random", study="repeat"))
+    trials = optuna.load_study(study_name="repeat", storage=make_storage(first)).trials
+    runs = [t.user_attrs["run"] for t in trials if t.state.name == "COMPLETE"]
+    assert len(runs) == 3 and len(set(runs)) == 3
+    assert [t.number for t in trials if t.user_attrs.get("duplicate")] == [2]

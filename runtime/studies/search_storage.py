@@ -93,6 +93,7 @@ def make_storage(settings: SearchSettings) -> Any:
         )
     from sqlalchemy.exc import SQLAlchemyError
 
+    given = url
     url = with_driver(url)
     try:
         with warnings.catch_warnings():
@@ -105,10 +106,10 @@ def make_storage(settings: SearchSettings) -> Any:
             )
     except ImportError as exc:
         raise SearchError(
-            f"error: --storage {url}: driver missing ({exc}); for PostgreSQL install scalec[postgres]"
+            f"error: --storage {given}: driver missing ({exc}); for PostgreSQL install scalec[postgres]"
         ) from None
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-        raise SearchError(f"error: --storage {url}: cannot connect ({_first_line(exc)})") from None
+        raise SearchError(f"error: --storage {given}: cannot connect ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
