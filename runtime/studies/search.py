@@ -61,12 +61,14 @@ def supervise(settings: SearchSettings, procs: list[subprocess.Popen], progress:
     """Wait for the workers, reaping each as it exits (a killed worker must not linger as a zombie whose pid
     still looks alive, or the others never retry its trial); report progress from the study meanwhile. On any
     exception (Ctrl-C) the workers are terminated."""
+    study = None
     try:
         running = list(procs)
         while running:
             running = [p for p in running if p.poll() is None]
             if progress is not None:
-                progress(len(counted_runs(_trials(settings))), settings.n_trials)
+                study = study or _load(settings)
+                progress(len(counted_runs(study.get_trials(deepcopy=False))), settings.n_trials)
             if running:
                 time.sleep(min(settings.poll_s, 0.5))
     finally:
@@ -78,13 +80,11 @@ def supervise(settings: SearchSettings, procs: list[subprocess.Popen], progress:
         raise SearchError(f"error: search: every worker failed; see {settings.out}/worker*.log")
 
 
-def _trials(settings: SearchSettings) -> list[Any]:
+def _load(settings: SearchSettings) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=settings.study_name(), storage=make_storage(settings)).get_trials(
-        deepcopy=False
-    )
+    return optuna.load_study(study_name=settings.study_name(), storage=make_storage(settings))
 
 
 @dataclass
@@ -105,7 +105,7 @@ def collect(settings: SearchSettings) -> SearchResult:
     from optuna.trial import TrialState
 
     rows, n_fail, n_over, n_dup = [], 0, 0, 0
-    for t in _trials(settings):
+    for t in _load(settings).get_trials(deepcopy=False):
         if t.state == TrialState.FAIL:
             n_fail += 1
         elif t.user_attrs.get("over_budget"):

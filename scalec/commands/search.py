@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
             result = run_search(settings, workers, progress=bar.update)
         console.print(
             f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
-            f"{result.n_over_budget} over budget",
+            f"{result.n_over_budget} over budget, {result.n_duplicate} repeated points skipped",
             markup=False,
             soft_wrap=True,
         )
