@@ -13,11 +13,58 @@ import sympy
 
 from scalec.compiler.checks import CheckReport, run_checks
 from scalec.compiler.codegen import generate
+from scalec.compiler.hp_domains import domain_violation
 from scalec.compiler.ir import ParameterisationIR, Quantity
 from scalec.compiler.loader import load_chain
 from scalec.compiler.resolve import resolve
 from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
+from scalec.errors import ScalecError
+from scalec.parsing import parse_exact, parse_int, parse_number
+
+
+class ShapeValueError(ScalecError, ValueError):
+    """A shape with a value that is not a positive finite number, or outside the rule's feasible region."""
+
+
+class HParamError(ScalecError, KeyError):
+    """An HP override with an unknown name, a value that is not a number, or a value outside its domain."""
+
+    __str__ = ScalecError.__str__  # one plain line, not KeyError's quoted repr
+
+
+def make_shape(module: types.ModuleType, axes: Mapping[str, float | str]) -> object:
+    """module.Shape from axis values (numbers or number text such as "2^14"); missing axes take the base values.
+    Every value must be a positive finite number and the shape must pass the module's `check_shape`."""
+    base = module.BASE
+    values = {a: getattr(base, a) for a in AXES}
+    for axis, raw in axes.items():
+        values[axis] = parse_number(raw, f"axis {axis}", positive=True)
+    shape = module.Shape(**{a: float(v) for a, v in values.items()})
+    try:
+        module.check_shape(shape)
+    except ValueError as exc:
+        raise ShapeValueError(f"error: {exc}") from None
+    return shape
+
+
+def make_hparams(module: types.ModuleType, overrides: Mapping[str, float | str]) -> object:
+    """module.HParams with `overrides` by name (`eta`, `lr[mlp.down]`), each a number (or number text) inside
+    the HP's domain (compiler/hp_domains.py)."""
+    values: dict[str, float] = {}
+    for name, raw in overrides.items():
+        if name not in module.HP_SPACE:
+            known = ", ".join(k for k in module.HP_SPACE if "[" not in k)
+            raise HParamError(
+                f"error: unknown hyperparameter '{name}' for {module.NAME}; use {known} or <kind>[<role>] "
+                "such as lr[mlp.down]"
+            )
+        value = parse_number(raw, f"hp {name}")
+        reason = domain_violation(name, value, module.HP_SPACE[name])
+        if reason is not None:
+            raise HParamError(f"error: hp {name}: {reason}")
+        values[name] = value
+    return module.HParams().replace(**values)
 
 
 @dataclass(eq=False)
@@ -33,8 +80,9 @@ class Parameterisation:
     def name(self) -> str:
         return self.ir.name
 
-    def shape(self, **axes: float):
-        """A module.Shape; axes not given take their base values."""
+    def shape(self, **axes: float | str):
+        """A checked module.Shape; axes not given take their base values. Raises ShapeValueError (a ValueError)
+        for a value that is not a positive finite number or a shape outside the rule's feasible region."""
         unknown = set(axes) - set(AXES)
         if unknown:
             raise RuleError(
@@ -43,13 +91,12 @@ class Parameterisation:
                 f"axes: {', '.join(AXES)}",
                 self.ir.sources[-1],
             )
-        base = self.module.BASE
-        values = {a: float(axes.get(a, getattr(base, a))) for a in AXES}
-        return self.module.Shape(**values)
+        return make_shape(self.module, axes)
 
-    def hparams(self, **overrides: float):
-        """module.HParams with defaults from the file, `overrides` by name (`eta`, `lr[mlp.down]`)."""
-        return self.module.HParams().replace(**overrides)
+    def hparams(self, **overrides: float | str):
+        """module.HParams with defaults from the file, `overrides` by name (`eta`, `lr[mlp.down]`); an unknown
+        name or a value outside the HP's domain raises HParamError (a KeyError)."""
+        return make_hparams(self.module, overrides)
 
     def role_hparams(self, role: str, shape, hp=None):
         return self.module.role_hparams(role, shape, hp)
@@ -78,8 +125,8 @@ def _apply_base(ir: ParameterisationIR, base: Mapping[str, float]) -> None:
                 ir.header_loc, f"unknown axis '{axis}' in base override", f"axes: {', '.join(AXES)}", ir.sources[-1]
             )
         q = ir.axes[axis]
-        value = sympy.Rational(str(raw)) if not isinstance(raw, float) else sympy.nsimplify(raw)
-        if value <= 0 or (q.low is not None and not (q.low <= value <= q.high)):
+        value = sympy.Integer(parse_int(raw, f"base {axis}"))
+        if q.low is not None and not (q.low <= value <= q.high):
             raise RuleError(
                 q.loc,
                 f"base {axis}={raw} is outside the range [{q.low}, {q.high}] the file declares",
@@ -111,7 +158,9 @@ def load(
     `fold=True` moves every forward multiplier into init/LR (exact under the Adam abc-symmetry) for models
     without multiplier hooks; `qk_norm` tells the folder whether queries are normalised.
     """
-    key = (str(name_or_path), tuple(sorted((params or {}).items())), tuple(sorted((base or {}).items())), fold, qk_norm)
+    params = {name: str(parse_exact(value, f"param {name}")) for name, value in (params or {}).items()}
+    base = {axis: parse_int(value, f"base {axis}") for axis, value in (base or {}).items()}
+    key = (str(name_or_path), tuple(sorted(params.items())), tuple(sorted(base.items())), fold, qk_norm)
     path = Path(str(name_or_path))
     if path.is_file():
         key = key + (path.stat().st_mtime_ns,)

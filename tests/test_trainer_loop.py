@@ -135,12 +135,12 @@ def test_config_rejects_batches_that_are_not_whole_sequences():
 
 
 def test_token_counts_accept_powers_and_suffixes():
-    from scalec.commands.train import TrainArgsError, parse_tokens
+    from scalec.parsing import ArgumentValueError, parse_int
 
-    assert parse_tokens("2^13", "--batch") == 8192 and parse_tokens("20M", "--duration") == 20_000_000
-    assert parse_tokens("65536", "--batch") == 65536
-    with pytest.raises(TrainArgsError, match="--batch"):
-        parse_tokens("lots", "--batch")
+    assert parse_int("2^13", "--batch") == 8192 and parse_int("20M", "--duration") == 20_000_000
+    assert parse_int("65536", "--batch") == 65536
+    with pytest.raises(ArgumentValueError, match="--batch"):
+        parse_int("lots", "--batch")
 
 
 def test_cli_train_runs_and_reports(tmp_path, corpus, rule_path):

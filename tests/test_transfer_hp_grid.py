@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import pytest
 
 from scalec.errors import ScalecError
+from scalec.parsing import parse_number
 from scalec.runtime.studies.hp_grid import (
     HPSpecError,
     grid_points,
     parse_hp_spec,
-    parse_number,
     random_points,
     resolve_specs,
 )

@@ -108,8 +108,10 @@ def test_zero_seeds_and_huge_grids_are_refused_before_running():
         TransferSpec(["mup"], "width", [32, 64], eta, {}, seeds=0)
     with pytest.raises(ScalecError, match="--seeds 0"):
         SweepSpec({}, [eta], seeds=0)
-    with pytest.raises(HPSpecError, match="100000000 grid points; a study runs at most 10000"):
+    with pytest.raises(HPSpecError, match="a grid of 100000000 points is beyond the bound of 10000"):
         sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:100000000")]))
     lr = parse_hp_spec("lr[mlp.down]=1/4..4:200")
     with pytest.raises(HPSpecError, match="the grid has 40000 points"):
         sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:200"), lr]))
+    with pytest.raises(ScalecError, match="the study has 12000 runs"):
+        sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:4000")], seeds=3))

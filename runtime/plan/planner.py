@@ -182,43 +182,40 @@ def _module_of(rules: Any) -> Any:
 
 
 def resolve_shape(module: Any, shape: Any) -> Any:
-    """A module.Shape from a Shape or a dict of axis values (missing axes take base values), range-checked."""
+    """A module.Shape from a Shape or a dict of axis values (missing axes take base values), checked as
+    `p.shape` checks it (compiler/parameterisation.make_shape)."""
+    from scalec.compiler.parameterisation import make_shape
+
     if isinstance(shape, Mapping):
         axes = {f.name for f in dataclasses.fields(module.Shape)}
         unknown = sorted(set(shape) - axes)
         if unknown:
             raise PlanError(f"error: unknown axis '{unknown[0]}' in the shape; axes: {', '.join(sorted(axes))}")
-        shape = dataclasses.replace(module.BASE, **{k: float(v) for k, v in shape.items()})
-    elif not isinstance(shape, module.Shape):
+    elif isinstance(shape, module.Shape):
+        shape = dataclasses.asdict(shape)
+    else:
         raise PlanError(
             f"error: shape must be a {module.NAME} Shape or a dict of axis values, not {type(shape).__name__}"
         )
-    for f in dataclasses.fields(shape):
-        value = getattr(shape, f.name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise PlanError(f"error: axis '{f.name}' = {value!r} must be a positive finite number")
     try:
-        module.check_shape(shape)
-    except module.ShapeError as exc:
-        raise PlanError(f"error: shape: {exc}") from None
-    return shape
+        return make_shape(module, shape)
+    except ScalecError as exc:
+        raise PlanError(f"error: shape: {str(exc).removeprefix('error: ')}") from None
 
 
 def resolve_hparams(module: Any, hp: Any) -> Any:
-    """module.HParams from None (defaults), an HParams, or a dict of HP values by name."""
+    """module.HParams from None (defaults), an HParams, or a dict of HP values by name, checked as `p.hparams`
+    checks them (compiler/parameterisation.make_hparams)."""
+    from scalec.compiler.parameterisation import make_hparams
+
     if hp is None or isinstance(hp, module.HParams):
         return hp
     if not isinstance(hp, Mapping):
         raise PlanError(f"error: hp must be HParams or a dict of HP values, not {type(hp).__name__}")
     try:
-        return module.HParams().replace(**{k: float(v) for k, v in hp.items()})
-    except KeyError:
-        unknown = next(k for k in hp if k not in module.HP_SPACE)
-        known = ", ".join(k for k in module.HP_SPACE if "[" not in k)
-        raise PlanError(
-            f"error: unknown hyperparameter '{unknown}' for {module.NAME}; use {known} or <kind>[<role>] "
-            "such as lr[mlp.down]"
-        ) from None
+        return make_hparams(module, hp)
+    except ScalecError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def make_plan(
@@ -241,7 +238,8 @@ def make_plan(
             value = getattr(r, f.name)
             negative = f.name in ("init_std", "lr", "weight_decay", "eps") and value < 0
             bad_beta = f.name in ("beta1", "beta2") and not 0 <= value < 1
-            if not math.isfinite(value) or negative or bad_beta:
+            beyond_float32 = abs(value) > 3.4028234663852886e38  # torch's optimizers hold it as a float32
+            if not math.isfinite(value) or beyond_float32 or negative or bad_beta:
                 raise PlanError(
                     f"error: role '{role}' gets {f.name} = {value} at this shape; check the hp values and the shape"
                 )

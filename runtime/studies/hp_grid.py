@@ -1,38 +1,27 @@
 """Sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
 
-Spec forms (values are numbers, `2^-7`, `1e-3`, `1/3`): `name=v` (fixed), `name=v1,v2,...` (list),
-`name=lo..hi:K` (K points, log-spaced for log-scale HPs, `:K:lin` / `:K:log` to force), `name=lo..hi`
-(a range: for random search and search bounds). `lr` and `wd` are aliases of the globals `eta` and `lambda`
-when the rule has no HP of that name.
+Spec forms (values are numbers as `scalec.parsing` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
+`name=v1,v2,...` (list), `name=lo..hi:K` (K <= MAX_GRID points, log-spaced for log-scale HPs, `:K:lin` / `:K:log`
+to force), `name=lo..hi` (a range: for random search and search bounds). `lr` and `wd` are aliases of the globals
+`eta` and `lambda` when the rule has no HP of that name.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import itertools
 import math
-import operator
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scalec.compiler.hp_domains import domain_violation
 from scalec.errors import ScalecError
+from scalec.parsing import evaluate
 
 ALIASES = {"lr": "eta", "wd": "lambda", "weight_decay": "lambda"}
-_BIN_OPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-}
-
-
-# The most runs one sweep or transfer study expands to: a grid bigger than this is a typo, not a study (and
-# expanding it would take minutes and gigabytes before the first run).
-MAX_RUNS = 10_000
+MAX_GRID = 10_000  # points in one `lo..hi:K` grid and in a sweep's whole cartesian product
 
 
 class HPSpecError(ScalecError):
@@ -65,11 +54,6 @@ class HPRange:
                 f"error: --hp '{self.text}': a grid needs a point count, e.g. "
                 f"'{self.name}={self.text.split('=', 1)[1]}:5' (or use --random N)"
             )
-        if self.count > MAX_RUNS:
-            raise HPSpecError(
-                f"error: --hp '{self.text}': {self.count} grid points; a study runs at most {MAX_RUNS} "
-                "(use fewer points, or --random N)"
-            )
         return spaced(self.low, self.high, self.count, self.scale or scale)
 
     def sample(self, rng: random.Random, scale: str = "log") -> float:
@@ -87,29 +71,6 @@ class HPRange:
         return min(self.values), max(self.values)
 
 
-def parse_number(text: str) -> float:
-    """Evaluate a numeric literal such as `2^-7`, `1e-3`, `3/4`, `0.5*2^-3` (no names, no calls)."""
-    try:
-        node = ast.parse(text.strip().replace("^", "**"), mode="eval").body
-        value = float(_eval(node))
-    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
-        raise ValueError(f"not a number: {text!r}") from exc
-    if not math.isfinite(value):
-        raise ValueError(f"not a finite number: {text!r}")
-    return value
-
-
-def _eval(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _eval(node.operand)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
-        return _BIN_OPS[type(node.op)](_eval(node.left), _eval(node.right))
-    raise ValueError("unsupported expression")
-
-
 def spaced(low: float, high: float, count: int, scale: str = "log") -> tuple[float, ...]:
     """`count` points from low to high inclusive, evenly spaced in log or linear space."""
     if count == 1:
@@ -118,6 +79,13 @@ def spaced(low: float, high: float, count: int, scale: str = "log") -> tuple[flo
         a, b = math.log2(low), math.log2(high)
         return tuple(2.0 ** (a + (b - a) * i / (count - 1)) for i in range(count))
     return tuple(low + (high - low) * i / (count - 1) for i in range(count))
+
+
+def _value(text: str) -> float:
+    try:
+        return float(evaluate(text))
+    except ValueError as exc:
+        raise ValueError(f"{text.strip()!r} {exc}") from None
 
 
 def parse_hp_spec(text: str) -> HPRange:
@@ -131,13 +99,15 @@ def parse_hp_spec(text: str) -> HPRange:
         if ".." in rhs:
             rng, _, tail = rhs.partition(":")
             lo_text, _, hi_text = rng.partition("..")
-            low, high = parse_number(lo_text), parse_number(hi_text)
+            low, high = _value(lo_text), _value(hi_text)
             count = scale = None
             for part in (p.strip() for p in tail.split(":") if tail):
                 if part in ("log", "lin", "linear"):
                     scale = "log" if part == "log" else "linear"
-                elif part.isdigit() and int(part) >= 1:
+                elif part.isdigit() and 1 <= int(part) <= MAX_GRID:
                     count = int(part)
+                elif part.isdigit():
+                    raise ValueError(f"a grid of {part} points is beyond the bound of {MAX_GRID}")
                 else:
                     raise ValueError(f"bad grid suffix {part!r}; use :K, :K:log or :K:lin")
             if low > high:
@@ -145,27 +115,12 @@ def parse_hp_spec(text: str) -> HPRange:
             if scale == "log" and low <= 0:
                 raise ValueError("a log-spaced range needs positive ends")
             return HPRange(name, text, low=low, high=high, count=count, scale=scale)
-        values = tuple(parse_number(v) for v in rhs.split(",") if v.strip())
+        values = tuple(_value(v) for v in rhs.split(",") if v.strip())
         if not values:
             raise ValueError("no values")
         return HPRange(name, text, values=values)
     except ValueError as exc:
         raise HPSpecError(f"error: --hp '{text}': {exc}") from None
-
-
-def hp_domain(name: str, spec: Any) -> tuple[float, float, bool]:
-    """The values an HP may take: (low, high, high_is_open); low is open for log-scale HPs."""
-    domain = getattr(spec, "domain", None)
-    if domain is not None:
-        return float(domain[0]), float(domain[1]), True
-    base = name.split("[", 1)[0].rstrip("_")
-    if base.startswith("beta"):
-        return 0.0, 1.0, True
-    if getattr(spec, "scale", "log") == "log" or "[" in name:
-        return 0.0, math.inf, True
-    if base in ("lambda", "weight_decay", "wd", "sigma", "eps"):
-        return 0.0, math.inf, True
-    return -math.inf, math.inf, True
 
 
 def resolve_name(name: str, hp_space: Mapping[str, Any], rule_name: str = "the rule") -> str:
@@ -189,23 +144,10 @@ def resolve_name(name: str, hp_space: Mapping[str, Any], rule_name: str = "the r
 
 
 def check_value(name: str, value: float, spec: Any, text: str) -> None:
-    """Raise HPSpecError when `value` leaves the domain of HP `name`."""
-    low, high, high_open = hp_domain(name, spec)
-    log = getattr(spec, "scale", "log") == "log" or "[" in name
-    below = value <= low if log else value < low
-    above = value >= high if high_open else value > high
-    if below or above:
-        lo_br = "(" if log else "["
-        hi_br = ")" if high_open else "]"
-        raise HPSpecError(
-            f"error: --hp '{text}': {name} must lie in {lo_br}{_fmt(low)}, {_fmt(high)}{hi_br}; got {_fmt(value)}"
-        )
-
-
-def _fmt(x: float) -> str:
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:g}"
+    """Raise HPSpecError when `value` leaves the domain of HP `name` (compiler/hp_domains.py)."""
+    reason = domain_violation(name, value, spec)
+    if reason is not None:
+        raise HPSpecError(f"error: --hp '{text}': {reason}")
 
 
 def resolve_specs(specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_name: str = "the rule") -> list[HPRange]:
@@ -229,18 +171,17 @@ def resolve_specs(specs: Sequence[HPRange], hp_space: Mapping[str, Any], rule_na
 def grid_points(specs: Sequence[HPRange]) -> list[dict[str, float]]:
     """The cartesian product of the specs' grids, as `{name: value}` dicts (one empty dict if no specs)."""
     grids = [spec.grid() for spec in specs]
-    total = math.prod(len(g) for g in grids)
-    if total > MAX_RUNS:
+    if math.prod(len(g) for g in grids) > MAX_GRID:
         raise HPSpecError(
-            f"error: --hp: the grid has {total} points ({' x '.join(str(len(g)) for g in grids)}); "
-            f"a study runs at most {MAX_RUNS} (use coarser grids or --random N)"
+            f"error: --hp: the grid has {math.prod(len(g) for g in grids)} points, beyond the bound of {MAX_GRID}; "
+            "use fewer points or --random N"
         )
     return [dict(zip([s.name for s in specs], combo, strict=True)) for combo in itertools.product(*grids)]
 
 
 def random_points(specs: Sequence[HPRange], count: int, seed: int = 0) -> list[dict[str, float]]:
     """`count` random configurations: ranges sampled uniformly in their scale, lists picked uniformly."""
-    if count > MAX_RUNS:
-        raise HPSpecError(f"error: --random {count}: a study runs at most {MAX_RUNS} points")
+    if count > MAX_GRID:
+        raise HPSpecError(f"error: --random {count}: beyond the bound of {MAX_GRID} points; use fewer")
     rng = random.Random(seed)
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
-from scalec.runtime.studies.hp_grid import MAX_RUNS, HPRange, grid_points, random_points
+from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
 
 # TrainConfig field -> rule axis.
@@ -42,7 +42,7 @@ class SweepSpec:
 
 
 class StudySpecError(ScalecError):
-    """A study that cannot run: no seeds, or more runs than MAX_RUNS."""
+    """A study that cannot run: no seeds, or more runs than MAX_GRID."""
 
 
 def check_seeds(seeds: int) -> None:
@@ -52,10 +52,10 @@ def check_seeds(seeds: int) -> None:
 
 
 def check_size(n_runs: int) -> None:
-    """Refuse a study of more than MAX_RUNS runs, before anything is expanded or run."""
-    if n_runs > MAX_RUNS:
+    """Refuse a study of more than MAX_GRID runs (points x seeds x sizes x rules) before anything runs."""
+    if n_runs > MAX_GRID:
         raise StudySpecError(
-            f"error: the study has {n_runs} runs; at most {MAX_RUNS} (use coarser grids or fewer seeds)"
+            f"error: the study has {n_runs} runs, beyond the bound of {MAX_GRID}; use coarser grids or fewer seeds"
         )
 
 
@@ -91,6 +91,15 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
                 f"{getattr(module, 'NAME', 'the rule')} declares for axis {axis}; "
                 f"pick a {fld} inside it or widen the rule's axis range"
             )
+    if hasattr(rules, "shape"):  # then the rule's whole feasible region, as every command checks it
+        axes = {axis: config[fld] for fld, axis in SHAPE_FIELDS.items() if config.get(fld) is not None}
+        if config.get("head_dim") is not None:
+            axes["d_head"] = config["head_dim"]
+        try:
+            rules.shape(**axes)
+        except ScalecError as exc:
+            shown = ", ".join((labels or {}).get(f, f"--{f} {config[f]:g}") for f in SHAPE_FIELDS if f in config)
+            raise ShapeRangeError(f"error: {shown}: {str(exc).removeprefix('error: ')}") from None
 
 
 def run_sweep(

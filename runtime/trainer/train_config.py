@@ -65,6 +65,8 @@ class TrainConfig:
             raise TrainConfigError(f"error: unknown lr decay {self.decay!r}; use one of {', '.join(DECAYS)}")
         if self.duration is None and self.steps is None:
             raise TrainConfigError("error: give the training length: --duration TOKENS or --steps N")
+        if self.steps is not None and int(self.steps) < 1:
+            raise TrainConfigError(f"error: --steps must be positive, got {self.steps}")
         if self.batch % self.seq_len:
             raise TrainConfigError(
                 f"error: --batch {self.batch} tokens is not a multiple of --seq-len "

@@ -12,15 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import HeadDim
+from scalec.commands._options import HeadDim, real
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
-    parse_params,
     run_and_save,
     torch_threads,
     verdict_table,
 )
+from scalec.parsing import parse_params
 
 
 def exponent_table_rich(cmp: Any) -> Any:
@@ -83,8 +83,13 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
         head_dim: HeadDim = 32,
-        lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
-        hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE for every file (repeat).")] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=real(), help="Coordinate checks' base lr eta (needs --empirical).")
+        ] = None,
+        hp: Annotated[
+            list[str] | None,
+            typer.Option(help="HP override NAME=VALUE for every file's coordinate checks (needs --empirical; repeat)."),
+        ] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE for every file.")] = None,
         corpus: Annotated[
             str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
@@ -100,6 +105,12 @@ def register(app: typer.Typer) -> None:
 
         if len(rules) < 2:
             raise CoordCheckArgsError("error: compare needs at least two rule files, e.g. scalec compare sp mup")
+        if not empirical and (hp or lr is not None):
+            raise CoordCheckArgsError(
+                "error: --hp and --lr set the coordinate checks' HPs and need --empirical; "
+                "the symbolic comparison does not depend on HP values"
+            )
+
         start = time.perf_counter()
         if out is not None or empirical:
             ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work

@@ -11,7 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import real, whole
+from scalec.compiler.hp_domains import domain_violation
 from scalec.errors import ScalecError
+from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 
 STATUS_STYLE = {"pass": "green", "lazy": "yellow", "unstable": "bold red", "diverged": "bold red"}
 
@@ -20,48 +23,25 @@ class CoordCheckArgsError(ScalecError):
     """A bad coord-check command-line value."""
 
 
-def parse_ints(text: str, option: str) -> tuple[int, ...]:
-    """'64,128,256' -> (64, 128, 256); a one-line error naming the option otherwise."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise CoordCheckArgsError(
-            f"error: {option} '{text}': expected comma-separated integers, e.g. {option} 64,128,256"
-        ) from None
-    if len(values) < 2 or min(values) < 1:
-        raise CoordCheckArgsError(f"error: {option} '{text}': give at least two positive sizes to fit a slope")
-    return values
-
-
-def parse_params(items: list[str] | None) -> dict[str, str]:
-    """--param NAME=VALUE pairs (file params such as alpha) as a dict of strings."""
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise CoordCheckArgsError(f"error: --param '{item}': expected NAME=VALUE, e.g. --param alpha=1/2")
-        out[name.strip()] = value.strip()
-    return out
-
-
 def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str, float]:
     """Fixed HP overrides by name from --lr (eta) and --hp NAME=VALUE, checked against the rule's HP_SPACE."""
-    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
-
-    specs = resolve_specs([parse_hp_spec(t) for t in hp or []], rules.module.HP_SPACE, rules.name)
-    out: dict[str, float] = {}
-    for s in specs:
-        if s.is_range or len(s.values) != 1:
-            raise CoordCheckArgsError(
-                f"error: --hp '{s.text}': coord-check takes one value per HP, e.g. --hp {s.name}=2^-6"
-            )
-        out[s.name] = s.values[0]
+    out = parse_hp_values(parse_hp_specs(hp), rules, "coord-check")
     if lr is not None:
-        if not lr > 0:
-            raise CoordCheckArgsError(f"error: --lr {lr}: the learning rate must be positive")
+        reason = domain_violation("eta", lr, rules.module.HP_SPACE["eta"])
+        if reason is not None:
+            raise CoordCheckArgsError(f"error: --lr {lr:g}: {reason}")
         out["eta"] = lr
     out.setdefault("eta", _default_eta())
     return out
+
+
+def check_sizes(rules: Any, cfg: Any) -> None:
+    """Every width (at the sweep's depth) and depth (at its width) inside the rule's region, before any model."""
+    depth, width = cfg.depth_for_width_sweep, cfg.width_for_depth_sweep
+    for n in cfg.widths:
+        rules.shape(n=n, L=depth, d_head=cfg.head_dim)
+    for L in cfg.depths:
+        rules.shape(n=width, L=L, d_head=cfg.head_dim)
 
 
 def _default_eta() -> float:
@@ -86,8 +66,8 @@ def build_config(
     from scalec.runtime.studies.coord_check import CoordCheckConfig
 
     return CoordCheckConfig(
-        widths=parse_ints(widths, "--widths"),
-        depths=parse_ints(depths, "--depths"),
+        widths=parse_ints(widths, "--widths", at_least=2),
+        depths=parse_ints(depths, "--depths", at_least=2),
         base_width=base_width,
         base_depth=base_depth,
         steps=steps,
@@ -169,28 +149,33 @@ def register(app: typer.Typer) -> None:
         widths: Annotated[str, typer.Option(help="Widths of the width sweep (at the base depth).")] = "64,128,256,512",
         depths: Annotated[str, typer.Option(help="Depths of the depth sweep (at the base width).")] = "2,4,8,16",
         base_width: Annotated[
-            int | None, typer.Option(help="Width of the depth sweep (default: min of --widths).")
+            int | None, typer.Option(parser=whole(), help="Width of the depth sweep (default: min of --widths).")
         ] = None,
         base_depth: Annotated[
-            int | None, typer.Option(help="Depth of the width sweep (default: min of --depths).")
+            int | None, typer.Option(parser=whole(), help="Depth of the width sweep (default: min of --depths).")
         ] = None,
-        steps: Annotated[int, typer.Option(help="Training steps per model.")] = 10,
-        seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
-        batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
-        seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads grow with width).")] = 32,
-        lr: Annotated[float | None, typer.Option(help="Base learning rate eta (default 2^-6).")] = None,
+        steps: Annotated[int, typer.Option(parser=whole(), help="Training steps per model.")] = 10,
+        seeds: Annotated[int, typer.Option(parser=whole(), help="Seeds averaged per size.")] = 3,
+        batch: Annotated[int, typer.Option(parser=whole(), help="Sequences per step.")] = 8,
+        seq_len: Annotated[int, typer.Option(parser=whole(), help="Tokens per sequence.")] = 64,
+        head_dim: Annotated[
+            int, typer.Option(parser=whole(), help="Attention head dimension (heads grow with width).")
+        ] = 32,
+        lr: Annotated[float | None, typer.Option(parser=real(), help="Base learning rate eta (default 2^-6).")] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
         corpus: Annotated[
             str | None, typer.Option(help="Text file/folder (default: the fetched default corpus).")
         ] = None,
-        threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
+        threads: Annotated[
+            int, typer.Option(parser=whole(), help="torch CPU threads; 1 is fastest for these tiny models.")
+        ] = 1,
         out: Annotated[Path, typer.Option(help="Output folder (JSON, CSV, PNGs).")] = Path("coord_check"),
     ) -> None:
         """Train the bundled GPT a few steps across widths and depths, fit log-log slopes, judge modules."""
         import scalec
 
+        parse_hp_specs(hp)  # every number is checked before the rule compiles
         rules = scalec.load(rule, parse_params(param) or None)
         cfg = build_config(
             widths,
@@ -204,6 +189,7 @@ def register(app: typer.Typer) -> None:
             head_dim,
             hp_overrides(rules, lr, hp),
         )
+        check_sizes(rules, cfg)
         from scalec.runtime.studies.coord_check import load_batches
 
         data = load_batches(corpus, cfg)

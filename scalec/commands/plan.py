@@ -7,31 +7,15 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.commands._options import whole
 from scalec.errors import ScalecError
+from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 
 MODELS = ("gpt", "hf-gpt2", "hf-llama")
 
 
 class PlanCommandError(ScalecError):
     """Bad `scalec plan` arguments."""
-
-
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    """Parse `k=v` items (repeatable, or comma-separated in one item) into a dict."""
-    out: dict[str, str] = {}
-    for item in items:
-        for part in item.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip() or not value.strip():
-                raise PlanCommandError(f"error: {what} '{part}' is not NAME=VALUE (e.g. {what} eta=0.01)")
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _floats(pairs: dict[str, str], what: str) -> dict[str, float]:
-    from scalec.commands.rules import parse_number
-
-    return {key: parse_number(value, f"{what} {key}") for key, value in pairs.items()}
 
 
 def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk_norm: bool) -> Any:
@@ -87,27 +71,30 @@ def register(app: typer.Typer) -> None:
     @guarded
     def plan(
         rule: Annotated[str, typer.Argument(help="Bundled rule (sp, mup, completep, completedp, ...) or .scale path.")],
-        width: Annotated[int, typer.Option("--width", min=1, help="Model width n (d_model).")],
-        depth: Annotated[int, typer.Option("--depth", min=1, help="Residual blocks L.")],
+        width: Annotated[int, typer.Option("--width", parser=whole(), help="Model width n (d_model).")],
+        depth: Annotated[int, typer.Option("--depth", parser=whole(), help="Residual blocks L.")],
         model: Annotated[str, typer.Option("--model", help="gpt (bundled), hf-gpt2 or hf-llama.")] = "gpt",
         batch: Annotated[str | None, typer.Option("--batch", help="Tokens per step B (default: base).")] = None,
         duration: Annotated[str | None, typer.Option("--duration", help="Training tokens D (default: base).")] = None,
         heads: Annotated[
-            int | None, typer.Option("--heads", min=1, help="Attention heads (d_head = width/heads).")
+            int | None, typer.Option("--heads", parser=whole(), help="Attention heads (d_head = width/heads).")
         ] = None,
-        head_dim: Annotated[int | None, typer.Option("--head-dim", min=1, help="Head dimension (default 32).")] = None,
+        head_dim: Annotated[
+            int | None, typer.Option("--head-dim", parser=whole(), help="Head dimension (default 32).")
+        ] = None,
         base: Annotated[list[str] | None, typer.Option("--base", help="Base-shape overrides, e.g. n=256,L=4.")] = None,
         hp: Annotated[
             list[str] | None, typer.Option("--hp", help="HP overrides: eta=0.01, 'lr\\[mlp.down]=2'.")
         ] = None,
         param: Annotated[list[str] | None, typer.Option("--param", help="Rule-file params, e.g. alpha=1/2.")] = None,
-        vocab: Annotated[int, typer.Option("--vocab", min=2, help="Vocabulary size of the planned model.")] = 256,
+        vocab: Annotated[
+            int, typer.Option("--vocab", parser=whole(2), help="Vocabulary size of the planned model.")
+        ] = 256,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")] = False,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
-        from scalec.commands.train import parse_tokens
         from scalec.runtime.plan.planner import make_plan
 
         if model not in MODELS:
@@ -119,15 +106,19 @@ def register(app: typer.Typer) -> None:
                 raise PlanCommandError(f"error: --width {width} is not divisible by --heads {heads}")
             head_dim = width // heads
         head_dim = head_dim or 32
-        params = _pairs(param or [], "--param") or None
-        rules = scalec.load(rule, params=params, base=_floats(_pairs(base or [], "--base"), "--base") or None)
-        net = build_model(model, width, depth, head_dim, vocab, qk_norm)
-        shape: dict[str, float] = {"n": width, "L": depth, "d_head": head_dim}
+        if width % head_dim:
+            raise PlanCommandError(f"error: --width {width} is not a multiple of the head dimension {head_dim}")
+        axes: dict[str, float] = {"n": width, "L": depth, "d_head": head_dim}
         if batch is not None:
-            shape["B"] = parse_tokens(batch, "--batch")
+            axes["B"] = parse_int(batch, "--batch")
         if duration is not None:
-            shape["D"] = parse_tokens(duration, "--duration")
-        result = make_plan(rules, net, shape, hp=_floats(_pairs(hp or [], "--hp"), "--hp") or None)
+            axes["D"] = parse_int(duration, "--duration")
+        hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
+        rules = scalec.load(rule, params=params or None, base=bases or None)
+        hps = parse_hp_values(hp_specs, rules, "plan") or None
+        shape = rules.shape(**axes)  # the box and the feasible region, before the model is built
+        net = build_model(model, width, depth, head_dim, vocab, qk_norm)
+        result = make_plan(rules, net, shape, hp=hps)
         if as_json:
             typer.echo(result.to_json())
             return

@@ -10,30 +10,11 @@ from rich.table import Table
 
 from scalec.cli_support import console, err_console, format_error, guarded
 from scalec.errors import ScalecError
+from scalec.parsing import parse_hp_specs, parse_hp_values, parse_int, parse_params
 
 
-def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
-    """`["alpha=1/2", "n=256"]` -> {"alpha": "1/2", "n": "256"}; also accepts comma-separated lists."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise ScalecError(f"error: {what} '{part}' must look like NAME=VALUE")
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
-def parse_number(text: str, what: str) -> float:
-    """Numbers as users write them: `256`, `1e-3`, `2^-7`, `1/2`."""
-    from scalec.runtime.studies.hp_grid import parse_number as evaluate
-
-    try:
-        return evaluate(text)
-    except ValueError:
-        raise ScalecError(f"error: {what} '{text}' is not a number (examples: 256, 1e-3, 2^-7, 1/2)") from None
+class OutputPathError(ScalecError):
+    """An output path that cannot be written."""
 
 
 def register(app: typer.Typer) -> None:
@@ -70,7 +51,7 @@ def check_cmd(
     failed = 0
     for f in files:
         try:
-            ir, report = compile_ir(f, parse_assignments(param, "--param"))
+            ir, report = compile_ir(f, parse_params(param))
         except ScalecError as exc:
             err_console.print(format_error(exc), markup=False)
             failed += 1
@@ -99,7 +80,9 @@ def compile_cmd(
     from scalec.compiler.folding import fold as fold_ir
     from scalec.compiler.parameterisation import compile_ir
 
-    ir, _ = compile_ir(file, parse_assignments(param, "--param"))
+    if output is not None:
+        check_output_file(output, "-o")
+    ir, _ = compile_ir(file, parse_params(param))
     if fold:
         ir, report = fold_ir(ir, qk_norm=qk_norm)
         for line in report.folded:
@@ -108,18 +91,40 @@ def compile_cmd(
     if output is None:
         typer.echo(source, nl=False)
         return
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(source)
-    tmp.replace(output)
+    write_atomic(output, source, "-o")
     err_console.print(f"wrote {output} ({ir.name}, {len(source.splitlines())} lines)")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output path that is a folder or lies in a folder that does not exist."""
+    if path.is_dir():
+        raise OutputPathError(f"error: {option} {path} is a folder; give a file path such as {path / 'module.py'}")
+    if not path.parent.is_dir():
+        raise OutputPathError(f"error: {option} {path}: the folder {path.parent} does not exist; create it first")
+
+
+def write_atomic(path: Path, text: str, option: str) -> None:
+    """Write through a temporary file beside `path`, then rename; on failure nothing is left behind."""
+    check_output_file(path, option)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputPathError(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
 
 
 @guarded
 def fmt_cmd(
     files: Annotated[list[Path], typer.Argument(help="Rule files to format in place.")],
-    check: Annotated[bool, typer.Option("--check", help="Only report files that would change.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; print a unified diff of what would change (exit 1).")
+    ] = False,
 ) -> None:
     """Format rule files canonically (comments kept)."""
+    import difflib
+
     from scalec.dsl.formatter import format_file
     from scalec.dsl.parser import parse_file
 
@@ -131,12 +136,14 @@ def fmt_cmd(
             continue
         changed += 1
         if check:
-            console.print(f"would reformat {path}")
+            diff = difflib.unified_diff(
+                f.source.splitlines(keepends=True), text.splitlines(keepends=True), f"{path}", f"{path} (formatted)"
+            )
+            typer.echo("".join(line if line.endswith("\n") else line + "\n" for line in diff), nl=False)
+            console.print(f"would reformat {path}", markup=False, soft_wrap=True)
         else:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-            console.print(f"reformatted {path}")
+            write_atomic(path, text, "fmt")
+            console.print(f"reformatted {path}", markup=False, soft_wrap=True)
     if check and changed:
         raise typer.Exit(1)
 
@@ -144,11 +151,11 @@ def fmt_cmd(
 @guarded
 def show_cmd(
     file: Annotated[str, typer.Argument(help="Rule file or bundled name.")],
-    width: Annotated[float | None, typer.Option("--width", "-n", help="d_model")] = None,
-    depth: Annotated[float | None, typer.Option("--depth", "-L", help="residual blocks")] = None,
-    batch: Annotated[float | None, typer.Option("--batch", "-B", help="tokens per step")] = None,
-    duration: Annotated[float | None, typer.Option("--duration", "-D", help="training tokens")] = None,
-    head_dim: Annotated[float | None, typer.Option("--head-dim", help="attention head dim")] = None,
+    width: Annotated[str | None, typer.Option("--width", "-n", help="d_model, e.g. 1024 or 2^10")] = None,
+    depth: Annotated[str | None, typer.Option("--depth", "-L", help="residual blocks")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", "-B", help="tokens per step, e.g. 2^14")] = None,
+    duration: Annotated[str | None, typer.Option("--duration", "-D", help="training tokens, e.g. 16M")] = None,
+    head_dim: Annotated[str | None, typer.Option("--head-dim", help="attention head dim")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
     hp: Annotated[list[str] | None, typer.Option("--hp", help="Override an HP, e.g. eta=2^-7.")] = None,
 ) -> None:
@@ -156,18 +163,13 @@ def show_cmd(
     from scalec.compiler.exponents import exponent_table
     from scalec.compiler.parameterisation import load
 
-    p = load(file, parse_assignments(param, "--param"))
-    axes = {"n": width, "L": depth, "B": batch, "D": duration, "d_head": head_dim}
-    shape = p.shape(**{k: v for k, v in axes.items() if v is not None})
-    try:
-        p.module.check_shape(shape)
-    except ValueError as exc:
-        raise ScalecError(f"error: {exc}") from None
-    hps = {k: parse_number(v, f"--hp {k}") for k, v in parse_assignments(hp, "--hp").items()}
-    try:
-        hparams = p.hparams(**hps)
-    except KeyError as exc:
-        raise ScalecError(f"error: {exc.args[0]}") from None
+    options = {"n": ("--width", width), "L": ("--depth", depth), "B": ("--batch", batch)}
+    options |= {"D": ("--duration", duration), "d_head": ("--head-dim", head_dim)}
+    axes = {axis: parse_int(text, flag) for axis, (flag, text) in options.items() if text is not None}
+    hp_specs, params = parse_hp_specs(hp), parse_params(param)
+    p = load(file, params)
+    shape = p.shape(**axes)
+    hparams = p.hparams(**parse_hp_values(hp_specs, p, "show"))
     table = exponent_table(p.ir)
     console.print(
         f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
-        from scalec.commands.train import parse_params, parse_tokens
+        from scalec.parsing import parse_int, parse_params
         from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.search import run_search
         from scalec.runtime.studies.search_samplers import SAMPLERS
@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
             rule=rule,
             width=width,
             depth=depth,
-            batch=parse_tokens(batch, "--batch"),
-            duration=parse_tokens(duration, "--duration") if duration else None,
+            batch=parse_int(batch, "--batch"),
+            duration=parse_int(duration, "--duration") if duration else None,
             steps=steps,
             seq_len=seq_len,
             head_dim=head_dim,

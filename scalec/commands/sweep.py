@@ -25,6 +25,7 @@ from scalec.commands._options import (
     SeqLen,
     Steps,
     Width,
+    whole,
 )
 from scalec.commands._progress import StudyProgress
 from scalec.errors import ScalecError
@@ -45,9 +46,10 @@ def load_rules(rule: str, params: dict[str, str]) -> Any:
 
 def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
     """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
-    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
+    from scalec.parsing import parse_hp_specs
+    from scalec.runtime.studies.hp_grid import resolve_specs
 
-    specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
+    specs = resolve_specs(parse_hp_specs(items), rules.module.HP_SPACE, rules.name)
     fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
     return fixed, [s for s in specs if s.is_range or len(s.values) > 1]
 
@@ -127,7 +129,7 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--random", help="Sample N random points instead of the grid (log-uniform on log-scale HPs)."),
         ] = None,
-        seeds: Annotated[int, typer.Option(help="Seeds per HP point.")] = 1,
+        seeds: Annotated[int, typer.Option(parser=whole(), help="Seeds per HP point.")] = 1,
         out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
         width: Width = 128,
         depth: Depth = 2,
@@ -148,7 +150,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
-        from scalec.commands.train import parse_params, parse_tokens
+        from scalec.parsing import parse_int, parse_params
         from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.run_store import RunStore
         from scalec.runtime.studies.sweep import (
@@ -173,8 +175,8 @@ def register(app: typer.Typer) -> None:
             rule=rule,
             width=width,
             depth=depth,
-            batch=parse_tokens(batch, "--batch"),
-            duration=parse_tokens(duration, "--duration") if duration else None,
+            batch=parse_int(batch, "--batch"),
+            duration=parse_int(duration, "--duration") if duration else None,
             steps=steps,
             seq_len=seq_len,
             head_dim=head_dim,

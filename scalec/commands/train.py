@@ -11,57 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Depth, Device, QkNorm, RuleArg
-from scalec.errors import ScalecError
-
-_SUFFIX = {"k": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
-
-
-class TrainArgsError(ScalecError):
-    """A malformed `scalec train` argument."""
-
-
-def parse_tokens(text: str, flag: str) -> int:
-    """Token counts such as `65536`, `2^16`, `20M`, `1.5G` (k/M/G decimal suffixes)."""
-    from scalec.runtime.studies.hp_grid import parse_number
-
-    raw = text.strip()
-    mult = _SUFFIX.get(raw[-1:], 1) if raw and raw[-1:].isalpha() else 1
-    body = raw[:-1] if mult != 1 else raw
-    try:
-        value = parse_number(body) * mult
-    except ValueError:
-        raise TrainArgsError(f"error: {flag} {text!r}: expected a token count such as 65536, 2^16 or 20M") from None
-    if value <= 0 or value != int(value):
-        raise TrainArgsError(f"error: {flag} {text!r}: expected a positive whole number of tokens")
-    return int(value)
-
-
-def parse_hp(items: list[str] | None, rules: Any) -> dict[str, float]:
-    """`--hp NAME=VALUE` overrides (VALUE like 2^-7 or 0.01), checked against the rule's tunable HPs."""
-    from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
-
-    specs = resolve_specs([parse_hp_spec(t) for t in items or []], rules.module.HP_SPACE, rules.name)
-    out = {}
-    for s in specs:
-        if s.is_range or len(s.values) != 1:
-            raise TrainArgsError(
-                f"error: --hp '{s.text}': train takes one value per HP, e.g. --hp {s.name}=2^-7; "
-                "use `scalec sweep` for grids"
-            )
-        out[s.name] = s.values[0]
-    return out
-
-
-def parse_params(items: list[str] | None, flag: str = "--param") -> dict[str, str]:
-    """`--param NAME=VALUE` rule-file params (e.g. alpha=1/2), values kept as text (exact rationals)."""
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise TrainArgsError(f"error: {flag} '{item}': expected NAME=VALUE, e.g. --param alpha=1/2")
-        out[name.strip()] = value.strip()
-    return out
+from scalec.commands._options import Depth, Device, QkNorm, RuleArg, real, whole
+from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 
 
 def default_out(cfg: Any) -> str:
@@ -81,15 +32,19 @@ def register(app: typer.Typer) -> None:
     @guarded
     def train_cmd(
         rule: RuleArg,
-        width: Annotated[int, typer.Option(help="Model width n (d_model).")] = 256,
+        width: Annotated[int, typer.Option(parser=whole(), help="Model width n (d_model).")] = 256,
         depth: Depth = 4,
         batch: Annotated[str, typer.Option(help="Tokens per optimizer step (axis B), e.g. 8192 or 2^13.")] = "8192",
         duration: Annotated[
             str | None, typer.Option(help="Training tokens (axis D), e.g. 20M; steps = duration / batch.")
         ] = None,
-        steps: Annotated[int | None, typer.Option(help="Optimizer steps (then duration = steps * batch).")] = None,
-        seq_len: Annotated[int, typer.Option(help="Sequence length T.")] = 256,
-        head_dim: Annotated[int, typer.Option(help="Attention head dimension (heads = width / head_dim).")] = 32,
+        steps: Annotated[
+            int | None, typer.Option(parser=whole(), help="Optimizer steps (then duration = steps * batch).")
+        ] = None,
+        seq_len: Annotated[int, typer.Option(parser=whole(), help="Sequence length T.")] = 256,
+        head_dim: Annotated[
+            int, typer.Option(parser=whole(), help="Attention head dimension (heads = width / head_dim).")
+        ] = 32,
         qk_norm: QkNorm = False,
         hp: Annotated[
             list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, lr\\[mlp.down]=2 (repeatable).")
@@ -99,15 +54,19 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(help="Base-shape override AXIS=VALUE, e.g. n=256 (the proxy the HPs were tuned at)."),
         ] = None,
-        seed: Annotated[int, typer.Option(help="Seed of init and data order.")] = 0,
+        seed: Annotated[int, typer.Option(parser=whole(0), help="Seed of init and data order.")] = 0,
         device: Device = "auto",
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")] = False,
         micro_batch: Annotated[
-            int | None, typer.Option(help="Sequences per forward pass (gradient accumulation).")
+            int | None, typer.Option(parser=whole(), help="Sequences per forward pass (gradient accumulation).")
         ] = None,
-        warmup: Annotated[float, typer.Option(help="Warmup: fraction of steps (<1) or a step count.")] = 0.05,
+        warmup: Annotated[
+            float, typer.Option(parser=real(), help="Warmup: fraction of steps (<1) or a step count.")
+        ] = 0.05,
         decay: Annotated[str, typer.Option(help="cosine | linear | constant.")] = "cosine",
-        eval_every: Annotated[int | None, typer.Option(help="Evaluate every K steps (default: 10 per run).")] = None,
+        eval_every: Annotated[
+            int | None, typer.Option(parser=whole(), help="Evaluate every K steps (default: 10 per run).")
+        ] = None,
         out: Annotated[str | None, typer.Option(help="Run dir (default: runs/<rule>_n<w>_L<d>_<hash>).")] = None,
         resume: Annotated[
             str, typer.Option(help="auto: continue a run found in --out; never: refuse an existing run dir.")
@@ -124,17 +83,17 @@ def register(app: typer.Typer) -> None:
         from scalec.runtime.trainer.train import train
         from scalec.runtime.trainer.train_config import TrainConfig
 
-        params = parse_params(param)
-        bases = {k: parse_tokens(v, f"--base {k}") for k, v in parse_params(base, "--base").items()}
+        hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
+        tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
         rules = scalec.load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
             rule=rule,
             width=width,
             depth=depth,
-            batch=parse_tokens(batch, "--batch"),
-            duration=parse_tokens(duration, "--duration") if duration is not None else None,
+            batch=tokens[0],
+            duration=tokens[1],
             steps=steps,
-            hp=parse_hp(hp, rules),
+            hp=parse_hp_values(hp_specs, rules, "train"),
             params=params,
             base=bases,
             seq_len=seq_len,
@@ -152,6 +111,7 @@ def register(app: typer.Typer) -> None:
             tensorboard=tensorboard,
             progress=not quiet,
         )
+        rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), d_head=head_dim)  # before any work
         cfg.out_dir = out or default_out(cfg)
         summary = train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:

@@ -10,46 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen
+from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen, whole
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import SweepArgsError, check_shapes, fmt_record, load_rules
-
-# Shape-spec keys -> TrainConfig field.
-SHAPE_KEYS = {
-    "n": "width",
-    "width": "width",
-    "L": "depth",
-    "depth": "depth",
-    "B": "batch",
-    "batch": "batch",
-    "D": "duration",
-    "duration": "duration",
-}
-
-
-def parse_shape(text: str, option: str) -> dict[str, int]:
-    """`n=64,L=2` (keys n L B D or width depth batch duration; values like 2^12, 2M) -> TrainConfig fields."""
-    from scalec.commands.train import parse_tokens
-
-    out: dict[str, int] = {}
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in SHAPE_KEYS:
-            raise SweepArgsError(
-                f"error: {option} '{text}': expected AXIS=VALUE pairs with AXIS in n, L, B, D, e.g. {option} n=64,L=2"
-            )
-        out[SHAPE_KEYS[key.strip()]] = parse_tokens(value, option)
-    return out
-
-
-def parse_sizes(text: str, option: str = "--sizes") -> list[int]:
-    """Comma-separated sizes (2^k and k/M/G suffixes allowed)."""
-    from scalec.commands.train import parse_tokens
-
-    sizes = [parse_tokens(v, option) for v in text.split(",") if v.strip()]
-    if len(sizes) < 2:
-        raise SweepArgsError(f"error: {option} '{text}': give at least two sizes")
-    return sizes
 
 
 def doubling_sizes(base: int, target: int) -> list[int]:
@@ -90,7 +53,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Sizes along the axis, base first (default: doublings from base to target)."),
         ] = None,
         vs: Annotated[str | None, typer.Option(help="Other rules to compare, e.g. sp,mup (one panel each).")] = None,
-        seeds: Annotated[int, typer.Option(help="Seeds per point.")] = 1,
+        seeds: Annotated[int, typer.Option(parser=whole(), help="Seeds per point.")] = 1,
         out: Annotated[Path, typer.Option(help="Output dir: store/, transfer.{png,md,json}.")] = Path(
             "sweeps/transfer"
         ),
@@ -114,8 +77,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
-        from scalec.commands.train import parse_params, parse_tokens
-        from scalec.runtime.studies.hp_grid import parse_hp_spec, resolve_specs
+        from scalec.parsing import parse_hp_specs, parse_int, parse_params, parse_shape, parse_sizes
+        from scalec.runtime.studies.hp_grid import resolve_specs
         from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
 
@@ -126,8 +89,8 @@ def register(app: typer.Typer) -> None:
         defaults = {
             "width": width,
             "depth": depth,
-            "batch": parse_tokens(batch, "--batch"),
-            "duration": parse_tokens(duration, "--duration") if duration else None,
+            "batch": parse_int(batch, "--batch"),
+            "duration": parse_int(duration, "--duration") if duration else None,
         }
         shape = {**defaults, **base}
         if axis is None:
@@ -152,7 +115,7 @@ def register(app: typer.Typer) -> None:
             if steps is None:
                 raise SweepArgsError("error: batch/duration transfer needs --duration (or --steps at the base)")
             shape["duration"], steps = steps * shape["batch"], None
-        specs = [parse_hp_spec(t) for t in hp]
+        specs = parse_hp_specs(hp)
         swept: list[Any] = []
         fixed_hp: dict[str, float] = {}
         for r in rule_names:  # every rule must know the HPs, with values in their domains
