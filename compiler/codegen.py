@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import keyword
+import math
 import re
+import textwrap
 from importlib import resources
-from pathlib import Path
 
 import jinja2
-from sympy.printing.pycode import PythonCodePrinter
+import sympy
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
+from scalec.compiler.printer import RulePrinter
 from scalec.compiler.symbols import BASE, RATIO, param_symbol
-from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES
+from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, ROLES, compress_roles
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "mult")
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
 def field_name(name: str) -> str:
@@ -24,35 +25,72 @@ def field_name(name: str) -> str:
     return f"{name}_" if keyword.iskeyword(name) or keyword.issoftkeyword(name) else name
 
 
-class _Printer(PythonCodePrinter):
-    """Prints rule expressions: ratios as locals, hps as `hp.<field>`, bases as `BASE.<axis>`."""
+def escape(text: str, quotes: str = "") -> str:
+    """The one escaper for text that reaches generated code: printable ASCII only, no line breaks.
 
-    def __init__(self, names: dict[str, str]):
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-        self._names = names
+    Every character outside printable ASCII becomes its Python escape (`\\n`, `\\x00`, `\\u2028`, ...);
+    backslashes and the characters in `quotes` are backslash-escaped too.  The result is safe inside a comment
+    (quotes=""), a triple-quoted docstring (quotes='"') and a string literal delimited by any of `quotes`.
+    """
+    special = "\\" + quotes if quotes else ""
+    out = []
+    for ch in text:
+        if ch in special:
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)
 
-    def _print_Symbol(self, expr):  # noqa: N802 - sympy printer protocol
-        return self._names[expr.name]
+
+def py_str(text: str) -> str:
+    """A Python string literal equal to `text` (double-quoted unless that needs more escapes, as ruff prefers)."""
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return quote + escape(text, quote) + quote
+
+
+def comment(text: str) -> str:
+    """Text for a `#` comment: one line of printable ASCII."""
+    return escape(text)
+
+
+def doc(text: str) -> str:
+    """Text for the body of a triple-double-quoted docstring."""
+    return escape(text, '"')
+
+
+def file_label(path: str) -> str:
+    """A rule file's name for comments and docs: as is when plain, else its repr."""
+    name = path.rsplit("/", 1)[-1]
+    return name if _PLAIN_NAME.fullmatch(name) else ascii(name)
 
 
 def _py_literal(value) -> str:
-    """A Python literal for a string (double-quoted, ASCII-escaped) or number."""
-    return json.dumps(value, ensure_ascii=True) if isinstance(value, str) else repr(value)
+    """A Python literal for a string or a number."""
+    return py_str(value) if isinstance(value, str) else repr(value)
 
 
 def _num(value) -> str:
     v = float(value)
-    return repr(int(v)) + ".0" if v.is_integer() and abs(v) < 1e15 else repr(v)
-
-
-def _comment(text: str) -> str:
-    return _UNPRINTABLE.sub("?", text)
+    if not math.isfinite(v):
+        raise ValueError(f"non-finite number {value} reached code generation")
+    return repr(v)
 
 
 def _origin_comments(origins: tuple[Origin, ...]) -> list[str]:
-    if not origins:
-        return ["(built-in default)"]
-    return [f"{o.short():<18} {_comment(o.text)}" for o in origins]
+    return [comment(f"{file_label(o.path) + ':' + str(o.line):<18} {o.text}") for o in origins]
+
+
+def _body_name(label: str, taken: set[str]) -> str:
+    ident = "_" + re.sub(r"\W+", "_", label.replace(".*", "")).strip("_")
+    if len(ident) > 40:
+        ident = "_rules"
+    name, i = ident, 2
+    while name in taken:
+        name, i = f"{ident}_{i}", i + 1
+    taken.add(name)
+    return name
 
 
 class _View:
@@ -63,12 +101,55 @@ class _View:
         names = {str(s): str(s) for s in RATIO.values()}
         names.update({f"{a}0": f"BASE.{a}" for a in AXES})
         names.update({h: f"hp.{field_name(h)}" for h in ir.hps})
-        self.printer = _Printer(names)
+        order = {h: 0 for h in ir.hps}
+        order.update({f"{a}0": 1 for a in AXES})
+        order.update({str(RATIO[a]): 2 + i for i, a in enumerate(AXES)})
+        self.printer = RulePrinter(names, order)
         self.param_values = {param_symbol(k): q.value for k, q in ir.params.items()}
 
-    def code(self, rule: Rule) -> str:
-        expr = rule.expr.subs(self.param_values)
-        return self.printer.doprint(expr)
+    def expr(self, rule: Rule) -> sympy.Expr:
+        return rule.expr.subs(self.param_values)
+
+    def prologue(self, exprs: list[sympy.Expr], uses_hp: bool) -> list[str]:
+        """`m_N, _, ... = ratios(shape)` for the ratios used; `del` for an argument the rules never read."""
+        used = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+        names = [str(RATIO[a]) if RATIO[a] in used else "_" for a in AXES]
+        lines = [f"{', '.join(names)} = ratios(shape)"]
+        if all(n == "_" for n in names):
+            lines = ["del shape  # no rule here scales with the shape"]
+        if not uses_hp:
+            lines.append("del hp  # no rule here uses a tunable hyperparameter")
+        return lines
+
+    def bodies(self) -> tuple[list[dict], dict[str, str]]:
+        """One function per distinct rule body; role -> function name."""
+        by_key: dict[tuple, list[str]] = {}
+        fields_of: dict[tuple, list[dict]] = {}
+        exprs_of: dict[tuple, list[sympy.Expr]] = {}
+        for role in ROLES:
+            rules = [self.ir.roles[role][k] for k in ROLE_FIELDS]
+            exprs = [self.expr(r) for r in rules]
+            fields = [
+                dict(kind=k, code=self.printer.value(e), comments=_origin_comments(r.origins))
+                for k, e, r in zip(ROLE_FIELDS, exprs, rules, strict=True)
+            ]
+            key = tuple((f["code"], tuple(f["comments"])) for f in fields)
+            by_key.setdefault(key, []).append(role)
+            fields_of[key], exprs_of[key] = fields, exprs
+        taken: set[str] = set()
+        bodies, body_of = [], {}
+        hp_symbols = {str(s) for s in self.ir.hps}
+        for key, roles in by_key.items():
+            label = compress_roles(roles)
+            ident = _body_name(label, taken)
+            uses_hp = any(s.name in hp_symbols for e in exprs_of[key] for s in e.free_symbols)
+            prologue = self.prologue(exprs_of[key], uses_hp)
+            listed = ", ".join(roles)
+            text = "every role" if label == "all roles" else label if label == listed else f"{label} ({listed})"
+            text = text if len(text) <= 100 else label
+            bodies.append(dict(ident=ident, doc=text, prologue=prologue, fields=fields_of[key]))
+            body_of.update({r: ident for r in roles})
+        return bodies, body_of
 
     def render(self, version: str) -> str:
         ir = self.ir
@@ -84,11 +165,11 @@ class _View:
         axes = [
             dict(
                 name=a,
-                doc=_comment(AXIS_DOCS[a]),
+                doc=comment(AXIS_DOCS[a]),
                 base=_num(q.value),
                 low=_num(q.low),
                 high=_num(q.high),
-                comment=_comment(f"axis {a} (base {q.value}), {Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"axis {a} (base {q.value}), {file_label(q.loc.path)}:{q.loc.line}"),
             )
             for a, q in ((a, ir.axes[a]) for a in AXES)
         ]
@@ -100,7 +181,7 @@ class _View:
                 low=_num(q.low),
                 high=_num(q.high),
                 scale=q.scale,
-                comment=_comment(f"{Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"{file_label(q.loc.path)}:{q.loc.line}"),
             )
             for h, q in ir.hps.items()
         ]
@@ -108,35 +189,41 @@ class _View:
             dict(
                 name=k,
                 value=_num(q.value),
-                comment=_comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {Path(q.loc.path).name}:{q.loc.line}"),
+                comment=comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {file_label(q.loc.path)}:{q.loc.line}"),
             )
             for k, q in ir.params.items()
         ]
-        roles = []
-        for role, width_class in ROLES.items():
-            fields = [
-                dict(kind=k, code=self.code(ir.roles[role][k]), comments=_origin_comments(ir.roles[role][k].origins))
-                for k in ROLE_FIELDS
-            ]
-            roles.append(dict(name=role, ident=role.replace(".", "_"), width_class=width_class, fields=fields))
+        bodies, body_of = self.bodies()
+        roles = [dict(name=r, width_class=c, body=body_of[r]) for r, c in ROLES.items()]
+        site_exprs = {s: self.expr(r) for s, r in ir.sites.items()}
         sites = [
-            dict(name=s, field=s.replace(".", "_"), code=self.code(r), comments=_origin_comments(r.origins))
+            dict(
+                name=s,
+                field=s.replace(".", "_"),
+                code=self.printer.value(site_exprs[s]),
+                comments=_origin_comments(r.origins),
+            )
             for s, r in ir.sites.items()
         ]
+        doc_text = doc(" ".join(ir.docs)) or ir.name
+        doc_lines = textwrap.wrap(doc_text, 110, break_long_words=False, break_on_hyphens=False)
         return env.get_template("module.py.j2").render(
             name=ir.name,
             version=version,
-            source_file=Path(ir.paths[-1]).name,
-            doc=_comment(" ".join(ir.docs)).replace("\\", "\\\\") or ir.name,
+            source_file=doc(file_label(ir.paths[-1])),
+            doc=doc_lines,
             lineage=ir.lineage,
+            source_files=[p.rsplit("/", 1)[-1] for p in ir.paths],
             sha=ir.source_sha256,
             cites=ir.cites,
             params=params,
             axes=axes,
             hps=hps,
             roles=roles,
+            bodies=bodies,
             module_kinds=MODULE_HP_KINDS,
             sites=sites,
+            site_prologue=self.prologue(list(site_exprs.values()), True),
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
         )
 

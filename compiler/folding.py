@@ -1,17 +1,22 @@
 """Fold forward multipliers into init and LR with the Adam abc-symmetry, for models that cannot take them.
 
-A tensor used as W_eff = c * W under AdamW trains identically to W' = c * W used as is, when its init std and
-LR are multiplied by c and its eps and coupled weight decay divided by c.  So:
+A tensor used as W_eff = c * W under AdamW trains identically to W' = c * W used as is, when its init mean and
+std and its LR are multiplied by c and its eps and coupled weight decay divided by c.  So:
   output.mult -> unembed,  embed.mult -> embed,  residual.attn -> attn.o,  residual.mlp -> mlp.down
-  (the last linear of each branch; exact when that linear has no bias),
-  attn.scale / (1/sqrt(d_head)) -> attn.q (exact without QK-norm: normalised queries would undo it).
-Every folded role is verified with sympy: mult*init, mult*lr, eps/mult and wd/mult are unchanged.
+  (the last linear of each branch, and that linear's bias: c * (W x + b) = (c W) x + (c b)),
+  attn.scale / (1/sqrt(d_head)) -> attn.q and its bias (exact without QK-norm: normalised queries would undo
+  it; exact only when the queries have a tensor of their own, not a fused qkv).
+`fold` rewrites the IR and verifies every folded role with sympy (mult*init, mult*lr, eps/mult and wd/mult
+unchanged); `make_plan` decides which sites a model needs folded and applies `SYMMETRY` to the biases of the
+folded linears and to per-role multipliers (`mult[<role>]`, a runtime HP) with the same law.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import sympy
 
@@ -28,7 +33,8 @@ FOLD_TARGETS = {
     "residual.mlp": ("mlp.down", sympy.Integer(1)),
     "attn.scale": ("attn.q", DEFAULT_ATTN_SCALE),
 }
-_SCALED = {"init_mean": 1, "init_std": 1, "lr": 1, "eps": -1, "weight_decay": -1}
+# The abc-symmetry: folding a multiplier c into a tensor multiplies each of these by c**power.
+SYMMETRY = {"init_mean": 1, "init_std": 1, "lr": 1, "eps": -1, "weight_decay": -1}
 
 
 class FoldError(ScalecError):
@@ -37,14 +43,18 @@ class FoldError(ScalecError):
 
 @dataclass
 class FoldReport:
-    folded: list[str] = field(default_factory=list)  # "output.mult -> unembed (x m_N^-1)"
+    folded: list[str] = field(default_factory=list)  # "output.mult -> unembed (x 1/m_N)"
     kept: list[str] = field(default_factory=list)
+
+
+def apply_symmetry(values: dict[str, float], factor: float) -> dict[str, float]:
+    """`values` (init_mean, init_std, lr, eps, weight_decay, ...) of a tensor that absorbs multiplier `factor`."""
+    return {k: v * factor ** SYMMETRY[k] if k in SYMMETRY else v for k, v in values.items()}
 
 
 def fold(
     ir: ParameterisationIR,
     qk_norm: bool = False,
-    linear_bias: bool = False,
     sites: tuple[str, ...] = tuple(FOLD_TARGETS),
 ) -> tuple[ParameterisationIR, FoldReport]:
     """A new IR with the given sites folded into their roles (sites left at identity), verified exactly."""
@@ -63,19 +73,24 @@ def fold(
                 f"error: cannot fold site 'attn.scale' ({ir.sites[site].expr}) into attn.q: QK-norm "
                 "normalises the queries after the projection; give the model an attention-scale hook"
             )
-        if site.startswith("residual.") and linear_bias:
-            raise FoldError(
-                f"error: cannot fold site '{site}' into {role}: the branch's last linear has a bias "
-                "that the bias role does not single out; give the model a residual-multiplier hook"
-            )
         rules = out.roles[role]
-        for kind, sign in _SCALED.items():
+        for kind, sign in SYMMETRY.items():
             prev = rules[kind]
             rules[kind] = Rule(prev.expr * factor**sign, prev.origins + (origin,))
         out.sites[site] = Rule(identity, ir.sites[site].origins + (origin,))
         report.folded.append(f"{site} -> {role} (x {factor})")
     _verify(ir, out)
     return out, report
+
+
+@functools.lru_cache(maxsize=64)
+def folded_module(rules: Any, sites: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+    """The generated module of `rules` (a Parameterisation) with `sites` folded, and the fold report lines."""
+    from scalec.compiler.codegen import generate
+    from scalec.compiler.parameterisation import import_source
+
+    ir, report = fold(rules.ir, sites=sites)
+    return import_source(generate(ir), ir.name), tuple(report.folded)
 
 
 def _effective(ir: ParameterisationIR, role: str) -> sympy.Expr:
@@ -90,7 +105,7 @@ def _verify(before: ParameterisationIR, after: ParameterisationIR) -> None:
     """The symmetry invariants of every role must be unchanged (checked symbolically)."""
     for role in before.roles:
         m0, m1 = _effective(before, role), _effective(after, role)
-        for kind, sign in _SCALED.items():
+        for kind, sign in SYMMETRY.items():
             lhs = before.roles[role][kind].expr * m0**sign
             rhs = after.roles[role][kind].expr * m1**sign
             if sympy.simplify(lhs - rhs) != 0:

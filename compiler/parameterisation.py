@@ -75,6 +75,7 @@ class Parameterisation:
     report: CheckReport
     source: str
     module: types.ModuleType
+    fold: bool = False  # make_plan may fold the forward multipliers a model does not apply (compiler/folding.py)
 
     @property
     def name(self) -> str:
@@ -102,7 +103,9 @@ class Parameterisation:
         return self.module.role_hparams(role, shape, hp)
 
     def sites(self, shape, hp=None):
-        return self.module.sites(shape, hp)
+        """Forward multipliers at `shape`; `hp` is accepted for symmetry with `role_hparams` (sites depend on the
+        shape only)."""
+        return self.module.sites(shape)
 
     def __repr__(self) -> str:
         return f"<Parameterisation {self.name} ({' -> '.join(self.ir.lineage)})>"
@@ -151,16 +154,15 @@ def load(
     params: Mapping[str, str | float] | None = None,
     base: Mapping[str, float] | None = None,
     fold: bool = False,
-    qk_norm: bool = False,
 ) -> Parameterisation:
     """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
 
-    `fold=True` moves every forward multiplier into init/LR (exact under the Adam abc-symmetry) for models
-    without multiplier hooks; `qk_norm` tells the folder whether queries are normalised.
+    `fold=True` lets `make_plan` fold each forward multiplier the model does not apply into init/LR (exact under
+    the Adam abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
     """
     params = {name: str(parse_exact(value, f"param {name}")) for name, value in (params or {}).items()}
     base = {axis: parse_int(value, f"base {axis}") for axis, value in (base or {}).items()}
-    key = (str(name_or_path), tuple(sorted(params.items())), tuple(sorted(base.items())), fold, qk_norm)
+    key = (str(name_or_path), tuple(sorted(params.items())), tuple(sorted(base.items())), fold)
     path = Path(str(name_or_path))
     if path.is_file():
         key = key + (path.stat().st_mtime_ns,)
@@ -169,12 +171,7 @@ def load(
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(key) -> Parameterisation:
-    name_or_path, params, base, fold, qk_norm = key[0], dict(key[1]), dict(key[2]), key[3], key[4]
+    name_or_path, params, base, fold = key[0], dict(key[1]), dict(key[2]), key[3]
     ir, report = compile_ir(name_or_path, params, base)
-    if fold:
-        from scalec.compiler.folding import fold as fold_ir
-
-        ir, folded = fold_ir(ir, qk_norm=qk_norm)
-        report.checked.extend(f"folded {f}" for f in folded.folded)
     source = generate(ir)
-    return Parameterisation(ir, report, source, import_source(source, ir.name))
+    return Parameterisation(ir, report, source, import_source(source, ir.name), fold)

@@ -8,13 +8,16 @@ from collections.abc import Mapping
 
 import sympy
 
+from scalec.compiler.codegen import field_name
 from scalec.compiler.ir import Origin, ParameterisationIR, Quantity, Rule
-from scalec.compiler.symbols import ExprConverter, builtin_names, hp_symbol, param_symbol
+from scalec.compiler.symbols import ExprConverter, bounded_rational, builtin_names, hp_symbol, param_symbol
 from scalec.compiler.vocabulary import AXES, HP_KINDS, RESERVED, ROLES, SITES, TARGET_ALIASES
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
 
 KEYWORDS_PY = frozenset({"None", "True", "False"})
+# Names the generated module's HParams class uses itself (members, and names its class body looks up).
+GENERATED_NAMES = frozenset({"get", "replace", "multipliers", "field", "fields", "dict", "float", "self", "hp"})
 DEFAULT_SITES = {"residual.attn": 1, "residual.mlp": 1, "output.mult": 1, "embed.mult": 1}
 DEFAULT_KINDS = {"init_mean": 0, "mult": 1}
 
@@ -26,12 +29,14 @@ class _FileResolver:
         self.ir, self.f, self.lets = ir, f, lets
         self.declared: dict[tuple[str, str], ast.Loc] = {}
         self.assigned: dict[tuple[str, str], tuple[ast.Loc, int]] = {}
+        self.lines = f.source.splitlines()
+        self.names = self._initial_scope()  # kept up to date as hps, params and lets are declared
 
     def error(self, loc: ast.Loc, message: str, hint: str | None = None) -> RuleError:
         return RuleError(loc, message, hint, self.f.source)
 
     # scope ----------------------------------------------------------------------------------------
-    def scope(self) -> dict[str, sympy.Expr]:
+    def _initial_scope(self) -> dict[str, sympy.Expr]:
         names = builtin_names()
         for name, q in self.ir.hps.items():
             names[name] = hp_symbol(name, q.low if q.low is not None else q.value)
@@ -42,7 +47,7 @@ class _FileResolver:
 
     def convert(self, e: ast.Expr, what: str = "expression") -> sympy.Expr:
         params = {k: q.value for k, q in self.ir.params.items()}
-        return ExprConverter(self.scope(), params, self.f.source, what)(e)
+        return ExprConverter(self.names, params, self.f.source, what)(e)
 
     def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
         value = ExprConverter({}, {}, self.f.source, what)
@@ -60,7 +65,7 @@ class _FileResolver:
 
     def origin(self, loc: ast.Loc, prefix: str = "") -> Origin:
         """The rule's own source text (one assignment, with its `role ...:` head) for comments."""
-        lines = self.f.source.splitlines()
+        lines = self.lines
         text = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
         if prefix and loc.end_line == loc.line and loc.end_col > loc.col:
             text = prefix + text[loc.col - 1 : loc.end_col - 1]
@@ -79,6 +84,23 @@ class _FileResolver:
     def check_name(self, name: str, loc: ast.Loc, kind: str) -> None:
         if name in RESERVED or name in KEYWORDS_PY or name in ROLES or name in TARGET_ALIASES:
             raise self.error(loc, f"'{name}' is a reserved name and cannot be used for a {kind}", "pick another name")
+        if name.startswith("_"):
+            raise self.error(
+                loc,
+                f"names starting with '_' are reserved for Python internals; '{name}' cannot name a {kind}",
+                f"pick another name, e.g. '{name.lstrip('_') or 'x'}'",
+            )
+        if name in GENERATED_NAMES:
+            raise self.error(
+                loc,
+                f"'{name}' is reserved: the generated module's HParams uses it; it cannot name a {kind}",
+                f"pick another name, e.g. '{name}_{kind}'",
+            )
+        clash = next((h for h in self.ir.hps if h != name and field_name(h) == field_name(name)), None)
+        if kind == "hp" and clash is not None:
+            raise self.error(
+                loc, f"hps '{name}' and '{clash}' would share the Python name '{field_name(name)}'", "rename one"
+            )
 
     # statements -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -134,6 +156,7 @@ class _FileResolver:
                 s.loc, f"hp {s.name} has a log scale but its range reaches {low}", "use `linear` or a positive range"
             )
         self.ir.hps[s.name] = Quantity(s.name, default, low, high, scale, s.loc)
+        self.names[s.name] = hp_symbol(s.name, low)
 
     def do_ParamDecl(self, s: ast.ParamDecl) -> None:
         self.check_name(s.name, s.loc, "param")
@@ -147,13 +170,14 @@ class _FileResolver:
         if not (low <= value <= high):
             raise self.error(s.loc, f"param {s.name} = {value} lies outside its range [{low}, {high}]")
         self.ir.params[s.name] = Quantity(s.name, value, low, high, None, s.loc)
+        self.names[s.name] = param_symbol(s.name)
 
     def do_LetDecl(self, s: ast.LetDecl) -> None:
         self.check_name(s.name, s.loc, "let")
         if s.name in self.ir.hps or s.name in self.ir.params:
             raise self.error(s.loc, f"'{s.name}' is already an hp or param", "pick another name")
         self.once("let", s.name, s.loc)
-        self.lets[s.name] = self.convert(s.value, f"let {s.name}")
+        self.lets[s.name] = self.names[s.name] = self.convert(s.value, f"let {s.name}")
 
     def do_GroupDecl(self, s: ast.GroupDecl) -> None:
         self.check_name(s.name, s.loc, "group")
@@ -239,6 +263,13 @@ class _FileResolver:
 
     def do_SiteRule(self, s: ast.SiteRule) -> None:
         value = self.convert(s.value, "site rule")
+        tunable = sorted(str(x) for x in value.free_symbols if str(x) in self.ir.hps)
+        if tunable:
+            raise self.error(
+                s.value.loc,
+                f"forward site multipliers depend on the shape only, but this one uses hp {', '.join(tunable)}",
+                "tune a role's forward multiplier with `mult[ROLE]` instead",
+            )
         for p in s.sites:
             if p.text not in SITES:
                 raise self.error(
@@ -331,11 +362,9 @@ def _override_params(ir: ParameterisationIR, params: Mapping[str, str | float], 
             )
         q = ir.params[name]
         try:
-            value = sympy.Rational(str(raw))
-        except (TypeError, ValueError):
-            raise RuleError(
-                leaf.name_loc, f"param {name}={raw!r} is not a number", "e.g. alpha=1/2", leaf.source
-            ) from None
+            value = bounded_rational(str(raw))
+        except ValueError as exc:
+            raise RuleError(leaf.name_loc, f"param {name}: {exc}", "e.g. alpha=1/2", leaf.source) from None
         if not (q.low <= value <= q.high):
             raise RuleError(
                 q.loc, f"param {name}={value} lies outside its declared range [{q.low}, {q.high}]", None, leaf.source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import sympy
@@ -42,6 +43,48 @@ def builtin_names() -> dict[str, sympy.Expr]:
 
 _FUNCS = {"sqrt": sympy.sqrt, "min": sympy.Min, "max": sympy.Max}
 
+# Bounds (README "Limits"): every number lies in [1e-300, 1e300] (or is 0), every exponent is a rational p/q with
+# |p/q| <= MAX_EXPONENT and q <= MAX_EXPONENT; checked before sympy computes a power.
+MAX_MAGNITUDE = 300  # decimal orders of magnitude
+MAX_EXPONENT = 1024
+
+
+def bounded_rational(text: str) -> sympy.Rational:
+    """An exact rational from a short decimal or fraction text (`0.5`, `1/2`, `1e-3`); ValueError when out of range."""
+    text = text.strip()
+    if not text:
+        raise ValueError("an empty value is not a number")
+    if len(text) > 64:
+        raise ValueError(f"{text[:24]!r}... is too long for a number")
+    for part in text.split("/", 1):
+        _, _, exp = part.lower().partition("e")
+        if exp and (len(exp) > 5 or abs(int(exp)) > 400):
+            raise ValueError(f"{text!r} is out of range")
+    try:
+        value = sympy.Rational(text)
+    except (TypeError, ValueError, SyntaxError, ZeroDivisionError, sympy.SympifyError):
+        raise ValueError(f"{text!r} is not a number") from None
+    if not _magnitude_ok(value):
+        raise ValueError(f"{text!r} is out of range: magnitudes lie within [1e-{MAX_MAGNITUDE}, 1e{MAX_MAGNITUDE}]")
+    return value
+
+
+def _magnitude_ok(value: sympy.Expr) -> bool:
+    """A constant's magnitude lies within [1e-300, 1e300] (or it is 0); cheap for huge rationals."""
+    if value == 0:
+        return True
+    if value.is_Rational:
+        p, q = abs(int(value.p)), int(value.q)
+        if p.bit_length() > 4096 or q.bit_length() > 4096:
+            return False
+        order = (p.bit_length() - q.bit_length()) * 0.30103
+        return abs(order) <= MAX_MAGNITUDE + 1 and 10.0**-MAX_MAGNITUDE <= abs(float(value)) <= 10.0**MAX_MAGNITUDE
+    try:
+        mag = abs(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return 10.0**-MAX_MAGNITUDE <= mag <= 10.0**MAX_MAGNITUDE
+
 
 class ExprConverter:
     """Converts AST expressions to sympy in a scope of names; every error is located."""
@@ -65,9 +108,30 @@ class ExprConverter:
         out = self._convert(e)
         if out.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
             raise self.error(e.loc, f"{self.what} is undefined (division by zero?)")
+        for p in out.atoms(sympy.Pow):  # exponents grown by multiplying lets (`let b = a * a`)
+            if p.exp.is_Rational and not self._exponent_ok(p.exp):
+                raise self.error(
+                    e.loc, f"{self.what} has an exponent beyond +-{MAX_EXPONENT}", "keep exponents to small fractions"
+                )
         return out
 
+    @staticmethod
+    def _exponent_ok(exp: sympy.Rational) -> bool:
+        return abs(exp.p) <= MAX_EXPONENT * exp.q and exp.q <= MAX_EXPONENT
+
+    def _number(self, value: sympy.Expr, loc: ast.Loc) -> sympy.Expr:
+        if value.is_number and not _magnitude_ok(value):
+            raise self.error(
+                loc,
+                "number out of range",
+                f"magnitudes must lie within [1e-{MAX_MAGNITUDE}, 1e{MAX_MAGNITUDE}] (or be 0)",
+            )
+        return value
+
     def _convert(self, e: ast.Expr) -> sympy.Expr:
+        return self._number(self._convert_node(e), e.loc)
+
+    def _convert_node(self, e: ast.Expr) -> sympy.Expr:
         if isinstance(e, ast.Num):
             return sympy.Rational(e.text)
         if isinstance(e, ast.Name):
@@ -112,6 +176,15 @@ class ExprConverter:
         self._check_exponent(e.right, right)
         if left == 0 and (right.is_negative or right == 0):
             raise self.error(e.loc, "0 raised to a non-positive power")
+        if left.is_number and right.is_number and left != 0:
+            order = abs(math.log10(abs(float(left)))) * abs(float(right))
+            if order > MAX_MAGNITUDE:
+                raise self.error(
+                    e.loc,
+                    f"power of about 1e{'-' if (float(right) > 0) != (abs(float(left)) > 1) else ''}{order:.0f} "
+                    "is out of range",
+                    f"magnitudes must lie within [1e-{MAX_MAGNITUDE}, 1e{MAX_MAGNITUDE}]",
+                )
         return left**right
 
     def _check_exponent(self, node: ast.Expr, exponent: sympy.Expr) -> None:
@@ -129,3 +202,14 @@ class ExprConverter:
             raise self.error(
                 node.loc, f"exponent {value} is not an exact rational", "write exponents as fractions such as 1/2"
             )
+        if not self._exponent_ok(value):
+            raise self.error(
+                node.loc,
+                f"exponent {_short(value)} is out of range",
+                f"exponents are fractions p/q with |p/q| <= {MAX_EXPONENT} and q <= {MAX_EXPONENT}",
+            )
+
+
+def _short(value: sympy.Rational) -> str:
+    text = str(value) if max(value.p.bit_length(), value.q.bit_length()) < 200 else f"~2^{value.p.bit_length()}"
+    return text if len(text) <= 30 else text[:27] + "..."

@@ -31,14 +31,22 @@ class RuleError(ScalecError):
             width = 1
             if self.loc.end_line == self.loc.line and self.loc.end_col > self.loc.col:
                 width = self.loc.end_col - self.loc.col
+            col = max(self.loc.col, 1)
+            if len(src_line) > _SHOWN:  # a window of the line around the column
+                start = max(0, min(col - 1 - _SHOWN // 2, len(src_line) - _SHOWN))
+                src_line = ("..." if start else "") + src_line[start : start + _SHOWN] + "..."
+                col = col - start + (3 if start else 0)
             lines.append(f"    {src_line}")
-            lines.append("    " + " " * (self.loc.col - 1) + "^" * max(1, min(width, 60)))
+            lines.append("    " + " " * (col - 1) + "^" * max(1, min(width, 60)))
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.render()
+
+
+_SHOWN = 100  # characters of a long source line shown around the error
 
 
 def _source_line(source: str | None, line: int) -> str | None:
@@ -51,6 +59,9 @@ def _source_line(source: str | None, line: int) -> str | None:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """A `did you mean 'x'?` hint from the closest candidate, or None."""
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    """A `did you mean 'x'?` hint from the closest candidate, compared case-insensitively (`m_n` -> `m_N`)."""
+    by_lower: dict[str, str] = {}
+    for c in sorted(set(candidates)):
+        by_lower.setdefault(c.lower(), c)
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"did you mean '{by_lower[close[0]]}'?" if close else None

@@ -6,11 +6,17 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
+
+# Bounds that keep every input cheap (README "Limits"): sympy never sees a number it cannot handle quickly.
+MAX_FILE_CHARS = 200_000
+MAX_DEPTH = 100  # nesting of an expression (parentheses, operators, calls)
+MAX_NUMBER_CHARS = 64  # characters in one number literal
+MAX_DECIMAL_EXPONENT = 400  # |e| in a literal such as 1e-16
 
 KEYWORDS = ("parameterisation", "extends", "cite", "axis", "hp", "param", "let", "group", "role", "site")
 
@@ -48,12 +54,19 @@ def parse_file(path: str | Path) -> ast.RuleFile:
 
 def parse(text: str, path: str = "<string>") -> ast.RuleFile:
     """Parse rule-file text; raises RuleError (and nothing else) on any malformed input."""
+    if len(text) > MAX_FILE_CHARS:
+        raise RuleError(
+            ast.Loc(path, 1, 1),
+            f"rule file has {len(text)} characters; the limit is {MAX_FILE_CHARS}",
+            "split it with `extends`",
+        )
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, path) from None
     except LarkError as exc:  # pragma: no cover - defensive: lark's other errors
         raise RuleError(ast.Loc(path, 1, 1), f"cannot parse: {exc}", source=text) from None
+    _check_depth(tree, path, text)
     try:
         return _ToAst(path, text).transform(tree)
     except RuleError:
@@ -63,6 +76,21 @@ def parse(text: str, path: str = "<string>") -> ast.RuleFile:
         if isinstance(inner, RuleError):
             raise inner from None
         raise RuleError(ast.Loc(path, 1, 1), f"cannot parse: {inner}", source=text) from None
+
+
+def _check_depth(tree: Tree, path: str, text: str) -> None:
+    """Refuse expressions nested deeper than MAX_DEPTH (walked without recursion, before the transformer)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH + 2:  # start -> statement -> expression
+            raise RuleError(
+                _loc(path, node.meta),
+                f"expression nested deeper than {MAX_DEPTH} levels",
+                "split it into `let` definitions (a long sum or product nests one level per term)",
+                text,
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 def _describe_expected(expected: set[str]) -> str:
@@ -213,7 +241,17 @@ class _ToAst(Transformer):
 
     # expressions --------------------------------------------------------------------------------
     def number(self, meta, tok):
-        return ast.Num(str(tok), self.L(tok))
+        text, loc = str(tok), self.L(tok)
+        mantissa, _, exponent = text.lower().partition("e")
+        if len(text) > MAX_NUMBER_CHARS or (exponent and abs(int(exponent)) > MAX_DECIMAL_EXPONENT):
+            raise RuleError(
+                loc,
+                f"number literal {text[:24]}{'...' if len(text) > 24 else ''} is out of range",
+                f"literals have at most {MAX_NUMBER_CHARS} characters and a decimal exponent within "
+                f"+-{MAX_DECIMAL_EXPONENT}",
+                self.source,
+            )
+        return ast.Num(text, loc)
 
     def name(self, meta, tok):
         return ast.Name(str(tok), self.L(tok))

@@ -81,7 +81,44 @@ CASES = {
     "range": ("parameterisation A extends SP\n  hp k = 5 in [1, 2]\n", "default 5 of hp k lies outside", None),
     "reserved": ("parameterisation A extends SP\n  hp m_N = 1\n", "'m_N' is a reserved name", None),
     "division": ("parameterisation A extends SP\n  let z = 1/0\n", "division by zero", None),
+    "did_you_mean_case": (
+        "parameterisation A extends SP\n  role hidden: lr *= m_n^-1\n",
+        "unknown name 'm_n'",
+        "'m_N'",
+    ),
+    "site_uses_hp": (
+        "parameterisation A extends SP\n  site output.mult = 256 * eta\n",
+        "a.scale:2:22: error: forward site multipliers depend on the shape only",
+        "mult[ROLE]",
+    ),
 }
+P = "parameterisation A extends SP\n"
+# Names the generated module uses itself, Python internals, and a keyword's mangled twin (issue 14).
+for _name in ("field", "get", "replace", "multipliers", "self", "dict"):
+    CASES[f"name_{_name}"] = (f"{P}  hp {_name} = 1 in [1, 2]\n", f"a.scale:2:6: error: '{_name}' is reserved", None)
+for _name in ("__init__", "__class__", "__dict__", "__slots__", "__annotations__", "__eta"):
+    CASES[f"name_{_name}"] = (f"{P}  hp {_name} = 1 in [1, 2]\n", "a.scale:2:6: error: names starting with '_'", None)
+CASES["name_mangled_twin"] = (f"{P}  hp lambda_ = 1 in [1, 2]\n", "share the Python name 'lambda_'", None)
+# Numbers: every case one located error, long before sympy would hang or overflow (README "Limits").
+CASES.update(
+    {
+        "hp_10_400": (f"{P}  hp z = 10^400\n", "a.scale:2:10: error: default of hp z must be a number: power", None),
+        "axis_10_400": (f"{P}  axis L = 2 in [1, 10^400]\n", "a.scale:2:21: error: axis L upper bound", None),
+        "literal_4301": (f"{P}  let s = {'1' * 4301}\n", "a.scale:2:11: error: number literal", None),
+        "literal_exp": (f"{P}  let x = 1e999999999999\n", "a.scale:2:11: error: number literal", "+-400"),
+        "pow_2_2_20": (f"{P}  role hidden: lr *= 2^(2^20)\n", "a.scale:2:25: error: exponent 1048576 is out of", None),
+        "tower": (f"{P}  site attn.scale = d_head^-2^2^2^2^2\n", "error: exponent 65536 is out of range", None),
+        "pow_2_2_100": (f"{P}  let x = 2^(2^100)\n", "a.scale:2:14: error: exponent", None),
+        "half_huge": (f"{P}  site attn.scale = d_head0^(99999999999999999999999999/2)\n", "out of range", None),
+        "sum_500": (f"{P}  let s = {' + '.join(['1'] * 500)}\n", "nested deeper than 100 levels", None),
+        "lets_20k": (P + "".join(f"  let v{i} = {i}\n" for i in range(20000)), "error: rule file has", "extends"),
+        "let_growth": (
+            P + "  let a0 = m_N\n" + "".join(f"  let a{i} = a{i - 1} * a{i - 1}\n" for i in range(1, 40)),
+            "a.scale:13:13: error: let a11 has an exponent beyond +-1024",
+            None,
+        ),
+    }
+)
 
 
 @pytest.mark.parametrize("case", list(CASES))

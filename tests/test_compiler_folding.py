@@ -6,7 +6,7 @@ import pytest
 
 import scalec
 from scalec.compiler.analysis import equivalence
-from scalec.compiler.folding import FoldError, fold
+from scalec.compiler.folding import FoldError, fold, folded_module
 
 
 def test_folding_mup_readout_gives_table3_form():
@@ -16,17 +16,17 @@ def test_folding_mup_readout_gives_table3_form():
 
 
 def test_folded_completedp_has_identity_sites_and_scaled_branch_ends():
+    # n = 512 = 4 n0, L = 8 = 4 L0, alpha = 1, base B and D: hand-derived from design.md's Complete(d)P table.
     p = scalec.load("completedp", fold=True)
-    shape = p.shape(n=512, L=8)
-    orig = scalec.load("completedp")
-    sites = p.sites(shape).as_dict()
-    assert sites["residual.attn"] == sites["residual.mlp"] == 1.0
-    assert sites["attn.scale"] == pytest.approx(shape.d_head**-0.5)
-    r = orig.sites(shape).residual_attn
-    assert p.role_hparams("attn.o", shape).init_std == pytest.approx(orig.role_hparams("attn.o", shape).init_std * r)
-    assert p.role_hparams("attn.o", shape).lr == pytest.approx(orig.role_hparams("attn.o", shape).lr * r)
-    assert p.role_hparams("attn.o", shape).eps == pytest.approx(orig.role_hparams("attn.o", shape).eps / r)
-    assert p.role_hparams("attn.v", shape) == p.role_hparams("attn.v", shape)
+    assert p.fold and p.sites(p.shape(n=512, L=8)).residual_attn == 0.25  # load() keeps the module unfolded
+    module, lines = folded_module(p, ("residual.attn", "residual.mlp"))
+    assert lines == ("residual.attn -> attn.o (x m_L**(-alpha))", "residual.mlp -> mlp.down (x m_L**(-alpha))")
+    shape = module.Shape(n=512, L=8, B=module.BASE.B, D=module.BASE.D, d_head=32)
+    sites = module.sites(shape)
+    assert sites.residual_attn == sites.residual_mlp == 1.0
+    o, q = module.role_hparams("attn.o", shape), module.role_hparams("attn.q", shape)
+    assert (o.init_std, o.lr, o.eps) == pytest.approx((0.02 * 0.5 * 0.25, 2**-8 / 4 / 4, 1e-8 / 4 / 4 * 4))
+    assert (q.init_std, q.lr, q.eps) == pytest.approx((0.02 * 0.5, 2**-8 / 4, 1e-8 / 4 / 4))
 
 
 def test_folding_attention_scale_with_qk_norm_is_refused_and_names_the_site():

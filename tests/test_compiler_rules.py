@@ -63,10 +63,11 @@ COMPLETEP = [
     *[(r, "var", s(-1, 0, 0, 0)) for r in HIDDEN],
     ("unembed", "var", s(0, 0, 0, 0)),
     *[(r, "lr", s(-1, "alpha - 1", 0, 0)) for r in HIDDEN],
-    *[(r, "lr", s(0, "alpha - 1", 0, 0)) for r in ("bias", "norm")],
-    *[(r, "lr", s(0, 0, 0, 0)) for r in ("embed", "final_norm", "unembed", "qk_norm")],
+    *[(r, "lr", s(0, "alpha - 1", 0, 0)) for r in ("bias", "norm", "qk_norm")],
+    *[(r, "lr", s(0, 0, 0, 0)) for r in ("embed", "final_norm", "unembed")],
     *[(r, "eps", s(-1, "-alpha", 0, 0)) for r in HIDDEN + ["bias", "norm"]],
-    *[(r, "eps", s(0, 0, 0, 0)) for r in ("embed", "unembed", "final_norm", "qk_norm")],
+    ("qk_norm", "eps", s(0, "-alpha", 0, 0)),  # design.md, Additions: QK-norm gains follow the block rule
+    *[(r, "eps", s(0, 0, 0, 0)) for r in ("embed", "unembed", "final_norm")],
     *[(r, "weight_decay", s(1, 0, 0, 0)) for r in HIDDEN],
     *[(r, "weight_decay", s(0, 0, 0, 0)) for r in ("embed", "unembed", "norm", "final_norm")],
 ]

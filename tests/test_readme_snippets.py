@@ -39,7 +39,7 @@ def test_own_model_snippet_plans_folds_and_trains():
     torch.manual_seed(0)
     model = MyModel(d=256, depth=6)
     # --- README snippet ---
-    rules = scalec.load("completedp", fold=True)  # forward multipliers folded into init + lr: no model changes
+    rules = scalec.load("completedp", fold=True)  # fold what the model does not apply into init + lr
     roles = {
         "tok.weight": "embed",
         "*.up.weight": "mlp.up",
@@ -50,7 +50,9 @@ def test_own_model_snippet_plans_folds_and_trains():
     plan = make_plan(rules, model, {"n": 256, "L": 6, "B": 2**14, "D": 2**28}, hp={"eta": 2**-7}, patterns=roles)
     plan.init_(model)
     opt = torch.optim.AdamW(plan.param_groups(model), fused=True)
+    print(plan.folded)  # ['residual.mlp -> mlp.down (x m_L**(-alpha))', ...]
     # --- end ---
+    assert plan.folded == ["residual.mlp -> mlp.down (x m_L**(-alpha))"]
     # Folding removed every multiplier this model has no hook for (residual and readout).
     assert plan.multipliers["residual.mlp"] == 1.0 and plan.multipliers["output.mult"] == 1.0
     ref = scalec.load("completedp")

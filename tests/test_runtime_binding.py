@@ -172,8 +172,9 @@ def test_inferred_width_classes_match_the_gpt_preset_once_the_lookup_table_is_na
     preset = {b.name: b.width_class for b in bind(_gpt(32))}
     inferred = bind(_gpt(64), preset="infer", base_model=_gpt(32), patterns={"embed.weight": "embed"})
     assert {b.name: ROLES[b.role] for b in inferred} == preset
-    # Without the pattern a custom (V, n) lookup table is indistinguishable from the readout.
-    assert infer_roles(_gpt(64), _gpt(32))["embed.weight"].width_class == "output"
+    # Without the pattern, a custom (V, n) lookup table reads like the readout by its shapes alone; the module
+    # graph sees it read at integer indices and makes it the embedding.
+    assert infer_roles(_gpt(64), _gpt(32))["embed.weight"].width_class == "input"
 
 
 def test_shape_inference_rejects_models_that_do_not_correspond():
@@ -216,3 +217,11 @@ def test_module_class_fixes_the_layout_where_the_preset_assumes_conv1d():
     assert c_attn.shape == (48, 16) and (c_attn.fan_in, c_attn.fan_out) == (16, 48)
     assert (bound["transformer.wte.weight"].fan_in, bound["transformer.wte.weight"].fan_out) == (32, 16)
     assert bound["transformer.wte.weight"].tied_with == ("lm_head.weight",)
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_module_graph_infers_every_role_of_the_bundled_gpt_as_its_preset_names_it(qk_norm):
+    preset = _roles(bind(_gpt(64, qk_norm)))
+    inferred = bind(_gpt(64, qk_norm), preset="infer", base_model=_gpt(32, qk_norm))
+    assert _roles(inferred) == preset  # a custom (V, n) lookup table too: it is read at integer indices
+    assert {b.source for b in inferred} == {"graph", "inferred"}  # the readout's role is its width class's

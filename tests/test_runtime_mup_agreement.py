@@ -88,6 +88,7 @@ class MLP(nn.Module):
         return self.readout(h * self.output_mult)
 
 
+APPLIED = {"output.mult"}  # the MLP (and mup's MuReadout) multiplies the readout's input by it
 MLP_PATTERNS = {
     "input.weight": "embed",
     "hidden.weight": "mlp.up",
@@ -106,10 +107,12 @@ def _mup_mlp(width: int, n0: int) -> MLP:
 def test_mlp_plan_matches_mup_lr_weight_decay_and_output_multiplier(rules, mult):
     n0 = _n0(rules)
     ref = _mup_mlp(n0 * mult, n0)
-    plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS)
+    plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.readout.width_mult(), rel=1e-12)
-    inferred = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2))
+    inferred = make_plan(
+        rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2), applied_sites=APPLIED
+    )
     assert [(e.lr, e.weight_decay) for e in inferred.entries] == [(e.lr, e.weight_decay) for e in plan.entries]
 
 
@@ -128,9 +131,9 @@ def _mup_mlp_std(width: int, n0: int, name: str) -> float:
 
 def test_mlp_init_scales_like_mup(rules):
     n0 = _n0(rules)
-    base_plan = make_plan(rules, MLP(n0), {"n": n0}, hp=HP, patterns=MLP_PATTERNS)
+    base_plan = make_plan(rules, MLP(n0), {"n": n0}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     for mult in (2, 4):
-        plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS)
+        plan = make_plan(rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
         for name in ("input.weight", "hidden.weight", "readout.weight"):
             expected = _mup_mlp_std(n0 * mult, n0, name) / _mup_mlp_std(n0, n0, name)
             got = plan.entry(name).init_std / base_plan.entry(name).init_std
@@ -142,7 +145,7 @@ def test_one_training_step_equals_mup_on_the_mlp(rules):
     n0 = _n0(rules)
     width = 2 * n0
     ref = _mup_mlp(width, n0)
-    plan = make_plan(rules, MLP(width), {"n": width}, hp=HP, patterns=MLP_PATTERNS)
+    plan = make_plan(rules, MLP(width), {"n": width}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
     ours = MLP(width, output_mult=plan.multipliers["output.mult"])
     ours.load_state_dict(ref.state_dict())
     x, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(1)), torch.randn(16, 4)
@@ -269,7 +272,8 @@ def _mup_hf_gpt2(width: int, n0: int):
 def test_hf_gpt2_plan_matches_mup(small, mult):
     rules, n0 = small, _n0(small)
     ref = _mup_hf_gpt2(n0 * mult, n0)
-    plan = make_plan(rules, _hf_gpt2(n0 * mult), {"n": n0 * mult, "d_head": 32}, hp=HP)
+    shape = {"n": n0 * mult, "L": 1, "d_head": 32}
+    plan = make_plan(rules, _hf_gpt2(n0 * mult), shape, hp=HP, applied_sites=APPLIED)  # as MuSharedReadout
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.lm_head.width_mult(), rel=1e-12)
     assert plan.entry("transformer.wte.weight").tied_with == ("lm_head.weight",)
@@ -277,8 +281,8 @@ def test_hf_gpt2_plan_matches_mup(small, mult):
 
 def test_hf_gpt2_init_scales_like_mup_init_normal(small):
     rules, n0 = small, _n0(small)
-    base = make_plan(rules, _hf_gpt2(n0), {"n": n0, "d_head": 32}, hp=HP)
-    plan = make_plan(rules, _hf_gpt2(4 * n0), {"n": 4 * n0, "d_head": 32}, hp=HP)
+    base = make_plan(rules, _hf_gpt2(n0), {"n": n0, "L": 1, "d_head": 32}, hp=HP, applied_sites=APPLIED)
+    plan = make_plan(rules, _hf_gpt2(4 * n0), {"n": 4 * n0, "L": 1, "d_head": 32}, hp=HP, applied_sites=APPLIED)
     expected = _mup_ratios(_mup_hf_gpt2, n0, 4)
     assert len(expected) == sum(len(e.shape) == 2 for e in plan.entries)
     for name, ratio in expected.items():

@@ -3,8 +3,9 @@
 Names are normalised by dropping wrapper segments (`module.` of DDP, `_orig_mod.` of torch.compile,
 `_fsdp_wrapped_module.` / `_checkpoint_wrapped_module.` of FSDP1 and activation checkpointing), so a plan made
 on the bare model applies to the wrapped one. Tied weights (one tensor under several names) are planned once,
-under the name `named_parameters()` yields first. Rule: when any of its names binds to `embed`, it takes
-the `embed` role (init and lr of the embedding); any output multiplier stays a forward site of the plan.
+under the name `named_parameters()` yields first. Rule (the `mup` package's MuSharedReadout semantics): when any
+of its names binds to `embed`, it takes the `embed` role (init and lr of the embedding); the readout's
+multiplier stays a forward site of the plan (`tied_roles` records what the other names bind to).
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ class BoundParam:
     width_class: str
     fan_in: int
     fan_out: int
-    source: str  # "preset:<name>", "patterns" or "inferred"
+    source: str  # "preset:<name>", "patterns", "graph" (module graph) or "inferred" (width class only)
     tied_with: tuple[str, ...] = field(default=())
+    tied_roles: tuple[str, ...] = field(default=())  # the roles the tied names bind to ("unembed": a tied readout)
+    fused: bool = False  # one tensor holds q, k and v (a fused qkv projection)
+    ambiguity: str = ""  # for "inferred": why the module graph did not decide the role
 
 
 def normalise_name(name: str) -> str:
@@ -153,9 +157,11 @@ def bind(
     patterns: Mapping[str, str] | None = None,
     base_model: Any = None,
     roles: Mapping[str, str] | None = None,
+    example_input: Any = None,
 ) -> list[BoundParam]:
     """Bind each distinct parameter of `model` to a role; `patterns` ({glob: role}) take precedence over the
-    preset; `preset="infer"` classifies parameters by comparing shapes with `base_model` (another width)."""
+    preset; `preset="infer"` classifies parameters by comparing shapes with `base_model` (another width) and
+    reads their roles off the module graph of one forward pass on `example_input` (default: a token batch)."""
     roles = dict(roles or ROLES)
     if not hasattr(model, "named_parameters"):
         raise BindingError(f"error: expected a torch nn.Module to bind, got {type(model).__name__}")
@@ -169,13 +175,13 @@ def bind(
                 f"error: pattern '{rule.pattern}' names unknown role '{rule.role}'; roles: {', '.join(roles)}"
             )
     chosen = resolve_preset(model, preset, [n for n, _, _ in params])
-    inferred: dict[str, tuple[str, str]] = {}
+    inferred: dict[str, Any] = {}
     if preset == "infer":
         if base_model is None:
             raise BindingError("error: preset='infer' needs base_model=<the same model built at another width>")
         from scalec.runtime.plan.shape_inference import infer_roles
 
-        inferred = {name: (c.role, c.layout) for name, c in infer_roles(model, base_model).items()}
+        inferred = infer_roles(model, base_model, example_input)
     elif chosen is None and not user:
         raise BindingError(
             f"error: no preset recognises model class {type(unwrap(model)).__name__}; pass "
@@ -190,14 +196,14 @@ def bind(
     doubly: list[str] = []
     bound: list[BoundParam] = []
     for name, tensor, aliases in params:
-        hits: list[tuple[str, str, str]] = []  # (role, layout, source) per name that binds
-        clash = False
+        hits: list[tuple[str, str, str, Rule]] = []  # (role, layout, source, rule) per name that binds
+        clash = readout = False
         for alias in (name, *aliases):
             matched = _matching_roles(alias, user)
             source = "patterns"
             if not matched and alias in inferred:
-                role, layout = inferred[alias]
-                matched, source = [Rule(alias, role, layout)], "inferred"
+                c = inferred[alias]
+                matched, source = [Rule(alias, c.role, c.layout, c.fused)], c.source
             elif not matched:
                 matched, source = _matching_roles(alias, preset_rules), source_of_preset
             if len({r.role for r in matched}) > 1:
@@ -206,12 +212,16 @@ def bind(
                 continue
             if matched:
                 layout = layouts.get(alias) or (matched[0].layout if source != "patterns" else "out_in")
-                hits.append((matched[0].role, layout, source))
+                hits.append((matched[0].role, layout, source, matched[0]))
+            elif alias != name and layouts.get(alias) == "out_in":
+                readout = True  # an unbound tied name owned by a Linear: the shared tensor is also a readout
         if not hits:
             if not clash:
                 unbound.append(name)
             continue
-        role, layout, source = next((h for h in hits if h[0] == "embed"), hits[0])
+        chosen_hit = next((h for h in hits if h[0] == "embed"), hits[0])
+        role, layout, source, rule = chosen_hit
+        tied_roles = tuple(h[0] for h in hits if h is not chosen_hit) + (("unembed",) if readout else ())
         if role not in roles:
             raise BindingError(
                 f"error: parameter '{name}' binds to role '{role}', which the rules do not "
@@ -219,7 +229,12 @@ def bind(
             )
         shape = tuple(int(d) for d in tensor.shape)
         fan_in, fan_out = fans(shape, layout)
-        bound.append(BoundParam(name, shape, role, roles[role], fan_in, fan_out, source, aliases))
+        ambiguity = inferred[name].ambiguity if source == "inferred" and name in inferred else ""
+        bound.append(
+            BoundParam(
+                name, shape, role, roles[role], fan_in, fan_out, source, aliases, tied_roles, rule.fused, ambiguity
+            )
+        )
     if doubly:
         raise BindingError(
             f"error: {len(doubly)} model parameter(s) match patterns of two roles: "

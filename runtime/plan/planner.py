@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scalec.compiler.folding import FOLD_TARGETS, apply_symmetry, folded_module
 from scalec.errors import ScalecError
-from scalec.runtime.plan.binding import _listing, bind, unique_parameters
+from scalec.runtime.plan.binding import BoundParam, _listing, bind, unique_parameters, unwrap
+from scalec.runtime.plan.model_shape import mismatch
 
 
 class PlanError(ScalecError):
@@ -55,6 +57,7 @@ class Plan:
     entries: list[PlanEntry]
     multipliers: dict[str, float]
     preset: str = ""
+    folded: list[str] = field(default_factory=list)  # what make_plan folded into init and lr, and by how much
 
     def entry(self, name: str) -> PlanEntry:
         """The entry of a (normalised) parameter name."""
@@ -136,6 +139,7 @@ class Plan:
             "preset": self.preset,
             "parameters": params,
             "multipliers": dict(self.multipliers),
+            "folded": list(self.folded),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -163,6 +167,7 @@ class Plan:
             entries=entries,
             multipliers=dict(data.get("multipliers", {})),
             preset=data.get("preset", ""),
+            folded=list(data.get("folded", [])),
         )
 
     @classmethod
@@ -218,6 +223,88 @@ def resolve_hparams(module: Any, hp: Any) -> Any:
         raise PlanError(str(exc)) from None
 
 
+SITE_ROLES = {
+    "residual.attn": ("attn.q", "attn.k", "attn.v", "attn.o"),
+    "residual.mlp": ("mlp.up", "mlp.gate", "mlp.down"),
+    "attn.scale": ("attn.q", "attn.k"),
+    "output.mult": ("unembed",),
+    "embed.mult": ("embed",),
+}
+NORM_ROLES = ("norm", "qk_norm", "final_norm")
+
+
+def _applies_everything(model: Any) -> bool:
+    """The bundled GPT takes every site and per-role multiplier (its `multipliers` argument)."""
+    cls = type(unwrap(model))
+    return cls.__name__ == "GPT" and cls.__module__ == "scalec.runtime.trainer.gpt"
+
+
+def _applied(applied_sites: Any, model: Any, known: set[str]) -> set[str]:
+    if applied_sites is None:
+        return set(known) if _applies_everything(model) else set()
+    if isinstance(applied_sites, str):
+        if applied_sites != "all":
+            raise PlanError(
+                f"error: applied_sites='{applied_sites}' is not 'all'; pass 'all' or a collection of site names "
+                "such as {'output.mult', 'residual.attn'}"
+            )
+        return set(known)
+    sites = set(applied_sites)
+    unknown = sorted(sites - known)
+    if unknown:
+        raise PlanError(f"error: applied_sites names unknown site '{unknown[0]}'; sites: {', '.join(sorted(known))}")
+    return sites
+
+
+def _tied_readout_mult(module: Any, shape: Any, hp: Any) -> float:
+    """The readout multiplier of a tensor shared by embedding and readout (mup's MuSharedReadout): the tensor
+    trains as the embedding, so the logits need the readout's whole multiplier times how much faster the
+    readout's lr scales than the embedding's (mult * lr is what the abc-symmetry preserves): 1/m_N under muP in
+    either form, and under Complete(d)P."""
+    u, e = module.role_hparams("unembed", shape, hp), module.role_hparams("embed", shape, hp)
+    u0, e0 = module.role_hparams("unembed", module.BASE, hp), module.role_hparams("embed", module.BASE, hp)
+    out = module.sites(shape).output_mult
+    return float(u.mult * out * (u.lr / u0.lr) / (e.lr / e0.lr))
+
+
+def _obstacle(site: str, bound: list[BoundParam], roles: set[str], tied: list[BoundParam]) -> str | None:
+    """Why `site` cannot be folded exactly into this model, or None."""
+    guessed = [b for b in bound if b.source == "inferred" and b.width_class == "hidden"]
+    if site in ("residual.attn", "residual.mlp", "attn.scale") and guessed:
+        why = guessed[0].ambiguity or "roles inferred from width alone"
+        return (
+            f"the module graph did not decide which matrices end the residual branches ({why}); name them with "
+            "patterns={'<glob>': 'attn.o' / 'mlp.down' / 'attn.q'}"
+        )
+    if site in ("output.mult", "embed.mult", "mult[embed]") and tied:
+        t = tied[0]
+        return (
+            f"the readout shares its tensor with the embedding ('{t.tied_with[0]}' = '{t.name}'), which trains as "
+            "the embedding (as mup's MuSharedReadout)"
+        )
+    target = FOLD_TARGETS[site][0] if site in FOLD_TARGETS else None
+    if target is not None and target not in roles:
+        return f"no parameter is bound as {target}, the tensor it would fold into"
+    if site == "attn.scale":
+        if "qk_norm" in roles:
+            return "QK-norm normalises the queries after the projection"
+        fused = next((b for b in bound if b.role == "attn.q" and (b.fused or b.fan_out > b.fan_in)), None)
+        if fused is not None:
+            return f"'{fused.name}' holds the keys and values too (a fused qkv)"
+    return None
+
+
+def _refusal(rule: str, model: Any, pending: list[tuple[str, float, str | None]], fold: bool) -> PlanError:
+    """One line: every multiplier the model would drop, why any cannot be folded, and the fixes."""
+    parts = [f"{s} = {v:.6g}" + (f" (cannot be folded: {why})" if why else "") for s, v, why in pending]
+    names = "{" + ", ".join(repr(s) for s, _, _ in pending) + "}"
+    fix = f"apply {'it' if len(pending) == 1 else 'them'} in the model and pass applied_sites={names}"
+    if not fold and all(why is None for _, _, why in pending):
+        fix = f"pass fold=True (scalec.load(..., fold=True)) to fold them into init and lr, or {fix}"
+    cls = type(unwrap(model)).__name__
+    return PlanError(f"error: {rule} needs forward multiplier(s) {'; '.join(parts)} that {cls} does not apply; {fix}")
+
+
 def make_plan(
     rules: Any,
     model: Any,
@@ -226,13 +313,76 @@ def make_plan(
     preset: str | None = "auto",
     patterns: Mapping[str, str] | None = None,
     base_model: Any = None,
+    applied_sites: Any = None,
+    fold: bool | None = None,
+    example_input: Any = None,
 ) -> Plan:
-    """Plan every parameter of `model` under `rules` (scalec.load(...) or a generated module) at `shape`."""
+    """Plan every parameter of `model` under `rules` (scalec.load(...) or a generated module) at `shape`.
+
+    applied_sites: the forward multipliers the model (or the caller's hooks) applies: None = the default (the
+    bundled GPT applies every site, any other model none), "all", or site names ("output.mult",
+    "residual.attn", "mult[mlp.gate]", ...). Every other non-unit multiplier is folded into init and lr when
+    `fold` (default: `scalec.load(..., fold=True)`) and the Adam abc-symmetry makes that exact, else refused.
+    """
     module = _module_of(rules)
     shape = resolve_shape(module, shape)
     hp = resolve_hparams(module, hp)
-    bound = bind(model, preset=preset, patterns=patterns, base_model=base_model, roles=module.ROLES)
-    per_role = {role: module.role_hparams(role, shape, hp) for role in sorted({b.role for b in bound})}
+    bound = bind(
+        model, preset=preset, patterns=patterns, base_model=base_model, roles=module.ROLES, example_input=example_input
+    )
+    wrong = mismatch(model, bound, shape)
+    if wrong:
+        raise PlanError(f"error: {wrong}")
+    fold = bool(getattr(rules, "fold", False)) if fold is None else bool(fold)
+    roles = {b.role for b in bound}
+    sites = {k: float(v) for k, v in module.sites(shape).as_dict().items()}
+    role_mults = {r: float(module.role_hparams(r, shape, hp).mult) for r in module.ROLES}
+    known = set(sites) | {f"mult[{r}]" for r in module.ROLES}
+    applied = _applied(applied_sites, model, known)
+    tied = [b for b in bound if b.role == "embed" and "unembed" in b.tied_roles]
+    if tied:  # the readout's whole multiplier is the output site; the shared tensor trains as the embedding
+        sites["output.mult"] = _tied_readout_mult(module, shape, hp)
+        role_mults["unembed"] = 1.0
+    guessing = any(b.source == "inferred" and b.width_class == "hidden" for b in bound)
+    identity = {"attn.scale": float(shape.d_head) ** -0.5}
+    pending: list[tuple[str, float, str | None]] = []
+    candidates = [(s, v, SITE_ROLES[s]) for s, v in sites.items()]
+    candidates += [(f"mult[{r}]", m, (r,)) for r, m in role_mults.items()]
+    for site, value, site_roles in candidates:
+        relevant = bool(roles & set(site_roles)) or (site == "output.mult" and bool(tied))
+        relevant = relevant or (guessing and site in ("residual.attn", "residual.mlp", "attn.scale"))
+        if not relevant or site in applied or math.isclose(value, identity.get(site, 1.0), rel_tol=1e-12):
+            continue
+        pending.append((site, value, _obstacle(site, bound, roles, tied)))
+    if pending and (not fold or any(why for _, _, why in pending)):
+        raise _refusal(str(module.NAME), model, pending, fold)
+    site_folds = tuple(sorted(s for s, _, _ in pending if s in FOLD_TARGETS))
+    folded_lines: list[str] = []
+    planning = module
+    if site_folds:
+        if getattr(rules, "ir", None) is None:
+            raise PlanError(
+                f"error: folding {', '.join(site_folds)} needs the rule's IR; pass scalec.load('<rule>', fold=True) "
+                "instead of a generated module"
+            )
+        planning, lines = folded_module(rules, site_folds)
+        folded_lines.extend(lines)
+    # Per parameter: the factor it absorbs (the bias of a folded linear with its weight; a role's own mult).
+    factors: dict[str, float] = {}
+    by_name = {b.name: b for b in bound}
+    for site in site_folds:
+        target = FOLD_TARGETS[site][0]
+        c = sites[site] / identity.get(site, 1.0)
+        for b in bound:
+            if b.role == target and b.name.endswith(".weight"):
+                bias = by_name.get(b.name.removesuffix("weight") + "bias")
+                if bias is not None:
+                    factors[bias.name] = factors.get(bias.name, 1.0) * c
+                    folded_lines.append(f"{site} -> bias '{bias.name}' (x {c:.6g})")
+    role_folds = {s[5:-1]: v for s, v, _ in pending if s.startswith("mult[")}
+    for role, c in role_folds.items():
+        folded_lines.append(f"mult[{role}] -> {role} (x {c:.6g})")
+    per_role = {role: planning.role_hparams(role, shape, hp) for role in sorted(roles)}
     for role, r in per_role.items():
         for f in dataclasses.fields(r):
             value = getattr(r, f.name)
@@ -246,33 +396,40 @@ def make_plan(
     entries = []
     for b in bound:
         r = per_role[b.role]
+        values = {k: float(getattr(r, k)) for k in ("init_mean", "init_std", "lr", "weight_decay", "eps", "mult")}
+        if b.role in NORM_ROLES and b.name.endswith(".bias"):
+            values["init_mean"] = 0.0  # a norm's shift starts at 0; the rule's init_mean is its gain's
+        if b.role in role_folds:
+            values = {**apply_symmetry(values, role_folds[b.role]), "mult": 1.0}
+        if b.name in factors:
+            values = apply_symmetry(values, factors[b.name])
         entries.append(
             PlanEntry(
                 name=b.name,
                 shape=b.shape,
                 role=b.role,
-                init_mean=float(r.init_mean),
-                init_std=float(r.init_std),
-                lr=float(r.lr),
-                weight_decay=float(r.weight_decay),
                 betas=(float(r.beta1), float(r.beta2)),
-                eps=float(r.eps),
-                mult=float(r.mult),
                 fan_in=b.fan_in,
                 fan_out=b.fan_out,
                 tied_with=b.tied_with,
+                **values,
             )
         )
-    multipliers = {k: float(v) for k, v in module.sites(shape, hp).as_dict().items()}
+    multipliers = {k: float(v) for k, v in planning.sites(shape).as_dict().items()}
+    if tied:
+        multipliers["output.mult"] = sites["output.mult"]
     for role in module.ROLES:
-        mult = float(per_role[role].mult if role in per_role else module.role_hparams(role, shape, hp).mult)
+        if role in role_folds or (tied and role == "unembed"):
+            continue
+        mult = float(planning.role_hparams(role, shape, hp).mult)
         if mult != 1.0:
             multipliers[f"mult[{role}]"] = mult
     presets = sorted({b.source for b in bound})
     return Plan(
-        rule=str(module.NAME),
+        rule=str(planning.NAME),
         axes=dataclasses.asdict(shape),
         entries=entries,
         multipliers=multipliers,
         preset=",".join(presets),
+        folded=folded_lines,
     )

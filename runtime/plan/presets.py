@@ -19,6 +19,7 @@ class Rule:
     pattern: str
     role: str
     layout: str = "out_in"
+    fused: bool = False  # the tensor holds q, k and v (bound as attn.q, their representative)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ GPT = Preset(
 )
 
 # transformers GPT2LMHeadModel. Conv1D stores (in, out). The fused c_attn is bound as attn.q, the
-# representative of q/k/v (all three share every width exponent). Every bias, the final LayerNorm's
-# included, takes the `bias` role (zero init); `final_norm` would give it the gains' init mean of 1.
+# representative of q/k/v (all three share every width exponent; the attention scale cannot be folded into it).
+# The final LayerNorm's weight and bias are `final_norm` (as nanoGPT-mup's completep groups ln_f.*); a norm's
+# bias starts at 0 (make_plan), the rule's init_mean 1 being the gain's.
 HF_GPT2 = Preset(
     name="hf-gpt2",
     rules=(
@@ -66,13 +68,13 @@ HF_GPT2 = Preset(
         Rule("transformer.wpe.weight", "embed", "in_out"),
         Rule("transformer.h.*.ln_1.weight", "norm"),
         Rule("transformer.h.*.ln_2.weight", "norm"),
-        Rule("transformer.h.*.attn.c_attn.weight", "attn.q", "in_out"),
+        Rule("transformer.h.*.attn.c_attn.weight", "attn.q", "in_out", fused=True),
         Rule("transformer.h.*.attn.c_proj.weight", "attn.o", "in_out"),
         Rule("transformer.h.*.mlp.c_fc.weight", "mlp.up", "in_out"),
         Rule("transformer.h.*.mlp.c_proj.weight", "mlp.down", "in_out"),
         Rule("transformer.h.*.bias", "bias"),
         Rule("transformer.ln_f.weight", "final_norm"),
-        Rule("transformer.ln_f.bias", "bias"),
+        Rule("transformer.ln_f.bias", "final_norm"),
         Rule("lm_head.weight", "unembed"),
     ),
     classes=("GPT2LMHeadModel", "GPT2Model"),

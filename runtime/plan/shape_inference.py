@@ -1,5 +1,9 @@
 """Fallback binding: compare the model with a copy at another width and classify each parameter by which of
-its dims changed (as `mup`'s base shapes do), then give it its width class's representative role.
+its dims changed (as `mup`'s base shapes do); then read each parameter's role off the module graph
+(`graph.py`: attention vs MLP matrices, the matrix that ends each residual branch, norms, the final norm). Where
+the graph decides nothing (a forward pass fails, a branch is ambiguous) a parameter keeps its width class's
+representative role below, marked `source="inferred"` with the reason, and make_plan refuses to fold a depth
+rule into such a model.
 
 | dims that change | width class | role |
 |---|---|---|
@@ -9,17 +13,18 @@ its dims changed (as `mup`'s base shapes do), then give it its width class's rep
 | none, or a vector | vector | norm (`bias` for names ending in `.bias`) |
 
 Which dim is fan-in follows the owning module (nn.Embedding and HF Conv1D store (in, out); everything else
-(out, in)). A custom lookup table stored (V, n) in a plain module reads as `output`; bind it with
-`patterns={"<name>": "embed"}`, which takes precedence over inference. Depth is invisible to a width pair, so
-the final norm is inferred as `norm`.
+(out, in)). A custom lookup table stored (V, n) in a plain module reads as `output` by shape; the module graph
+sees it read at integer indices and makes it `embed` (or bind it with `patterns={"<name>": "embed"}`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from scalec.runtime.plan.binding import BindingError, _listing, module_layouts, unique_parameters
+from scalec.compiler.vocabulary import ROLES
+from scalec.runtime.plan.binding import BindingError, _listing, module_layouts, normalise_name, unique_parameters
+from scalec.runtime.plan.graph import GraphRoles, analyse, record
 
 CLASS_ROLE = {"input": "embed", "hidden": "mlp.up", "output": "unembed", "vector": "norm"}
 
@@ -32,6 +37,9 @@ class Inferred:
     width_class: str
     role: str
     layout: str
+    source: str = "inferred"  # "graph" when the module graph decided the role
+    fused: bool = False
+    ambiguity: str = ""
 
 
 def classify(name: str, shape: tuple[int, ...], base_shape: tuple[int, ...], layout: str) -> Inferred:
@@ -51,8 +59,9 @@ def classify(name: str, shape: tuple[int, ...], base_shape: tuple[int, ...], lay
     return Inferred(changed, width_class, role, layout)
 
 
-def infer_roles(model: Any, base_model: Any) -> dict[str, Inferred]:
-    """Per normalised parameter name of `model`, the inferred class and role (base_model: another width)."""
+def infer_roles(model: Any, base_model: Any, example_input: Any = None) -> dict[str, Inferred]:
+    """Per normalised parameter name of `model`, the inferred class and role (base_model: another width;
+    example_input: what `model(...)` takes, default a [1, 4] batch of token ids when the model embeds tokens)."""
     shapes = {n: tuple(p.shape) for n, p, _ in unique_parameters(model)}
     base = {n: tuple(p.shape) for n, p, _ in unique_parameters(base_model)}
     missing, extra = [n for n in shapes if n not in base], [n for n in base if n not in shapes]
@@ -75,4 +84,35 @@ def infer_roles(model: Any, base_model: Any) -> dict[str, Inferred]:
             "build base_model at another width"
         )
     layouts = module_layouts(model)
-    return {n: classify(n, shapes[n], base[n], layouts.get(n, "out_in")) for n in shapes}
+    classes = {n: classify(n, shapes[n], base[n], layouts.get(n, "out_in")) for n in shapes}
+    graph = _graph_roles(model, {n: c.width_class for n, c in classes.items()}, shapes, example_input)
+    out = {}
+    for n, c in classes.items():
+        role = graph.roles.get(n)
+        if role == "embed" and c.width_class in ("input", "output"):  # a lookup, whichever way it is stored
+            out[n] = replace(c, role=role, width_class="input", layout="in_out", source="graph")
+        elif role is not None and graph.ambiguous is None and ROLES.get(role) in (c.width_class, None):
+            out[n] = replace(c, role=role, source="graph", fused=n in graph.fused)
+        else:
+            out[n] = replace(c, ambiguity=graph.ambiguous or "")
+    return out
+
+
+def _graph_roles(model: Any, width_class: dict[str, str], shapes: dict, example_input: Any) -> GraphRoles:
+    """Roles from one recorded forward pass, or GraphRoles(ambiguous=<why>) when it cannot run."""
+    import torch
+
+    if example_input is None:  # token ids 0 are valid for any vocabulary; other inputs fail and say so
+        device = next(p.device for _, p, _ in unique_parameters(model))
+        example_input = torch.zeros((1, 4), dtype=torch.long, device=device)
+    names = {id(p): n for n, p, _ in unique_parameters(model)}
+    for raw, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), normalise_name(raw))
+    try:
+        ops = record(model, example_input, names)
+    except Exception as exc:  # noqa: BLE001 - any failure of a foreign forward pass means: undecided
+        return GraphRoles(
+            ambiguous=f"the forward pass for the module graph failed ({type(exc).__name__}; pass example_input=)"
+        )
+    seeds = frozenset({id(example_input)} if torch.is_floating_point(example_input) else set())
+    return analyse(ops, shapes, width_class, seeds)

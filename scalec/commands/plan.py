@@ -92,6 +92,14 @@ def register(app: typer.Typer) -> None:
         ] = 256,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")] = False,
+        applied: Annotated[
+            str | None,
+            typer.Option("--applied", help="Sites the model applies itself: 'all' or e.g. output.mult,residual.attn."),
+        ] = None,
+        fold: Annotated[
+            bool | None,
+            typer.Option("--fold/--no-fold", help="Fold what the model does not apply (default: on for hf-*)."),
+        ] = None,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
         import scalec
@@ -118,7 +126,10 @@ def register(app: typer.Typer) -> None:
         hps = parse_hp_values(hp_specs, rules, "plan") or None
         shape = rules.shape(**axes)  # the box and the feasible region, before the model is built
         net = build_model(model, width, depth, head_dim, vocab, qk_norm)
-        result = make_plan(rules, net, shape, hp=hps)
+        sites = None if applied is None else ("all" if applied == "all" else [a.strip() for a in applied.split(",")])
+        result = make_plan(
+            rules, net, shape, hp=hps, applied_sites=sites, fold=(model != "gpt") if fold is None else fold
+        )
         if as_json:
             typer.echo(result.to_json())
             return
@@ -158,3 +169,5 @@ def _print_table(result: Any) -> None:
     for key, value in result.multipliers.items():
         mults.add_row(key, _fmt(value))
     console.print(mults)
+    for line in result.folded:
+        console.print(f"folded {line}", highlight=False)
