@@ -1,8 +1,10 @@
 """Training throughput of the bundled trainer: tokens/s, MFU, and the ratio to a plain-PyTorch reference loop.
 
-Our step is the trainer's own (`scalec.runtime.trainer.train.train_step` with the rule's plan, param groups, lr schedule
-and data sampler); the reference is the same Llama-style model written plainly below with one AdamW group.
-The two alternate in rounds inside one process, so machine load hits both alike; we report medians.
+Our step is the trainer's own hot loop (`Prefetcher` batches, `lr_factor` + `scale_lrs`, `train_step`, the
+device-side `StepStats`) with the rule's plan and param groups; the reference is the same Llama-style model written
+plainly below with one AdamW group, in a loop as careful as nanoGPT's: pinned non-blocking copies on CUDA, no host
+read of the loss between log steps. Both read the loss once per round (a log step). The two alternate in rounds
+inside one process, so machine load hits both alike; we report medians.
 
     python bench/throughput.py                  # CPU: small shapes, < 2 minutes
     python bench/throughput.py --device cuda    # GPT-2-small shape (d=768, L=12, T=1024) + a shape sweep
@@ -27,7 +29,8 @@ from scalec.runtime.trainer.data import ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.metrics import peak_flops
-from scalec.runtime.trainer.train import train_step
+from scalec.runtime.trainer.prefetch import Prefetcher
+from scalec.runtime.trainer.step import StepStats, train_step
 
 
 class RefBlock(nn.Module):
@@ -110,7 +113,7 @@ def measure(
     # Throughput does not depend on HP values: B and D take the rule's base values (a CPU batch of 512 tokens is
     # outside Complete(d)P's declared batch range).
     shape = {"n": width, "L": depth, "d_head": gcfg.head_dim}
-    total = rounds * steps_per_round + 2  # steps the lr schedule spans
+    total = rounds * steps_per_round + 2  # steps the lr schedule spans (2 warm-up steps per arm)
     with torch.device("meta"):
         plan = make_plan(rules, GPT(gcfg), shape)
     torch.manual_seed(0)
@@ -130,38 +133,52 @@ def measure(
     params = list(ours.parameters())
     train_arr = torch.from_numpy(data.splits["train"][: 1 << 22].astype("int64"))
     gen = torch.Generator().manual_seed(0)
-    state = {"ours": 0}
+    pin = device.type == "cuda"
+    batches = Prefetcher(data, seqs, 0, device, 0, total)
+    stats = StepStats(device)
+    state = {"ours": 0, "ref_loss": None}
 
     def step_ours() -> None:
         s = state["ours"]
         scale_lrs(opt_ours, lr_factor(s, total))
-        train_step(fwd_ours, opt_ours, params, data.train_batch(s, seqs), seqs, device, autocast, 1.0)
+        x, y = batches.get(s)
+        stats.update(*train_step(fwd_ours, opt_ours, params, x, y, seqs, autocast, 1.0))
         state["ours"] = s + 1
 
     def step_ref() -> None:
         starts = torch.randint(0, len(train_arr) - seq_len - 1, (seqs,), generator=gen)
         chunk = train_arr[starts[:, None] + torch.arange(seq_len + 1)]
-        x, y = chunk[:, :-1].to(device, non_blocking=True), chunk[:, 1:].to(device, non_blocking=True)
+        chunk = chunk.pin_memory() if pin else chunk
+        x, y = chunk[:, :-1].to(device, non_blocking=pin), chunk[:, 1:].to(device, non_blocking=pin)
         with autocast():
             loss = fwd_ref(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0, foreach=True)
         opt_ref.step()
         opt_ref.zero_grad(set_to_none=True)
-        loss.item()
+        state["ref_loss"] = loss.detach()
+
+    def log_ours() -> float:
+        return stats.read().loss
+
+    def log_ref() -> float:
+        return state["ref_loss"].item()
 
     for fn in (step_ours, step_ref, step_ours, step_ref):  # warm-up (and compilation)
         fn()
+    arms = {"ours": (step_ours, log_ours), "ref": (step_ref, log_ref)}
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     for r in range(rounds):
-        order = (("ours", step_ours), ("ref", step_ref)) if r % 2 == 0 else (("ref", step_ref), ("ours", step_ours))
-        for name, fn in order:
+        for name in ("ours", "ref") if r % 2 == 0 else ("ref", "ours"):
+            fn, log = arms[name]
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(steps_per_round):
                 fn()
+            log()  # one log step per round: the only host read
             _sync(device)
             times[name].append((time.perf_counter() - t0) / steps_per_round)
+    batches.close()
     t_ours, t_ref = statistics.median(times["ours"]), statistics.median(times["ref"])
     tok_s = batch_tokens / t_ours
     peak = peak_flops(device)
@@ -194,7 +211,7 @@ def main() -> None:
         sweep = [(d, L, 1024) for d in (128, 256, 512, 1024) for L in (2, 4, 8)]
     else:
         torch.set_num_threads(args.threads)
-        main_shape, seqs, rounds, spr = (128, 4, 64), 8, 40, 1
+        main_shape, seqs, rounds, spr = (128, 4, 64), 8, 12, 4
         sweep = [(128, 2, 64), (256, 2, 64), (256, 8, 32), (512, 2, 32)]
     print(
         f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "

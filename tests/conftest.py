@@ -10,6 +10,12 @@ import pytest
 BUNDLED = ["sp", "mup", "mup_table3", "depth_mup", "completep", "completedp", "completedp_halflife"]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees a session-private SCALEC_CACHE (tests may point it elsewhere): never the user's cache."""
+    monkeypatch.setenv("SCALEC_CACHE", str(tmp_path_factory.getbasetemp() / "scalec-cache"))
+
+
 @pytest.fixture
 def write_rule(tmp_path: Path):
     """Write a dedented rule file into tmp_path and return its path."""

@@ -80,6 +80,7 @@ def checks(corpus: str, tmp_path_factory: pytest.TempPathFactory):
         mp.undo()
 
 
+@pytest.mark.slow
 def test_sp_activation_updates_grow_with_width(checks):
     r = checks("sp")
     assert r.status("width") == "unstable"
@@ -88,6 +89,7 @@ def test_sp_activation_updates_grow_with_width(checks):
         assert v.status == "unstable" and v.update_ratio > 4, v
 
 
+@pytest.mark.slow
 def test_mup_is_width_stable_but_grows_with_depth(checks):
     r = checks("mup")
     assert r.status("width") == "pass", [v for v in r.verdicts if v.sweep == "width"]
@@ -95,12 +97,14 @@ def test_mup_is_width_stable_but_grows_with_depth(checks):
     assert r.verdict("depth", "residual").update_ratio > 2.5
 
 
+@pytest.mark.slow
 def test_completep_passes_width_and_depth(checks):
     r = checks("completep")
     assert r.status("width") == "pass"
     assert r.status("depth") == "pass", [v for v in r.verdicts if v.sweep == "depth"]
 
 
+@pytest.mark.slow
 def test_depth_mup_is_depth_stable(checks):
     r = checks("depth_mup")
     assert r.stable("depth"), [v for v in r.verdicts if v.sweep == "depth"]
@@ -108,11 +112,13 @@ def test_depth_mup_is_depth_stable(checks):
     assert r.verdict("depth", "residual").update_ratio < checks("completep").verdict("depth", "residual").update_ratio
 
 
+@pytest.mark.slow
 def test_completedp_passes_width_and_depth(checks):
     r = checks("completedp")
     assert r.status("width") == "pass" and r.status("depth") == "pass"
 
 
+@pytest.mark.slow
 def test_results_save_as_json_csv_and_png(checks, tmp_path):
     r = checks("mup")
     data = json.loads(r.to_json())
@@ -128,12 +134,14 @@ def test_results_save_as_json_csv_and_png(checks, tmp_path):
         assert plots[sweep].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_update_is_zero_at_init_and_slopes_are_fitted(checks):
     s = checks("sp").sweeps["width"]
     assert all(s.values["update"][m][i][0] == 0.0 for m in MODULES for i in range(len(s.xs)))
     assert s.slope("update", "residual", CFG.steps) > 1.0
 
 
+@pytest.mark.slow
 def test_cli_coord_check_writes_outputs(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cc"
@@ -184,7 +192,8 @@ def test_default_corpus_that_cannot_be_fetched_is_a_one_line_error(tmp_path, mon
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--widths", "64"], "--widths"),
+        (["--widths", "64", "--depths", "2"], "two or more"),
+        (["--widths", "0,64"], "--widths"),
         (["--depths", "2,x"], "--depths"),
         (["--widths", "48,96"], "head_dim"),
         (["--hp", "nope=1"], "nope"),
@@ -199,6 +208,33 @@ def test_bad_arguments_are_one_line_errors(args, needle, corpus, tmp_path, monke
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
 
 
-def test_config_rejects_a_single_size():
-    with pytest.raises(CoordCheckError):
-        CoordCheckConfig(widths=(64,))
+def test_a_single_size_means_no_sweep_on_that_axis():
+    assert CoordCheckConfig(widths=(64,)).sweeps == ("depth",)
+    assert CoordCheckConfig(depths=(4,)).sweeps == ("width",)
+    with pytest.raises(CoordCheckError, match="two or more"):
+        CoordCheckConfig(widths=(64,), depths=(4,))
+
+
+def test_compare_empirical_checks_your_model(corpus, tmp_path, monkeypatch):
+    """--model/--roles reach the coordinate checks of every compared rule; one depth means no depth sweep."""
+    from tests.test_coord_check_any_model import MODEL_FILE, ROLES
+
+    monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent.parent))
+    (tmp_path / "my_model.py").write_text(MODEL_FILE)
+    (tmp_path / "roles.json").write_text(json.dumps(ROLES))
+    out = tmp_path / "report"
+    args = ["compare", "sp", "mup", "--empirical", "--model", f"{tmp_path / 'my_model.py'}:build"]
+    args += ["--roles", str(tmp_path / "roles.json"), "--widths", "32,64", "--depths", "1", "--steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--seeds", "1", "--seq-len", "16", "--corpus", corpus, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "coordinate check vs width" in result.output and "coordinate check vs depth" not in result.output
+    for rule in ("sp", "mup"):
+        saved = json.loads((out / rule / "coord_check.json").read_text())
+        assert saved["model"].endswith("my_model.py:build") and list(saved["sweeps"]) == ["width"]
+    assert "--model=" in (out / "report.md").read_text()
+
+
+def test_compare_model_without_empirical_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "sp", "mup", "--model", "x.py:build", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.strip().startswith("error:") and "--empirical" in result.output

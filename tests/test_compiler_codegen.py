@@ -44,6 +44,7 @@ def _sympy_value(p, expr, shape, hp):
 log2 = st.floats(min_value=-2, max_value=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(BUNDLED), log2, log2, st.floats(-1, 1), st.floats(0, 3), st.floats(-1, 1), st.floats(-3, 3))
 def test_generated_module_agrees_with_sympy_on_random_shapes(name, ln, ll, lb, ld, lh, leta):
@@ -63,6 +64,7 @@ def test_generated_module_agrees_with_sympy_on_random_shapes(name, ln, ll, lb, l
         assert sites[site] == pytest.approx(_sympy_value(p, rule.expr, shape, hp), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_codegen_is_byte_identical_across_hash_seeds():
     """Set and dict orders that depend on PYTHONHASHSEED must not reach the output."""
     probe = (
@@ -78,6 +80,7 @@ def test_codegen_is_byte_identical_across_hash_seeds():
     assert len(outs) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLED)
 def test_generated_module_is_ruff_formatted(name, tmp_path):
     out = tmp_path / f"{name}.py"
@@ -137,6 +140,7 @@ def test_generated_module_cites_rule_lines():
     assert "role hidden: init_var *= m_N^-1" in src
 
 
+@pytest.mark.slow
 def test_generated_module_imports_without_sympy_or_lark(tmp_path):
     out = tmp_path / "cdp.py"
     subprocess.run(
@@ -176,6 +180,7 @@ def test_shape_outside_declared_range_names_the_axis():
         p.module.check_shape(p.shape(B=1e9))
 
 
+@pytest.mark.slow
 def test_rule_text_cannot_inject_code(write_rule, tmp_path):
     marker = tmp_path / "pwned"
     payload = f"open('{marker}', 'w')"

@@ -151,6 +151,7 @@ def test_param_override_outside_range():
         scalec.load("completep", params={"alpha": "2"})
 
 
+@pytest.mark.slow
 def test_cli_check_exit_codes(write_rule):
     bad = write_rule("a", "parameterisation A extends SP\n  role hidden: lr *= m_N^eta\n")
     ok = subprocess.run(
@@ -163,6 +164,7 @@ def test_cli_check_exit_codes(write_rule):
     assert "error: exponent is not an exact rational" in res.stderr and "^" in res.stderr
 
 
+@pytest.mark.slow
 def test_cli_fmt_check_and_show(write_rule):
     messy = write_rule("m", "parameterisation M extends SP\n   role hidden:lr*=m_N^-1\n")
     res = subprocess.run(

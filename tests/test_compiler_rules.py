@@ -95,6 +95,7 @@ def _check_table(name, expected):
         assert got == want, f"{name}: {role} {hp}: got {got}, design.md says {want}"
 
 
+@pytest.mark.slow
 def test_completedp_reproduces_design_table_cell_by_cell():
     _check_table("completedp", COMPLETEDP)
 
@@ -158,6 +159,7 @@ def test_sp_and_mup_are_not_equivalent():
     assert not e.up_to_eps
 
 
+@pytest.mark.slow
 def test_completep_and_completedp_differ_only_beyond_the_symmetry():
     e = equivalence(scalec.load("completep"), scalec.load("completedp"))
     assert not e.equivalent
@@ -175,6 +177,7 @@ def test_width_verdicts_classify_sp_and_mup():
     assert mup.r == 0
 
 
+@pytest.mark.slow
 def test_depth_verdicts_only_alpha_one_is_complete():
     classes = {n: desiderata(scalec.load(n)).depth_class for n in ("mup", "depth_mup", "completep", "completedp")}
     assert classes["mup"] == "no depth scaling"
@@ -193,6 +196,7 @@ def test_batch_duration_verdicts():
     assert cp.failed("batch") and cp.failed("duration")
 
 
+@pytest.mark.slow
 def test_exponents_are_exact_fractions():
     row = exponent_table(scalec.load("completedp").ir).get("attn.q", "eps")
     assert row.exponents == {"n": F(-1), "L": F(-1), "B": F(-1, 2), "D": F(1, 2)}

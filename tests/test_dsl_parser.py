@@ -66,6 +66,7 @@ statements = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(statements, max_size=6), st.one_of(st.none(), st.just("SP")))
 def test_formatter_round_trip_on_generated_asts(stmts, parent):
@@ -76,6 +77,7 @@ def test_formatter_round_trip_on_generated_asts(stmts, parent):
     assert format_file(again) == text
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_parser_raises_only_rule_errors_on_arbitrary_text(text):
@@ -85,6 +87,7 @@ def test_parser_raises_only_rule_errors_on_arbitrary_text(text):
         pass
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet='parmetisonxd SProlehidn:=*^-+/()[],.;0123456789#"\n\t_', max_size=120))
 def test_parser_raises_only_rule_errors_on_near_miss_text(text):

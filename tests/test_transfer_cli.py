@@ -106,6 +106,7 @@ def test_bad_input_is_one_line_before_any_run(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_sweep_trains_stores_and_resumes(tmp_path, corpus, rules_dir):
     out = tmp_path / "sw"
     args = [
@@ -131,6 +132,7 @@ def test_sweep_trains_stores_and_resumes(tmp_path, corpus, rules_dir):
     assert "| 2^-8 |" in (out / "sweep.md").read_text()
 
 
+@pytest.mark.slow
 def test_transfer_writes_table_figure_and_json(tmp_path, corpus, rules_dir):
     out = tmp_path / "tr"
     mup, sp = str(rules_dir / "tiny_mup.scale"), str(rules_dir / "tiny_sp.scale")
@@ -160,6 +162,7 @@ def test_transfer_writes_table_figure_and_json(tmp_path, corpus, rules_dir):
     assert "### Transfer from n=32 to n=64" in (out / "transfer.md").read_text()
 
 
+@pytest.mark.slow
 def test_search_runs_trials_through_the_store(tmp_path, corpus, rules_dir):
     out = tmp_path / "se"
     result = invoke(

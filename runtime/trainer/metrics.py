@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scalec.errors import ScalecError
+
 # Dense bf16 peaks per device (design.md): H100 SXM / H200 989 TFLOP/s, A100 312 TFLOP/s.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
 
@@ -40,8 +42,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class MetricsError(ScalecError):
+    """A metrics.jsonl that cannot be resumed."""
+
+
 class MetricsLog:
-    """Append-only metrics.jsonl (one JSON object per record, flushed) plus optional TensorBoard scalars."""
+    """Append-only metrics.jsonl (one JSON object per log step, flushed) plus optional TensorBoard scalars."""
 
     def __init__(self, out_dir: Path | None, tensorboard: bool = False, keep_until_step: int | None = None) -> None:
         self.path = out_dir / "metrics.jsonl" if out_dir else None
@@ -66,14 +72,25 @@ class MetricsLog:
                 self._tb = SummaryWriter(str(out_dir / "tb"))
 
     def _truncate(self, step: int) -> None:
-        """Drop records past `step` (written after the checkpoint a resumed run restarts from)."""
+        """Drop records past `step` (written after the checkpoint a resumed run restarts from); every record kept
+        must be a JSON object with a whole-number `step` (only a last line cut short by an interruption is dropped)."""
+        lines = self.path.read_text(errors="replace").splitlines()
         kept = []
-        for line in self.path.read_text().splitlines():
+        for i, line in enumerate(lines, 1):
             try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by the interruption
+                if i == len(lines):
+                    continue  # the line an interruption cut short
+                record = None
+            at = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(at, int) or isinstance(at, bool):
+                raise MetricsError(
+                    f"error: {self.path}:{i} is not a metrics record (a JSON object with a whole-number step); "
+                    "fix or move the file away to resume, or pass another --out"
+                )
+            if at <= step:
+                kept.append(line)
         tmp = self.path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(k + "\n" for k in kept))
         os.replace(tmp, self.path)
@@ -108,7 +125,7 @@ class Progress:
 
     def __init__(self, total: int, start: int, enabled: bool, every: int, title: str) -> None:
         self.total, self.every, self.enabled = total, max(1, every), enabled
-        self.t0, self.start = time.perf_counter(), start
+        self.t0, self.start, self._printed = time.perf_counter(), start, start
         self._bar = None
         if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -128,14 +145,15 @@ class Progress:
             print(f"{title}: {total} steps", file=sys.stderr, flush=True)
 
     def update(self, step: int, loss: float, tok_s: float, mfu: float | None, val: float | None = None) -> None:
-        """Report the state after `step` optimizer steps."""
+        """Report the state after `step` optimizer steps (called at log steps; plain lines `every` steps apart)."""
         if not self.enabled:
             return
         info = f"loss {loss:.4f}" + (f" val {val:.4f}" if val is not None else "") + f" | {tok_s:,.0f} tok/s"
         info += f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
-        elif step % self.every == 0 or step == self.total or val is not None:
+        elif step - self._printed >= self.every or step == self.total or val is not None:
+            self._printed = step
             done = max(1, step - self.start)
             eta = (time.perf_counter() - self.t0) / done * (self.total - step)
             print(f"step {step}/{self.total} {info} | eta {_fmt_eta(eta)}", file=sys.stderr, flush=True)
@@ -145,3 +163,27 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class Throughput:
+    """Tokens per second between log steps, leaving out the first step of a process (compilation, warm-up) and
+    the time spent at log steps themselves (evaluation, logging, checkpoints). Call `at_log` right after the host
+    has read the device (so the device's work is done) and `resume` when the log step's own work is over."""
+
+    def __init__(self, tokens_per_step: int, step: int) -> None:
+        self.tokens_per_step, self._step = tokens_per_step, step
+        self._t = time.perf_counter()
+        self._warm, self._seconds, self._tokens = False, 0.0, 0
+
+    def at_log(self, step: int) -> float:
+        """Tokens/s so far (the first interval alone until a second one is measured)."""
+        seconds, tokens = time.perf_counter() - self._t, (step - self._step) * self.tokens_per_step
+        self._step = step
+        if self._warm:
+            self._seconds, self._tokens = self._seconds + seconds, self._tokens + tokens
+        self._warm = True
+        return self._tokens / self._seconds if self._seconds else tokens / max(seconds, 1e-9)
+
+    def resume(self) -> None:
+        """Start the next interval."""
+        self._t = time.perf_counter()

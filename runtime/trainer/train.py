@@ -4,6 +4,10 @@ Rule -> plan -> GPT with the plan's multipliers -> plan init -> AdamW over the p
 schedule applied as a factor of each group's planned lr, grad clipping, bf16 autocast (+ optional
 torch.compile) on CUDA and fp32 on CPU, fixed-batch evaluation, divergence detection, atomic checkpoints
 with exact resumption, and DistributedDataParallel under torchrun (rank 0 writes the run dir).
+
+The pieces live in their own files and meet here: `run_dir` (where results go, locked, read back validated),
+`prefetch` (batches one step ahead), `gpt` (the model), `step` (one optimizer step; statistics stay on the
+device), `checkpoint`, `metrics` (log, progress, throughput). The loop reads the device only at log steps.
 """
 
 from __future__ import annotations
@@ -13,50 +17,111 @@ import json
 import math
 import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from scalec.runtime.trainer.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.plan.schedule import scale_lrs
+from scalec.runtime.trainer.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore, save_checkpoint
 from scalec.runtime.trainer.data import ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.trainer.lr_schedule import lr_factor
-from scalec.runtime.trainer.metrics import MetricsLog, Progress, peak_flops, write_json_atomic
+from scalec.runtime.trainer.metrics import MetricsLog, Progress, Throughput, peak_flops
+from scalec.runtime.trainer.prefetch import Prefetcher
+from scalec.runtime.trainer.run_dir import RunDir
+from scalec.runtime.trainer.step import StepReading, StepStats, train_step
 from scalec.runtime.trainer.train_config import RESUME_FREE, RunSummary, TrainConfig, TrainConfigError
 
 EVAL_SEQS = 16  # sequences per evaluation batch: the eval set depends on seq_len only, never on batch
-_COMPILED_CACHE = 4  # compiled models kept per process (keyed by shape, multipliers and device)
-_compiled: OrderedDict[tuple, tuple[GPT, Any]] = OrderedDict()
+OnStep = Callable[[int, "dict[str, Any] | None"], None]
 
 
-def _world() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) otherwise."""
+@dataclass(frozen=True)
+class Placement:
+    """Where the run executes: device, rank and world size (torchrun's environment; 0 and 1 otherwise)."""
+
+    device: torch.device
+    rank: int
+    world: int
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes the run dir."""
+        return self.rank == 0
+
+    def autocast(self) -> Any:
+        """bf16 autocast on CUDA, nothing on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When the loop reads the device, evaluates and checkpoints (steps counted from 1, as logged)."""
+
+    total: int
+    first: int  # the first step this process runs
+    log_every: int
+    eval_every: int
+    ckpt_every: int  # 0 = never
+
+    def evaluates(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.total
+
+    def checkpoints(self, step: int) -> bool:
+        return bool(self.ckpt_every) and (step % self.ckpt_every == 0 or step == self.total)
+
+    def logs(self, step: int) -> bool:
+        """Log steps: the only steps that wait for the device (the first of a process ends its warm-up)."""
+        return step == self.first or step % self.log_every == 0 or self.evaluates(step) or self.checkpoints(step)
+
+
+def _placement(name: str) -> Placement:
     env = os.environ
-    return int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), int(env.get("WORLD_SIZE", "1"))
-
-
-def _device(name: str, local_rank: int) -> torch.device:
+    rank, local_rank, world = (int(env.get(k, d)) for k, d in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TrainConfigError("error: --device cuda but no CUDA device is available; pass --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+        return Placement(torch.device(name if ":" in name else f"cuda:{local_rank}"), rank, world)
     if name != "cpu":
         raise TrainConfigError(f"error: unknown --device {name!r}; use auto, cpu or cuda")
-    return torch.device("cpu")
+    return Placement(torch.device("cpu"), rank, world)
 
 
-def _load_rules(cfg: TrainConfig) -> Any:
-    import scalec
+@dataclass(frozen=True)
+class BatchSplit:
+    """How a step's batch is split: sequences per rank, and per forward pass (micro-batch)."""
 
-    if not hasattr(scalec, "load"):
-        raise TrainConfigError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
-    return scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+    local_seqs: int
+    micro: int
+
+
+@dataclass
+class Trainee:
+    """What the loop trains: the model, the callable that runs it (compiled and/or DDP-wrapped), the optimizer."""
+
+    model: GPT
+    forward: Any
+    ddp: Any
+    optimizer: torch.optim.Optimizer
+
+
+def _split_batch(cfg: TrainConfig, world: int) -> BatchSplit:
+    """Sequences per rank and per micro-batch, or a one-line refusal."""
+    seqs = cfg.batch // cfg.seq_len
+    if seqs % world:
+        raise TrainConfigError(f"error: --batch {cfg.batch} is {seqs} sequences, not divisible by {world} ranks")
+    local = seqs // world
+    micro = min(cfg.micro_batch or local, local)
+    if local % micro:
+        raise TrainConfigError(f"error: --micro-batch {micro} does not divide the {local} sequences per rank")
+    return BatchSplit(local, micro)
 
 
 def _model_config(cfg: TrainConfig) -> GPTConfig:
@@ -74,308 +139,285 @@ def _model_config(cfg: TrainConfig) -> GPTConfig:
         raise TrainConfigError(f"error: model shape: {exc}") from None
 
 
-def _build_model(
-    gcfg: GPTConfig, multipliers: dict[str, float], device: torch.device, compile_: bool
-) -> tuple[GPT, Any]:
-    """(model, callable): the callable is the compiled model when asked, cached per shape within a process."""
-    if not compile_:
-        return GPT(gcfg, multipliers).to(device), None
-    key = (gcfg, tuple(sorted(multipliers.items())), str(device))
-    if key in _compiled:
-        _compiled.move_to_end(key)
-        return _compiled[key]
-    import torch._dynamo.config as dynamo_config
+def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
+    if rules is None:
+        import scalec
 
-    # Every new shape or multiplier set is a recompile of the same code; raise the limit so sweeps stay compiled.
-    for name in ("cache_size_limit", "recompile_limit"):
-        if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
-    model = GPT(gcfg, multipliers).to(device)
-    _compiled[key] = (model, torch.compile(model))
-    while len(_compiled) > _COMPILED_CACHE:
-        _compiled.popitem(last=False)
-    return _compiled[key]
+        rules = scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+    shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
+    with torch.device("meta"):
+        return make_plan(rules, GPT(gcfg), shape, hp=dict(cfg.hp) or None)
 
 
-def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+def build_optimizer(plan: Any, model: GPT, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the plan's param groups (fused on CUDA, foreach on CPU)."""
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(plan.param_groups(model), fused=fused, foreach=None if fused else True)
+
+
+def _forward(model: GPT, at: Placement, compile_: bool) -> tuple[Any, Any]:
+    """(callable the loop runs, DDP wrapper or None). Dynamo caches compiled code per shape and multiplier set,
+    so a sweep's next run of the same shape reuses it; the recompile limit is raised so sweeps stay compiled."""
+    ddp = None
+    forward: Any = model
+    if at.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = forward = DistributedDataParallel(
+            model, device_ids=[at.device.index] if at.device.type == "cuda" else None
+        )
+    if compile_:
+        import torch._dynamo.config as dynamo_config
+
+        for name in ("cache_size_limit", "recompile_limit"):
+            if hasattr(dynamo_config, name):
+                setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+        forward = torch.compile(forward)
+    return forward, ddp
+
+
+def _evaluate(forward: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], at: Placement) -> float:
+    """Mean loss over the fixed held-out batches (already on the device, split across ranks)."""
+    was_training = forward.training
+    forward.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=at.device)
+    with torch.no_grad():
+        for x, y in batches[at.rank :: at.world]:
+            with at.autocast():
+                total[0] += forward(x, y).double()
+            total[1] += 1
+    if at.world > 1:
+        dist.all_reduce(total)
+    forward.train(was_training)
+    return float(total[0] / total[1])
+
+
+def _check_resumable(run_dir: RunDir, cfg: TrainConfig) -> None:
     """Refuse to resume a run dir whose config.json differs in anything that changes the result."""
-    path = out / "config.json"
-    if not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise TrainConfigError(f"error: {path} is unreadable; move the run dir away or pass another --out") from None
-    new = json.loads(json.dumps(cfg.to_dict()))
+    if cfg.resume == "never":
+        raise TrainConfigError(
+            f"error: {run_dir.path} already holds a run; pass --resume auto to continue it or another --out"
+        )
+    old, new = run_dir.config(), json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
     if diff:
         raise TrainConfigError(
-            f"error: {out} holds a run with different settings ({', '.join(diff)}); pass "
+            f"error: {run_dir.path} holds a run with different settings ({', '.join(diff)}); pass "
             "another --out or the same settings to resume it"
         )
 
 
-def _summary_if_done(out: Path) -> RunSummary | None:
-    path = out / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return RunSummary(**data) if data.get("status") in ("finished", "diverged") else None
-    except (OSError, json.JSONDecodeError, TypeError):
-        return None
-
-
-def _mean_across(value: torch.Tensor, world: int) -> float:
-    if world > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
-def _evaluate(model: Any, batches: list, device: torch.device, autocast: Any, rank: int, world: int) -> float:
-    """Mean loss over the fixed held-out batches (split across ranks)."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    with torch.no_grad():
-        for b in batches[rank::world]:
-            with autocast():
-                loss = model(b.x.to(device, non_blocking=True), b.y.to(device, non_blocking=True))
-            total[0] += loss.double()
-            total[1] += 1
-    if world > 1:
-        dist.all_reduce(total)
-    model.train(was_training)
-    return float(total[0] / total[1])
-
-
-def train_step(
-    forward: Any,
-    optimizer: torch.optim.Optimizer,
-    params: list[torch.Tensor],
-    batch: Any,
-    micro: int,
-    device: torch.device,
-    autocast: Callable[[], Any],
-    grad_clip: float | None,
-    ddp: Any = None,
-    world: int = 1,
-) -> tuple[float, float | None]:
-    """One optimizer step over `batch` in micro-batches of `micro` sequences: (mean loss, grad norm).
-
-    Skips the update and returns grad norm None when the loss or the gradient is not finite.
-    """
-    accum = batch.x.shape[0] // micro
-    loss_sum = None
-    for i in range(accum):
-        x = batch.x[i * micro : (i + 1) * micro].to(device, non_blocking=True)
-        y = batch.y[i * micro : (i + 1) * micro].to(device, non_blocking=True)
-        # DDP all-reduces gradients on the last micro-batch only.
-        with contextlib.nullcontext() if ddp is None or i == accum - 1 else ddp.no_sync():
-            with autocast():
-                loss = forward(x, y)
-                if accum > 1:
-                    loss = loss / accum
-            loss.backward()
-        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True) if grad_clip else None
-    loss_value = _mean_across(loss_sum, world)
-    norm_value = float(norm) if norm is not None else 0.0
-    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        optimizer.zero_grad(set_to_none=True)
-        return loss_value, None
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_value, (norm_value if norm is not None else 0.0)
-
-
-def train(
-    cfg: TrainConfig, rules: Any = None, on_step: Callable[[int, dict[str, Any]], None] | None = None
-) -> RunSummary:
+def train(cfg: TrainConfig, rules: Any = None, on_step: OnStep | None = None) -> RunSummary:
     """Train the bundled GPT under `cfg.rule` (or the given Parameterisation/generated module `rules`).
 
-    `on_step(step, record)` is called after every optimizer step (tests use it to interrupt a run).
+    `on_step(step, record)` is called after every optimizer step; `record` is the logged metrics at log steps
+    and None between them (tests use it to interrupt a run).
     """
     t_start = time.perf_counter()
-    rank, local_rank, world = _world()
-    own_group = world > 1 and not dist.is_initialized()
+    at = _placement(cfg.device)
+    own_group = at.world > 1 and not dist.is_initialized()
     if own_group:
-        dist.init_process_group("nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if at.device.type == "cuda" else "gloo")
     try:
-        return _train(cfg, rules, on_step, rank, local_rank, world, t_start)
+        with _run_dir(cfg, at) as run_dir:
+            return _train(cfg, rules, on_step, at, run_dir, t_start)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(
-    cfg: TrainConfig,
-    rules: Any,
-    on_step: Callable[[int, dict[str, Any]], None] | None,
-    rank: int,
-    local_rank: int,
-    world: int,
-    t_start: float,
-) -> RunSummary:
-    from scalec.runtime.plan.planner import make_plan
-    from scalec.runtime.plan.schedule import scale_lrs
+@contextlib.contextmanager
+def _run_dir(cfg: TrainConfig, at: Placement) -> Iterator[RunDir | None]:
+    """The locked run dir on rank 0, a read-only view on the others, None when the run writes nothing."""
+    if cfg.out_dir is None:
+        yield None
+    elif not at.main:
+        yield RunDir(Path(cfg.out_dir))
+    else:
+        with RunDir.open(Path(cfg.out_dir)) as run_dir:
+            yield run_dir
 
-    device = _device(cfg.device, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+
+def _train(
+    cfg: TrainConfig, rules: Any, on_step: OnStep | None, at: Placement, run_dir: RunDir | None, t_start: float
+) -> RunSummary:
+    if at.device.type == "cuda":
+        torch.cuda.set_device(at.device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    main = rank == 0
-    total_steps, tokens_per_step = cfg.total_steps(), cfg.batch
-    seqs = cfg.batch // cfg.seq_len
-    if seqs % world:
-        raise TrainConfigError(f"error: --batch {cfg.batch} is {seqs} sequences, not divisible by {world} ranks")
-    local_seqs = seqs // world
-    micro = min(cfg.micro_batch or local_seqs, local_seqs)
-    if local_seqs % micro:
-        raise TrainConfigError(f"error: --micro-batch {micro} does not divide the {local_seqs} sequences per rank")
+    total = cfg.total_steps()
+    split = _split_batch(cfg, at.world)
 
-    # Everything that can refuse to run does so before any file is touched.
-    out = Path(cfg.out_dir) if cfg.out_dir else None
-    state = None
-    if out is not None and (out / "config.json").exists():
-        if cfg.resume == "never":
-            raise TrainConfigError(
-                f"error: {out} already holds a run; pass --resume auto to continue it or another --out"
-            )
-        _check_resumable(out, cfg)
-        done = _summary_if_done(out)
+    # Everything that can refuse to run does so before the run dir is written.
+    ckpt = None
+    if run_dir is not None and run_dir.has_run():
+        _check_resumable(run_dir, cfg)
+        done = run_dir.summary(total)
         if done is not None:
             return done
-        if (out / CHECKPOINT).exists():
-            state = load_checkpoint(out / CHECKPOINT)
-    rules = rules if rules is not None else _load_rules(cfg)
+        if (run_dir.path / CHECKPOINT).exists():
+            ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
     gcfg = _model_config(cfg)
-    shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
-    with torch.device("meta"):
-        plan = make_plan(rules, GPT(gcfg), shape, hp=dict(cfg.hp) or None)
-    if main:
+    plan = _make_plan(cfg, rules, gcfg)
+    if at.main:
         folder = resolve_corpus(cfg.corpus)
-    if world > 1:
+    if at.world > 1:
         dist.barrier()  # rank 0 fetches / prepares the corpus once; the others then find it prepared
-    if not main:
+    if not at.main:
         folder = resolve_corpus(cfg.corpus, fetch=False)
     data = ByteData(folder, cfg.seq_len, cfg.seed)
-    eval_set = data.eval_batches(cfg.eval_batches, EVAL_SEQS)
 
-    compile_ = cfg.compile and device.type == "cuda"  # inductor on CPU costs more than it saves here
-    model, compiled = _build_model(gcfg, plan.multipliers, device, compile_ and world == 1)
+    model = GPT(gcfg, plan.multipliers).to(at.device)
     torch.manual_seed(cfg.seed)
-    plan.init_(model, generator=torch.Generator(device=device).manual_seed(cfg.seed))
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(plan.param_groups(model), fused=fused, foreach=None if fused else True)
-    step = 0
-    extra: dict[str, Any] = {"best_val": None, "last_val": None, "wall_s": 0.0}
-    if state is not None:
-        step = restore(state, model, optimizer)
-        extra.update(state["extra"])
-        del state
-    forward, ddp = compiled if compiled is not None else model, None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        forward = torch.compile(ddp) if compile_ else ddp
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
-    )
-
-    eval_every = cfg.eval_every or max(1, total_steps // 10)
-    ckpt_every = eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every
-    flops_tok = model.flops_per_token()
-    peak = cfg.peak_flops or peak_flops(device)
-    if main and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", cfg.to_dict())
-        (out / ".plan.json.tmp").write_text(plan.to_json() + "\n")
-        os.replace(out / ".plan.json.tmp", out / "plan.json")
-    log = MetricsLog(out if main else None, cfg.tensorboard and main, keep_until_step=step if step else None)
-    title = f"{cfg.rule} n={cfg.width} L={cfg.depth} B={cfg.batch}"
-    progress = Progress(total_steps, step, cfg.progress and main, cfg.log_every or max(1, total_steps // 20), title)
-    params = [p for p in model.parameters()]
-    status, train_loss, timed_s, timed_tokens = "finished", None, 0.0, 0
-    tok_s, mfu = 0.0, None
-
-    def checkpoint() -> None:
-        if main and out is not None and ckpt_every:
-            extra["wall_s"] = base_wall + time.perf_counter() - t_start
-            save_checkpoint(out / CHECKPOINT, model, optimizer, step, dict(extra))
-
-    base_wall = float(extra["wall_s"])
+    plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
+    optimizer = build_optimizer(plan, model, at.device)
+    if ckpt is not None:
+        restore(ckpt, model, optimizer)
+    compile_ = cfg.compile and at.device.type == "cuda"  # inductor on CPU costs more than it saves here
+    trainee = Trainee(model, *_forward(model, at, compile_), optimizer)
+    start = ckpt.step if ckpt is not None else 0
+    # Opened before anything is written: a metrics.jsonl that cannot be resumed refuses here.
+    log = MetricsLog(run_dir.path if run_dir and at.main else None, cfg.tensorboard and at.main, start or None)
     try:
-        if step == 0:
-            extra["last_val"] = extra["best_val"] = _evaluate(forward, eval_set, device, autocast, rank, world)
-            log.log({"step": 0, "tokens": 0, "val_loss": extra["last_val"]})
-        while step < total_steps:
-            t0 = time.perf_counter()
-            scale_lrs(optimizer, lr_factor(step, total_steps, cfg.warmup, cfg.decay, cfg.min_lr_factor))
-            batch = data.train_batch(step, local_seqs, rank)
-            train_loss, grad_norm = train_step(
-                forward, optimizer, params, batch, micro, device, autocast, cfg.grad_clip, ddp, world
-            )
-            if grad_norm is None or not math.isfinite(train_loss):
-                status = "diverged"
-                log.log({"step": step + 1, "train_loss": train_loss, "diverged": True})
-                break
-            step += 1
-            dt = time.perf_counter() - t0
-            if step > 1 or total_steps == 1:  # the first step of a process pays for compilation and warm-up
-                timed_s, timed_tokens = timed_s + dt, timed_tokens + tokens_per_step
-            tok_s = timed_tokens / timed_s if timed_s else tokens_per_step / dt
-            mfu = flops_tok * tok_s / (peak * world) if peak else None
-            record = {
-                "step": step,
-                "tokens": step * tokens_per_step,
-                "train_loss": train_loss,
-                "lr_factor": lr_factor(step - 1, total_steps, cfg.warmup, cfg.decay, cfg.min_lr_factor),
-                "tokens_per_s": tok_s,
-            }
-            if cfg.grad_clip:
-                record["grad_norm"] = grad_norm
-            if mfu is not None:
-                record["mfu"] = mfu
-            val = None
-            if step % eval_every == 0 or step == total_steps:
-                val = _evaluate(forward, eval_set, device, autocast, rank, world)
-                record["val_loss"] = extra["last_val"] = val
-                if not math.isfinite(val):
-                    status = "diverged"
-                elif extra["best_val"] is None or val < extra["best_val"]:
-                    extra["best_val"] = val
-            log.log(record)
-            progress.update(step, train_loss, tok_s, mfu, val)
-            if status == "diverged":
-                break
-            if ckpt_every and (step % ckpt_every == 0 or step == total_steps):
-                checkpoint()
-            if on_step is not None:
-                on_step(step, record)
-    finally:
-        progress.close()
+        if at.main and run_dir is not None:
+            run_dir.write_json("config.json", cfg.to_dict())
+            run_dir.write_text("plan.json", plan.to_json() + "\n")
+        loop = _Loop(cfg, at, trainee, data, split, run_dir, ckpt, t_start)
+    except BaseException:
         log.close()
+        raise
+    return loop.run(on_step, log)
 
-    final_val = extra["last_val"] if status == "finished" else None
-    summary = RunSummary(
-        status=status,
-        final_val_loss=final_val,
-        best_val_loss=extra["best_val"],
-        steps=step,
-        tokens=step * tokens_per_step,
-        tokens_per_s=tok_s,
-        mfu=mfu,
-        wall_s=base_wall + time.perf_counter() - t_start,
-        final_train_loss=train_loss,
-        params=model.num_params(),
-        flops_per_token=flops_tok,
-        device=str(device),
-    )
-    if main and out is not None:
-        write_json_atomic(out / "summary.json", summary.to_dict())
-    return summary
+
+class _Loop:
+    """The training loop over one process's steps: device work every step, host work at log steps only."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        at: Placement,
+        trainee: Trainee,
+        data: ByteData,
+        split: BatchSplit,
+        run_dir: RunDir | None,
+        ckpt: Checkpoint | None,
+        t_start: float,
+    ) -> None:
+        self.cfg, self.at, self.trainee, self.data, self.split = cfg, at, trainee, data, split
+        self.run_dir = run_dir if at.main else None
+        self.step = ckpt.step if ckpt is not None else 0
+        self.extra: dict[str, Any] = dict(ckpt.extra) if ckpt else {"best_val": None, "last_val": None, "wall_s": 0.0}
+        total = cfg.total_steps()
+        eval_every = cfg.eval_every or max(1, total // 10)
+        self.cadence = Cadence(
+            total=total,
+            first=self.step + 1,
+            log_every=cfg.log_every or max(1, min(10, total // 20)),
+            eval_every=eval_every,
+            ckpt_every=eval_every if cfg.checkpoint_every is None else cfg.checkpoint_every,
+        )
+        self.eval_set = [(b.x.to(at.device), b.y.to(at.device)) for b in data.eval_batches(cfg.eval_batches, EVAL_SEQS)]
+        self.flops_tok = trainee.model.flops_per_token()
+        self.peak = cfg.peak_flops or peak_flops(at.device)
+        self.status, self.train_loss, self.tok_s, self.mfu = "finished", None, 0.0, None
+        self.t_start, self.base_wall = t_start, float(self.extra["wall_s"])
+
+    def wall(self) -> float:
+        """Seconds this run has taken, over all its processes."""
+        return self.base_wall + time.perf_counter() - self.t_start
+
+    def run(self, on_step: OnStep | None, log: MetricsLog) -> RunSummary:
+        """Train from the current step to the end (or divergence); write and return the summary."""
+        cfg, at, cadence = self.cfg, self.at, self.cadence
+        title = f"{cfg.rule} n={cfg.width} L={cfg.depth} B={cfg.batch}"
+        progress = Progress(cadence.total, self.step, cfg.progress and at.main, max(1, cadence.total // 20), title)
+        t = self.trainee
+        batches = Prefetcher(self.data, self.split.local_seqs, at.rank, at.device, self.step, cadence.total)
+        params = list(t.model.parameters())
+        stats = StepStats(at.device)
+        try:
+            if self.step == 0:
+                self.extra["last_val"] = self.extra["best_val"] = _evaluate(t.forward, self.eval_set, at)
+                log.log({"step": 0, "tokens": 0, "val_loss": self.extra["last_val"]})
+            clock = Throughput(cfg.batch, self.step)
+            while self.step < cadence.total:
+                factor = lr_factor(self.step, cadence.total, cfg.warmup, cfg.decay, cfg.min_lr_factor)
+                scale_lrs(t.optimizer, factor)
+                x, y = batches.get(self.step)
+                loss, norm = train_step(
+                    t.forward, t.optimizer, params, x, y, self.split.micro, at.autocast, cfg.grad_clip, t.ddp
+                )
+                stats.update(loss, norm)
+                self.step += 1
+                record = None
+                if cadence.logs(self.step):
+                    record = self._log_step(stats.read(at.world), factor, clock, log, progress)
+                    clock.resume()
+                if self.status == "diverged":
+                    break
+                if on_step is not None:
+                    on_step(self.step, record)
+        finally:
+            batches.close()
+            progress.close()
+            log.close()
+        return self._finish()
+
+    def _log_step(
+        self, reading: StepReading, factor: float, clock: Throughput, log: MetricsLog, progress: Progress
+    ) -> dict[str, Any]:
+        """Host work of a log step: divergence, throughput, evaluation, the metrics record, a checkpoint."""
+        cadence, step = self.cadence, self.step
+        if not reading.healthy:
+            self.status = "diverged"
+            self.step = cadence.first - 1 + reading.finite_steps  # the steps that were finite
+            record = {"step": self.step + 1, "train_loss": reading.loss, "diverged": True}
+            log.log(record)
+            return record
+        self.train_loss = reading.loss
+        self.tok_s = clock.at_log(step)
+        self.mfu = self.flops_tok * self.tok_s / (self.peak * self.at.world) if self.peak else None
+        record: dict[str, Any] = {
+            "step": step,
+            "tokens": step * self.cfg.batch,
+            "train_loss": reading.loss,
+            "lr_factor": factor,
+            "tokens_per_s": self.tok_s,
+        }
+        if reading.grad_norm is not None:
+            record["grad_norm"] = reading.grad_norm
+        if self.mfu is not None:
+            record["mfu"] = self.mfu
+        val = None
+        if cadence.evaluates(step):
+            val = record["val_loss"] = self.extra["last_val"] = _evaluate(self.trainee.forward, self.eval_set, self.at)
+            if not math.isfinite(val):
+                self.status = "diverged"
+            elif self.extra["best_val"] is None or val < self.extra["best_val"]:
+                self.extra["best_val"] = val
+        log.log(record)
+        progress.update(step, reading.loss, self.tok_s, self.mfu, val)
+        if self.status != "diverged" and cadence.checkpoints(step) and self.run_dir is not None:
+            self.extra["wall_s"] = self.wall()
+            t = self.trainee
+            save_checkpoint(self.run_dir.path / CHECKPOINT, t.model, t.optimizer, step, dict(self.extra))
+        return record
+
+    def _finish(self) -> RunSummary:
+        summary = RunSummary(
+            status=self.status,
+            final_val_loss=self.extra["last_val"] if self.status == "finished" else None,
+            best_val_loss=self.extra["best_val"],
+            steps=self.step,
+            tokens=self.step * self.cfg.batch,
+            tokens_per_s=self.tok_s,
+            mfu=self.mfu,
+            wall_s=self.wall(),
+            final_train_loss=self.train_loss,
+            params=self.trainee.model.num_params(),
+            flops_per_token=self.flops_tok,
+            device=str(self.at.device),
+        )
+        if self.run_dir is not None:
+            self.run_dir.write_json("summary.json", summary.to_dict())
+        return summary

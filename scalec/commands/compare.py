@@ -12,10 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import HeadDim, real
+from scalec.commands._options import real, whole
 from scalec.commands.coord_check import (
     build_config,
     hp_overrides,
+    model_subject,
     run_and_save,
     torch_threads,
     verdict_table,
@@ -27,7 +28,7 @@ def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
 
-    from scalec.runtime.studies.report import EXPONENT_LEGEND, exponent_grid
+    from scalec.runtime.studies.comparison import EXPONENT_LEGEND, exponent_grid
 
     table = Table(title=EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
@@ -43,7 +44,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
     from rich.table import Table
 
-    from scalec.runtime.studies.report import verdict_grid
+    from scalec.runtime.studies.comparison import verdict_grid
 
     table = Table(title="desiderata", title_justify="left")
     table.add_column("area")
@@ -82,7 +83,10 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds averaged per size.")] = 3,
         batch: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 64,
-        head_dim: HeadDim = 32,
+        head_dim: Annotated[
+            int | None,
+            typer.Option(parser=whole(), help="Attention head dimension (default 32; with --model, the model's own)."),
+        ] = None,
         lr: Annotated[
             float | None, typer.Option(parser=real(), help="Coordinate checks' base lr eta (needs --empirical).")
         ] = None,
@@ -96,8 +100,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         threads: Annotated[int, typer.Option(help="torch CPU threads; 1 is fastest for these tiny models.")] = 1,
         out: Annotated[Path | None, typer.Option(help="Report folder (default: report/ with --empirical).")] = None,
+        model: Annotated[
+            str | None, typer.Option(help="With --empirical: check FILE.py:FUNC(width, depth) instead of the GPT.")
+        ] = None,
+        roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
+        from scalec.runtime.studies.comparison import analyse, equivalence_text, failure_lines, summary_lines
+        from scalec.runtime.studies.report import ensure_report_dir, write_report
+
         from .coord_check import CoordCheckArgsError
 
         if len(rules) < 2:
@@ -107,9 +118,12 @@ def register(app: typer.Typer) -> None:
                 "error: --hp and --lr set the coordinate checks' HPs and need --empirical; "
                 "the symbolic comparison does not depend on HP values"
             )
-        from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
+        if (model or roles) and not empirical:
+            raise CoordCheckArgsError("error: --model/--roles are for the coordinate checks; add --empirical")
 
         start = time.perf_counter()
+        if out is not None or empirical:
+            ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
             from scalec.runtime.studies.coord_check import load_batches
@@ -126,9 +140,11 @@ def register(app: typer.Typer) -> None:
                     seq_len,
                     head_dim,
                     hp_overrides(s.rules, lr, hp),
+                    model,
                 )
                 for s in cmp.sections
             ]
+            subject = model_subject(model, roles)
             data = load_batches(corpus, configs[0])
         words = ["scalec", "compare", *rules, *[f"--param={p}" for p in param or []]]
         if empirical:
@@ -140,13 +156,14 @@ def register(app: typer.Typer) -> None:
                 f"--seeds={seeds}",
                 f"--batch={batch}",
                 f"--seq-len={seq_len}",
-                f"--head-dim={head_dim}",
+                *[f"--head-dim={head_dim}"] * (head_dim is not None),
                 f"--lr={configs[0].hp['eta']:g}",
                 *[f"--hp={h}" for h in hp or []],
             ]
             words += [f"--base-width={base_width}"] * (base_width is not None)
             words += [f"--base-depth={base_depth}"] * (base_depth is not None)
             words += [f"--corpus={corpus}"] * (corpus is not None)
+            words += [f"--model={model}"] * (model is not None) + [f"--roles={roles}"] * (roles is not None)
         cmp.command = " ".join(shlex.quote(w) for w in words)
         console.print(exponent_table_rich(cmp))
         console.print(desiderata_table_rich(cmp))
@@ -156,14 +173,18 @@ def register(app: typer.Typer) -> None:
         console.print("equivalence modulo the Adam abc-symmetry:", markup=False)
         for a, b, q in cmp.equivalences:
             console.print(f"  {a} vs {b}: {equivalence_text(q, limit=2)}", markup=False)
+        console.print("base shapes: " + "; ".join(f"{s.label} {s.base_shape}" for s in cmp.sections), markup=False)
+        console.print("which one for which scaling:", markup=False)
+        for line in summary_lines(cmp.sections):
+            console.print(f"  {line}", markup=False)
         if empirical:
             out = out or Path("report")
             results = []
             with torch_threads(threads):
                 for s, cfg in zip(cmp.sections, configs, strict=True):
-                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label)
+                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
                     results.append((s.label, s.coord))
-            for sweep in ("width", "depth"):
+            for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))
             console.print(f"{results[0][1].config.thresholds()}.", markup=False)
         if out is not None:

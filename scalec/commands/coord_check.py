@@ -1,4 +1,5 @@
-"""`scalec coord-check RULE`: empirical width/depth coordinate check of one rule file on the bundled GPT."""
+"""`scalec coord-check RULE [--model FILE.py:FUNC]`: empirical width/depth coordinate check of one rule file on
+the bundled GPT or on your own model."""
 
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str
 def check_sizes(rules: Any, cfg: Any) -> None:
     """Every width (at the sweep's depth) and depth (at its width) inside the rule's region, before any model."""
     depth, width = cfg.depth_for_width_sweep, cfg.width_for_depth_sweep
+    head = {"d_head": cfg.head_dim} if cfg.head_dim is not None else {}  # None: --model's own, read later
     for n in cfg.widths:
-        rules.shape(n=n, L=depth, d_head=cfg.head_dim)
+        rules.shape(n=n, L=depth, **head)
     for L in cfg.depths:
-        rules.shape(n=width, L=L, d_head=cfg.head_dim)
+        rules.shape(n=width, L=L, **head)
 
 
 def _default_eta() -> float:
@@ -59,22 +61,24 @@ def build_config(
     seeds: int,
     batch: int,
     seq_len: int,
-    head_dim: int,
+    head_dim: int | None,
     hp: dict[str, float],
+    model: str | None = None,
 ) -> Any:
-    """A CoordCheckConfig from CLI values."""
+    """A CoordCheckConfig from CLI values; --head-dim defaults to 32 for the bundled GPT and to the model's own
+    (read from it) for --model. One size on an axis means no sweep along it."""
     from scalec.runtime.studies.coord_check import CoordCheckConfig
 
     return CoordCheckConfig(
-        widths=parse_ints(widths, "--widths", at_least=2),
-        depths=parse_ints(depths, "--depths", at_least=2),
+        widths=parse_ints(widths, "--widths"),
+        depths=parse_ints(depths, "--depths"),
         base_width=base_width,
         base_depth=base_depth,
         steps=steps,
         seeds=seeds,
         batch=batch,
         seq_len=seq_len,
-        head_dim=head_dim,
+        head_dim=head_dim if head_dim is not None or model is not None else 32,
         hp=hp,
     )
 
@@ -94,26 +98,40 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def run_and_save(
-    rules: Any, cfg: Any, data: tuple[Any, Any], out: Path, label: str | None = None
+    rules: Any, cfg: Any, data: tuple[Any, Any], out: Path, label: str | None = None, subject: Any = None
 ) -> tuple[Any, dict[str, Path]]:
-    """Run a coordinate check on `data` (from `load_batches`), write coord_check.json / .csv and
-    coord_<sweep>.png into `out`; return (CoordCheckResult, {sweep: png})."""
+    """Run a coordinate check on `data` (from `load_batches`) of the bundled GPT or `subject` (from
+    `model_subject`), write coord_check.json / .csv and coord_<sweep>.png into `out`; return
+    (CoordCheckResult, {sweep: png})."""
     from scalec.runtime.studies.coord_check import run_coord_check
-    from scalec.runtime.studies.coord_plot import plot_all
+
+    from ._progress import StudyProgress
 
     batches, probe = data
-    with console.status(f"coord-check {label or rules.name}") as status:
-        result = run_coord_check(
-            rules,
-            cfg,
-            batches,
-            probe,
-            progress=lambda msg: status.update(f"coord-check {label or rules.name}: {msg}"),
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "coord_check.json").write_text(result.to_json())
-    (out / "coord_check.csv").write_text(result.to_csv())
-    return result, plot_all(result, out)
+    points = sum(len(cfg.widths if axis == "width" else cfg.depths) for axis in cfg.sweeps)
+    started = 0
+
+    def progress(msg: str) -> None:  # called as each (width, depth) point starts: the previous one is done
+        nonlocal started
+        if started:
+            bar.advance()
+        started += 1
+
+    with StudyProgress(f"coord-check {label or rules.name}", points) as bar:
+        result = run_coord_check(rules, cfg, batches, probe, progress=progress, subject=subject)
+        bar.advance(runs=1 if started else 0)
+    return result, result.save(out)
+
+
+def model_subject(model: str | None, roles: Path | None) -> Any:
+    """The ModelSubject of --model FILE.py:FUNC [--roles ROLES.json], or None for the bundled GPT."""
+    if model is None:
+        if roles is not None:
+            raise CoordCheckArgsError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
+        return None
+    from scalec.runtime.studies.coord_subject import ModelSubject, load_factory, load_roles
+
+    return ModelSubject(load_factory(model), load_roles(roles) if roles is not None else None, label=model)
 
 
 def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
@@ -159,8 +177,11 @@ def register(app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option(parser=whole(), help="Sequences per step.")] = 8,
         seq_len: Annotated[int, typer.Option(parser=whole(), help="Tokens per sequence.")] = 64,
         head_dim: Annotated[
-            int, typer.Option(parser=whole(), help="Attention head dimension (heads grow with width).")
-        ] = 32,
+            int | None,
+            typer.Option(
+                parser=whole(), help="Attention head dimension (heads grow with width); default 32, or --model's own."
+            ),
+        ] = None,
         lr: Annotated[float | None, typer.Option(parser=real(), help="Base learning rate eta (default 2^-6).")] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
@@ -171,11 +192,19 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(parser=whole(), help="torch CPU threads; 1 is fastest for these tiny models.")
         ] = 1,
         out: Annotated[Path, typer.Option(help="Output folder (JSON, CSV, PNGs).")] = Path("coord_check"),
+        model: Annotated[
+            str | None,
+            typer.Option(help="Your model: FILE.py:FUNC, FUNC(width, depth) -> nn.Module (byte ids -> logits)."),
+        ] = None,
+        roles: Annotated[
+            Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters (default: preset/infer).")
+        ] = None,
     ) -> None:
-        """Train the bundled GPT a few steps across widths and depths, fit log-log slopes, judge modules."""
+        """Train the bundled GPT (or --model) a few steps across widths and depths, fit log-log slopes, judge."""
         import scalec
 
         parse_hp_specs(hp)  # every number is checked before the rule compiles
+        subject = model_subject(model, roles)
         rules = scalec.load(rule, parse_params(param) or None)
         cfg = build_config(
             widths,
@@ -188,6 +217,7 @@ def register(app: typer.Typer) -> None:
             seq_len,
             head_dim,
             hp_overrides(rules, lr, hp),
+            model,
         )
         check_sizes(rules, cfg)
         from scalec.runtime.studies.coord_check import load_batches
@@ -195,7 +225,7 @@ def register(app: typer.Typer) -> None:
         data = load_batches(corpus, cfg)
         start = time.perf_counter()
         with torch_threads(threads):
-            result, plots = run_and_save(rules, cfg, data, out, rule)
+            result, plots = run_and_save(rules, cfg, data, out, rule, subject)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)

@@ -90,6 +90,12 @@ def compile_cmd(
         ir, report = fold_ir(ir, qk_norm=qk_norm)
         for line in report.folded:
             err_console.print(f"folded {line}")
+        if any(line.startswith("residual.") for line in report.folded):
+            err_console.print(
+                "note: residual multipliers were folded into attn.o/mlp.down weights only: this module is exact for "
+                "models whose branches end in a bias-free matrix; for branch biases use "
+                "make_plan(rules, model, ..., fold=True), which folds them too"
+            )
     source = generate(ir)
     if output is None:
         typer.echo(source, nl=False)
