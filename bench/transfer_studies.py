@@ -127,7 +127,8 @@ def per_module() -> None:
     run(["sweep", "completep", "--width", "128", "--hp", ETA_GRID, *shape, "--out", f"{PM}/target_global"])
     if os.environ.get("SCALEC_STUDY_DRY"):
         return
-    from scalec.runtime.studies.search import SearchSettings, collect
+    from scalec.runtime.studies.search import collect
+    from scalec.runtime.studies.search_settings import SearchSettings
 
     settings = SearchSettings.from_json((ROOT / PM / "proxy_search" / "search_settings.json").read_text())
     best = collect(settings)

@@ -25,6 +25,7 @@ from scalec.compiler.exponents import (
     effective_mult,
     fmt_fraction,
     monomial_exponents,
+    one_minus,
     per_role,
     to_fraction,
 )
@@ -95,7 +96,7 @@ def role_exps(ir: ParameterisationIR, role: str, kind: str) -> dict[str, Fractio
         return None
     expr = per_role(ir.roles[role][kind].expr, role)
     if kind in ("beta1", "beta2", "momentum"):
-        expr = 1 - expr
+        expr = one_minus(expr)
     return exps(ir, expr)
 
 

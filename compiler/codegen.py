@@ -13,6 +13,7 @@ import sympy
 
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.printer import RulePrinter
+from scalec.compiler.region import code_view
 from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, param_symbol
 from scalec.compiler.vocabulary import AXES, AXIS_DOCS, DEFAULT_FANS, MODULE_HP_KINDS, ROLES, compress_roles
 
@@ -266,6 +267,7 @@ class _View:
             sites=sites,
             site_prologue=self.prologue(list(site_exprs.values()), {}),
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
+            constraints=code_view(ir),
         )
 
 

@@ -58,6 +58,15 @@ def _monomial_exponents(expr: sympy.Expr, axes: tuple[str, ...]):
     return tuple(exps.items())
 
 
+def one_minus(expr: sympy.Expr) -> sympy.Expr:
+    """The power law that 1-beta follows: 1 - expr, or for the half-life form beta0^E (E a product of ratio
+    powers) E itself, since 1 - beta0^E = E * (1 - beta0) + O((1 - beta0)^2)."""
+    if expr.is_Pow and not (expr.base.free_symbols & RATIO_SYMBOLS) and expr.exp.free_symbols & RATIO_SYMBOLS:
+        if monomial_exponents(expr.exp) is not None:
+            return (1 - expr.base) * expr.exp
+    return 1 - expr
+
+
 def to_fraction(value: sympy.Expr, params: dict[str, sympy.Rational]) -> Fraction | None:
     """A sympy exponent (possibly in params like alpha) evaluated at the params' values."""
     v = value.subs({param_symbol(k): q for k, q in params.items()})
@@ -141,7 +150,7 @@ def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES, ef
                 continue  # a target this role's optimizer does not have (compiler/optimizers.py)
             expr = per_role(rules[hp].expr, role)
             if hp in ONE_MINUS_KINDS:
-                expr = 1 - expr
+                expr = one_minus(expr)
             if hp == "mult" and effective:
                 expr = effective_mult(ir, role)
             rows.append(_row(role, _label(hp), expr, ir, axes))

@@ -1,52 +1,18 @@
-"""The values hyperparameters may take, in one place: each per-role target's domain (what the static checks prove
-the rules keep, for every optimizer) and each tunable HP's (the CLI, `p.hparams` and `make_plan`)."""
+"""The values a tunable hyperparameter may take: one definition for the CLI, `p.hparams` and `make_plan`."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-# Domain of each per-role target after scaling: (low, high, low_open, high_open); ns_steps is also a whole number.
-TARGET_DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
-    "lr": (0.0, math.inf, True, True),
-    "eps": (0.0, math.inf, True, True),
-    "init_std": (0.0, math.inf, False, True),
-    "weight_decay": (0.0, math.inf, False, True),
-    "beta1": (0.0, 1.0, False, True),
-    "beta2": (0.0, 1.0, False, True),
-    "momentum": (0.0, 1.0, False, True),
-    "ns_steps": (1.0, math.inf, False, True),
-}
-WHOLE_TARGETS: frozenset[str] = frozenset({"ns_steps"})
-
-
-def in_target_domain(kind: str, value: Any) -> bool:
-    """Whether `value` (a number or a sympy number) lies in the domain of target `kind`."""
-    low, high, low_open, high_open = TARGET_DOMAINS[kind]
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    return bool(above and below) and (kind not in WHOLE_TARGETS or float(value).is_integer())
-
-
-def describe_target_domain(kind: str) -> str:
-    """`lr > 0`, `0 <= beta1 < 1`, `ns_steps a whole number >= 1`: the domain of target `kind` in words."""
-    low, high, low_open, high_open = TARGET_DOMAINS[kind]
-    if kind in WHOLE_TARGETS:
-        return f"{kind} a whole number >= {_fmt(low)}"
-    text = f"{kind} {'>' if low_open else '>='} {_fmt(low)}"
-    if math.isfinite(high):
-        text = f"{_fmt(low)} {'<' if low_open else '<='} {kind} {'<' if high_open else '<='} {_fmt(high)}"
-    return text
-
 
 def hp_domain(name: str, spec: Any) -> tuple[float, float, bool]:
-    """(low, high, high_is_open) of HP `name`; low is open for log-scale HPs and per-module multipliers.  An HP
-    named after a [0, 1) target (beta1, beta2, momentum; any beta*) takes that domain."""
+    """(low, high, high_is_open) of HP `name`; low is open for log-scale HPs and per-module multipliers."""
     domain = getattr(spec, "domain", None)
     if domain is not None:
         return float(domain[0]), float(domain[1]), True
     base = name.split("[", 1)[0].rstrip("_")
-    if base.startswith("beta") or base == "momentum":
+    if base.startswith("beta") or base == "momentum":  # [0, 1) targets (compiler/domain.py)
         return 0.0, 1.0, True
     if getattr(spec, "scale", "log") == "log" or "[" in name:
         return 0.0, math.inf, True

@@ -42,6 +42,24 @@ class Quantity:
     doc: str = ""
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """A derived condition on the run shape, linear in log space: `coefficient * prod(m_a^e) op limit`.
+
+    E.g. Complete(d)P's `1-beta1 = (1-beta1) * m_B/m_D <= 1` (beta1 >= 0), i.e. steps S >= S0 * (1-beta1).
+    The coefficient is in hp symbols (base values substituted); compiler/region.py writes it in the user's terms.
+    """
+
+    subject: str  # what is bounded: "1-beta1", "beta2", "S"
+    coefficient: sympy.Expr
+    exponents: tuple[tuple[str, sympy.Rational], ...]  # (axis, exponent of its ratio), non-zero only
+    op: str  # "<=" | "<" | ">=" | ">"
+    limit: sympy.Rational
+    reason: str  # the domain it protects ("0 <= beta1 < 1") or why it holds ("a run takes one step")
+    roles: tuple[str, ...] = ()
+    origins: tuple[Origin, ...] = ()
+
+
 @dataclass
 class ParameterisationIR:
     """Everything the checks and the code generator need about one resolved parameterisation."""
@@ -66,6 +84,8 @@ class ParameterisationIR:
     root_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     header_loc: Loc | None = None
     source_sha256: str = ""
+    # The feasible region beyond the axis box (derived by compiler/region.py; enforced by the module's check_shape).
+    constraints: tuple[Constraint, ...] = ()
 
     def optimizer(self, role: str) -> str:
         """The optimizer a role uses (default adamw)."""

@@ -1,4 +1,4 @@
-"""The optimizers a role can use (`role hidden: optimizer = muon`): targets, domains, defaults, torch class, theory
+"""The optimizers a role can use (`role hidden: optimizer = muon`): targets, defaults, torch class, theory
 and abc-symmetry, in one table.  Everything else (resolver, checks, analysis, codegen, runtime) reads it from here.
 
 Weight decay has two conventions a file chooses per role (`decay = coupled | independent`):
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import partial
-
-from scalec.compiler.hp_domains import TARGET_DOMAINS, describe_target_domain, in_target_domain
 
 # Targets every role has, whatever its optimizer.
 COMMON_TARGETS: tuple[str, ...] = ("init_mean", "init_std", "mult")
@@ -21,8 +18,6 @@ COMMON_TARGETS: tuple[str, ...] = ("init_mean", "init_std", "mult")
 COMMON_SETTINGS: dict[str, tuple[str, ...]] = {"decay": ("coupled", "independent")}
 DECAY_CONVENTIONS: tuple[str, ...] = COMMON_SETTINGS["decay"]
 
-# Domain of each numeric target after scaling: (predicate, description), from the one definition in hp_domains.
-DOMAINS = {k: (partial(in_target_domain, k), describe_target_domain(k)) for k in TARGET_DOMAINS}
 # Targets whose rules may be written on 1 - value and whose exponents are read off 1 - value.
 ONE_MINUS_TARGETS: frozenset[str] = frozenset({"beta1", "beta2", "momentum"})
 

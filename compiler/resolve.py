@@ -62,10 +62,12 @@ class _FileResolver:
         names.update(self.lets)
         return names
 
-    def convert(self, e: ast.Expr, what: str = "expression", role_rule: bool = False) -> sympy.Expr:
+    def convert(
+        self, e: ast.Expr, what: str = "expression", role_rule: bool = False, ratio_exponents: bool = False
+    ) -> sympy.Expr:
         params = {k: q.value for k, q in self.ir.params.items()}
         scope = {**self.names, **role_rule_names()} if role_rule else self.names
-        return ExprConverter(scope, params, self.f.source, what)(e)
+        return ExprConverter(scope, params, self.f.source, what, ratio_exponents)(e)
 
     def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
         value = ExprConverter({}, {}, self.f.source, what)
@@ -238,7 +240,8 @@ class _FileResolver:
             kind, transform = self.target(a.target)
             for role in roles:
                 self.check_target(role, kind, a)
-            value = self.convert(a.value, f"rule for {a.target}", role_rule=True)
+            half_life = kind in ("beta1", "beta2") and transform == "plain"  # beta1 = beta1^(m_B/m_D)
+            value = self.convert(a.value, f"rule for {a.target}", role_rule=True, ratio_exponents=half_life)
             if LAYER in value.free_symbols:
                 outside = [r for r in roles if r not in BLOCK_ROLES]
                 if outside:

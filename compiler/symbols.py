@@ -51,6 +51,17 @@ def builtin_names() -> dict[str, sympy.Expr]:
     return names
 
 
+def _ratio_power_product(e: sympy.Expr) -> bool:
+    """Is `e` a product of ratio powers with rational exponents (and a positive rational factor)?"""
+    for factor in sympy.Mul.make_args(e):
+        base, exp = factor.as_base_exp()
+        if factor.is_Rational and factor > 0:
+            continue
+        if base not in RATIO_SYMBOLS or not exp.is_Rational:
+            return False
+    return True
+
+
 _FUNCS = {"sqrt": sympy.sqrt, "min": sympy.Min, "max": sympy.Max}
 
 # Bounds (README "Limits"): every number lies in [1e-300, 1e300] (or is 0), every exponent is a rational p/q with
@@ -105,11 +116,14 @@ class ExprConverter:
         params: Mapping[str, sympy.Rational],
         source: str,
         what: str = "expression",
+        ratio_exponents: bool = False,
     ):
         self.scope = scope
         self.params = params  # param symbol name -> value, for the exponent-rationality check
         self.source = source
         self.what = what
+        # Beta rules may raise to a product of ratio powers: the half-life form `beta1^(m_B/m_D)`.
+        self.ratio_exponents = ratio_exponents
 
     def error(self, loc: ast.Loc, message: str, hint: str | None = None) -> RuleError:
         return RuleError(loc, message, hint, self.source)
@@ -200,13 +214,14 @@ class ExprConverter:
     def _check_exponent(self, node: ast.Expr, exponent: sympy.Expr) -> None:
         """Exponents must be exact rationals (params such as alpha allowed) so exponents can be reasoned about."""
         free = {s for s in exponent.free_symbols if str(s) not in self.params}
+        if free and self.ratio_exponents and free <= RATIO_SYMBOLS and _ratio_power_product(exponent):
+            return
         if free:
             names = ", ".join(sorted(str(s) for s in free))
-            raise self.error(
-                node.loc,
-                f"exponent is not an exact rational: it depends on {names}",
-                "exponents may use numbers and `param`s only (e.g. `m_L^(alpha-1)`)",
-            )
+            hint = "exponents may use numbers and `param`s only (e.g. `m_L^(alpha-1)`)"
+            if free <= RATIO_SYMBOLS:
+                hint = "only beta rules may raise to a product of ratio powers (half-life form `beta1^(m_B/m_D)`)"
+            raise self.error(node.loc, f"exponent is not an exact rational: it depends on {names}", hint)
         value = exponent.subs({sympy.Symbol(k, real=True): v for k, v in self.params.items()})
         if not value.is_Rational:
             raise self.error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from scalec.dsl import ast
+from scalec.dsl.errors import RuleError
 
 INDENT = "  "
 MAX_LINE = 100
@@ -122,8 +123,14 @@ def format_file(f: ast.RuleFile) -> str:
             last_line = ln
 
     def trailing(first: int, last: int, lines: list[str]) -> list[str]:
-        notes = [comments[ln][0] for ln in range(first, last + 1) if ln in comments and comments[ln][1]]
-        used.update(ln for ln in range(first, last + 1) if ln in comments)
+        inside = [ln for ln in range(first, last + 1) if ln in comments]
+        notes = [comments[ln][0] for ln in inside if comments[ln][1]]
+        used.update(ln for ln in inside if comments[ln][1])
+        # a whole-line comment between a statement's own lines moves just above the statement
+        for ln in inside:
+            if not comments[ln][1]:
+                lines = [INDENT + comments[ln][0], *lines]
+                used.add(ln)
         if notes:
             lines = lines[:-1] + [f"{lines[-1]}  {'  '.join(notes)}"]
         return lines
@@ -139,16 +146,18 @@ def format_file(f: ast.RuleFile) -> str:
         start = s.loc.line or (last_line + 1)
         nxt = starts[i + 1] if i + 1 < len(starts) and starts[i + 1] else start + 1
         end = max(start, (s.loc.end_line or start), nxt - 1 if nxt - 1 >= start else start)
-        # the statement's own lines end where the next statement (or its leading comment) begins
-        while end > start and end in comments and not comments[end][1]:
+        # the statement's own lines end where the next statement's leading comments and blank lines begin
+        while end > start and (end in blank or (end in comments and not comments[end][1])):
             end -= 1
-        while end > start and end in blank:
-            end -= 1
+        if s.loc.end_line:
+            end = max(start, min(end, s.loc.end_line))
         if any(ln in blank for ln in range(last_line + 1, start)) and not any(
             ln in comments and not comments[ln][1] for ln in range(last_line + 1, start)
         ):
             out.append("")
         leading(start)
+        if (start - 1) in blank and out and out[-1] != "":
+            out.append("")
         lines = [INDENT + ln if not ln.startswith(INDENT * 2) else INDENT + ln for ln in format_statement(s)]
         out.extend(trailing(start, end, lines))
         last_line = max(last_line, end)
@@ -156,5 +165,9 @@ def format_file(f: ast.RuleFile) -> str:
     for ln in sorted(comments):
         if ln not in used and ln > last_line:
             out.append(INDENT + comments[ln][0])
+    lost = sorted(set(comments) - used)
+    if lost:  # never drop a comment silently
+        loc = ast.Loc(f.name_loc.path, lost[0], 1, lost[0], 1)
+        raise RuleError(loc, "the formatter would drop this comment", "move it onto its own line", f.source)
     text = "\n".join(out).rstrip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)

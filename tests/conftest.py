@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BUNDLED = ["sp", "mup", "mup_table3", "depth_mup", "completep", "completedp"]
+BUNDLED = ["sp", "mup", "mup_table3", "depth_mup", "completep", "completedp", "completedp_halflife"]
 
 
 @pytest.fixture(autouse=True)

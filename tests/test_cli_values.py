@@ -141,3 +141,19 @@ def test_fmt_check_prints_a_unified_diff_and_changes_nothing(tmp_path: Path):
     assert f"--- {messy}" in result.output and f"+++ {messy} (formatted)" in result.output
     assert "\n-  role   hidden:" in result.output and "\n+  role hidden:" in result.output and "@@ " in result.output
     assert messy.read_text() == text
+
+
+def test_plan_builds_hf_llama_with_grouped_query_heads_and_its_own_mlp_width():
+    pytest.importorskip("transformers")
+    res = CliRunner().invoke(
+        app,
+        ["plan", "completep", "--model", "hf-llama", "--width", "256", "--depth", "2", "--heads", "8"]
+        + ["--kv-heads", "2", "--intermediate", "688", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    shapes = {p["name"]: p["shape"] for p in json.loads(res.output)["parameters"]}
+    # 8 heads of 32 dims, 2 of them shared by keys/values: k_proj maps 256 -> 2 * 32 = 64.
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == [64, 256]
+    assert shapes["model.layers.0.mlp.up_proj.weight"] == [688, 256]
+    bad = CliRunner().invoke(app, ["plan", "completep", "--width", "256", "--depth", "2", "--kv-heads", "3"])
+    assert bad.exit_code == 1 and "hf-llama" in bad.output

@@ -11,17 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 from scalec.cli import app
-from scalec.runtime.studies.report import (
+from scalec.compiler.vocabulary import compress_roles
+from scalec.runtime.studies.comparison import (
     Comparison,
     RuleSection,
     analyse,
-    compress_roles,
     exponent_grid,
     format_exponents,
-    render_html,
-    render_markdown,
     unique_labels,
+    verdict_grid,
 )
+from scalec.runtime.studies.report_html import render_html
+from scalec.runtime.studies.report_markdown import render_markdown
 
 RULES = ["sp", "mup", "completep", "completedp"]
 
@@ -174,3 +175,49 @@ def test_empirical_report_embeds_plots_and_verdicts(tmp_path, monkeypatch):
         for sweep in ("width", "depth"):
             assert f"]({label}/coord_{sweep}.png)" in md and (out / label / f"coord_{sweep}.png").is_file()
         assert (out / label / "coord_check.json").is_file()
+
+
+def test_one_check_is_one_row_whether_a_file_checks_it_once_or_per_role():
+    """SP has no batch rule (one file-level 'square-root rule' verdict), Complete(d)P one per role ('embed sqrt
+    rule', ...): both are Malladi et al.'s square-root rule, so the report shows them on one row, FAIL vs pass."""
+
+    @dataclass
+    class V:
+        area: str
+        name: str
+        passed: bool | None
+        message: str = ""
+
+    sp = RuleSection("sp", "SP", _Table([]), _Desiderata([V("batch", "square-root rule", False)]))
+    cdp = RuleSection(
+        "cdp", "CDP", _Table([]), _Desiderata([V("batch", f"{r} sqrt rule", True) for r in ("embed", "unembed")])
+    )
+    assert verdict_grid([sp, cdp]) == [("batch", "embed, unembed sqrt rule", ["FAIL", "pass"])]
+
+
+def test_report_gives_base_shapes_citations_and_which_file_for_which_scaling(symbolic_report):
+    result, out = symbolic_report
+    md = (out / "report.md").read_text()
+    # base shape n0=128, L0=2 as the rule files declare it; citations of the papers each file implements
+    for label in RULES:
+        line = next(x for x in md.splitlines() if x.startswith(f"- **{label}**"))
+        assert "base shape n=128, L=2" in line
+    assert "arXiv 2512.22382" in next(x for x in md.splitlines() if x.startswith("- **completedp**"))
+    assert "arXiv 2512.22382" not in next(x for x in md.splitlines() if x.startswith("- **completep**"))
+    # muP transfers across width only; CompleteP adds depth (Dey et al. 2025); Complete(d)P adds batch and
+    # duration (Mlodozeniec et al. 2025); SP transfers nothing.
+    assert "- scaling width: mup, completep, completedp" in md
+    assert "- scaling width + depth: completep, completedp" in md
+    assert "- scaling width + depth + batch + duration: completedp" in md
+    assert "which one for which scaling:" in result.output
+    rows = [x for x in md.splitlines() if x.startswith("| batch |")]
+    assert rows == ["| batch | all roles sqrt rule | FAIL | FAIL | FAIL | pass |"]
+
+
+def test_unwritable_out_is_one_line_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for out in ("/proc/scalec-report", str(blocker / "sub")):
+        result = CliRunner().invoke(app, ["compare", "sp", "mup", "--out", out])
+        assert result.exit_code == 1 and result.output.strip().startswith(f"error: --out {out}")
+        assert len(result.output.strip().splitlines()) == 1

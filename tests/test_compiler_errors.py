@@ -47,9 +47,9 @@ CASES = {
         None,
     ),
     "beta_domain": (
-        "parameterisation A extends SP\n  role *: 1-beta1 *= m_B^2\n",
-        "error: beta1 of role 'embed' leaves its domain (0 <= beta1 < 1)",
-        "(1-beta)*m_B/m_D >= 1",
+        "parameterisation A extends SP\n  role *: 1-beta1 *= 2 - m_B\n",
+        "error: beta1 of role 'embed' leaves its domain (0 <= beta1 < 1): beta1 = 1 at B = 2^13 (m_B = 2)",
+        "a zero, pole or sign change inside the axis box",
     ),
     "eps_domain": (
         "parameterisation A extends SP\n  role *: eps *= m_N - 1\n",
@@ -58,7 +58,7 @@ CASES = {
     ),
     "eps_negative": (
         "parameterisation A extends SP\n  role *: eps *= 2 - m_N\n",
-        "error: eps of role 'embed' leaves its domain (eps > 0)",
+        "error: eps of role 'embed' leaves its domain (eps > 0): eps = 0 at n = 256 (m_N = 2)",
         None,
     ),
     "duplicate_hp": (

@@ -31,6 +31,19 @@ def test_formatter_keeps_comments_and_reparses_to_same_ast():
     assert format_file(parse(out)) == out
 
 
+def test_formatter_keeps_comment_blocks_that_end_in_a_blank_line():
+    # The old formatter folded such a block into the statement above it and dropped it.
+    src = (
+        'parameterisation X extends CompleteP\n  "doc"\n\n  # block one\n  # block one, line 2\n\n'
+        "  role embed: eps *= m_N^-1\n  # block two\n\n  role *:\n    lr *= 2;\n    # inside\n    eps *= 3\n"
+    )
+    out = format_file(parse(src, "x.scale"))
+    for note in ("# block one", "# block one, line 2", "# block two", "# inside"):
+        assert note in out
+    assert parse(out) == parse(src)
+    assert format_file(parse(out)) == out
+
+
 # ---- hypothesis: generated ASTs round-trip through the formatter ---------------------------------
 names = st.sampled_from(["eta", "sigma", "alpha", "m_N", "m_L", "m_B", "m_D", "x1"])
 numbers = st.sampled_from(["0", "1", "2", "0.5", "1e-8", "3.25", "10"])

@@ -289,10 +289,14 @@ def test_folding_refuses_roles_without_adams_symmetry():
 
 
 def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):
-    """compiler/hp_domains.py defines it once: a rule leaving [0, 1) is refused, and so is an HP named momentum."""
+    """compiler/domain.py defines the targets' domains once (a rule leaving [0, 1) is refused, ns_steps is whole)
+    and compiler/hp_domains.py gives an HP named momentum the same [0, 1)."""
     from types import SimpleNamespace
 
+    from scalec.compiler.domain import domain_of
     from scalec.compiler.hp_domains import domain_violation
+
+    assert domain_of("ns_steps").holds(5) and not domain_of("ns_steps").holds(5.5)
 
     path = write_rule("m", 'parameterisation M extends muP\n  "x"\n  role hidden: optimizer = sgd;  momentum = 1\n')
     with pytest.raises(RuleError, match=r"momentum of role 'attn.q' leaves its domain \(0 <= momentum < 1\)"):

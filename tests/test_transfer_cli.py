@@ -57,7 +57,7 @@ def invoke(*args: str):
         ),
         (
             ["sweep", "completedp", "--hp", "eta=0.01,0.1", "--duration", "2^22", "--batch", "2^20"],
-            "--batch 1.04858e+06: outside the range",
+            "CompleteDP needs at least 103 optimizer steps here (S = D/B >= 102.4)",
         ),
         (["search", "mup", "--sampler", "bayes", "--steps", "2"], "unknown; choose one of tpe"),
         (["search", "mup", "--space", "nothing*", "--steps", "2"], "matches no tunable HP"),

@@ -121,3 +121,30 @@ def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path):
     assert sorted(set(calls)) == sorted({str(r.config["hp"]["eta"]) for r in records})
     interrupted = [d for d in (tmp_path / "store" / "runs").iterdir() if d.name not in finished_before]
     assert all(json.loads((d / "result.json").read_text())["status"] == "finished" for d in interrupted)
+
+
+def test_a_zombie_or_a_reused_pid_is_not_a_live_holder():
+    """A killed child its parent has not reaped still answers kill(pid, 0); a pid the kernel gave to a new
+    process has another start time. Neither may keep a run lock or a search trial."""
+    import socket
+
+    import pytest
+
+    from scalec.runtime.studies.liveness import holder_alive, holder_id, pid_alive, start_token
+
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("needs /proc")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(child.pid, 0)  # the zombie still "exists" to kill(0)
+    assert not pid_alive(child.pid)
+    child.wait()
+    me = holder_id()
+    assert holder_alive(me) is True
+    host, pid, start = me.split(":")
+    assert start == start_token(os.getpid())
+    assert holder_alive(f"{host}:{pid}:{int(start) + 1}") is False  # same pid, another process
+    assert holder_alive(f"not-{socket.gethostname()}:{pid}:{start}") is None  # another host: cannot tell

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -23,17 +24,10 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from scalec.runtime.studies.search import (  # noqa: E402 (after importorskip)
-    Dim,
-    SearchError,
-    SearchSettings,
-    TrustRegionSampler,
-    collect,
-    make_sampler,
-    make_storage,
-    run_search,
-    spawn_workers,
-)
+from scalec.runtime.studies.search import collect, run_search, spawn_workers  # noqa: E402 (after importorskip)
+from scalec.runtime.studies.search_samplers import TrustRegionSampler, make_sampler  # noqa: E402
+from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings  # noqa: E402
+from scalec.runtime.studies.search_storage import make_storage  # noqa: E402
 
 OBJECTIVE = '''
 import math, os, time
@@ -135,7 +129,7 @@ def assert_no_lost_or_double_counted(s: SearchSettings, log: Path, victim: int) 
     assert len(complete) == s.n_trials  # exact budget: no trial lost, none counted twice
     assert states["RUNNING"] == 0 and states["WAITING"] == 0
     failed = [t for t in study.trials if t.state.name == "FAIL"]
-    assert [t.user_attrs.get("worker", "").endswith(f":{victim}") for t in failed] == [True]
+    assert [t.user_attrs.get("worker", "").split(":")[1] == str(victim) for t in failed] == [True]
     retried = [t for t in complete if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
     # the run of each counted trial finished exactly once; the victim's run was started twice
@@ -146,18 +140,21 @@ def assert_no_lost_or_double_counted(s: SearchSettings, log: Path, victim: int) 
 
 
 def kill_one_worker_mid_trial(s: SearchSettings, log: Path, workers: int = 3) -> int:
+    """Kill whichever worker starts a run first (a slow-starting worker may never get one)."""
     procs = spawn_workers(s, workers)
+    by_pid = {p.pid: p for p in procs}
     deadline = time.monotonic() + 60
-    victim = procs[0]
-    while time.monotonic() < deadline:
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline, "no worker started a run"
         lines = log.read_text().splitlines() if log.exists() else []
-        if any(line.startswith(f"start {victim.pid} ") for line in lines):
-            break
-        time.sleep(0.05)
+        victim = next((by_pid[int(x.split()[1])] for x in lines if x.startswith("start")), None)
+        time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    for p in procs[1:]:
-        assert p.wait(timeout=120) == 0, (Path(s.out) / "worker1.log").read_text()
+    for p in procs:
+        if p is not victim:
+            assert p.wait(timeout=120) == 0, (Path(s.out) / "worker1.log").read_text()
     return victim.pid
 
 
@@ -175,7 +172,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_url():
     """A throwaway PostgreSQL server in a temp dir: the pip-installed `pgserver` binaries (dev extra), else the
     system's (apt-get install postgresql); skipped when neither can be started."""
@@ -272,6 +269,204 @@ def _system_postgres():
 @pytest.mark.slow
 def test_killed_worker_with_postgresql_storage(tmp_path, objective_env, postgres_url, monkeypatch):
     monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.3")
-    s = settings(tmp_path, n_trials=10, storage=postgres_url, study="pg-kill-test")
+    s = settings(tmp_path, n_trials=10, storage=postgres_url, study=f"pg-kill-test-{tmp_path.name}")
     victim = kill_one_worker_mid_trial(s, objective_env)
     assert_no_lost_or_double_counted(s, objective_env, victim)
+
+
+# ---- kills at every point: the search finishes with exactly the budget of distinct runs ----------------------
+
+DRIVER = """
+import sys
+from pathlib import Path
+from scalec.runtime.studies.search import run_search
+from scalec.runtime.studies.search_settings import SearchSettings
+
+run_search(SearchSettings.from_json(Path(sys.argv[1]).read_text()), int(sys.argv[2]))
+"""
+
+
+def start_search(s: SearchSettings, workers: int, tag: str) -> subprocess.Popen:
+    """`run_search` in its own process group (so the test can kill the search and all its workers at once)."""
+    root = Path(s.out).parent
+    (root / "driver.py").write_text(DRIVER)
+    (root / "settings.json").write_text(s.to_json())
+    with open(root / f"driver-{tag}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, str(root / "driver.py"), str(root / "settings.json"), str(workers)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for(what, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert proc.poll() is None, "the search ended before the kill point"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.02)
+
+
+def started(log: Path) -> list[str]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return list(dict.fromkeys(line.split()[2] for line in lines if line.startswith("start")))
+
+
+def n_complete(s: SearchSettings) -> int:
+    try:
+        study = optuna.load_study(study_name=s.study_name(), storage=make_storage(s))
+    except KeyError:
+        return 0
+    return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+
+
+KILL_POINTS = {
+    "first-trial": lambda s, log: len(started(log)) >= 1,
+    "middle-trial": lambda s, log: len(started(log)) >= s.n_trials // 2 + 1,
+    "last-trial": lambda s, log: len(started(log)) >= s.n_trials,
+    "between-trials": lambda s, log: n_complete(s) >= s.n_trials // 2,
+    "run-just-finished": lambda s, log: log.exists() and "end " in log.read_text(),
+}
+
+
+def assert_exact_budget(s: SearchSettings, log: Path) -> None:
+    """n_trials COMPLETE trials of distinct runs, nothing left RUNNING or WAITING, every dead trial FAILed and
+    retried exactly once with its parameters, and every counted run trained to its end."""
+    trials = optuna.load_study(study_name=s.study_name(), storage=make_storage(s)).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    runs = [t.user_attrs["run"] for t in complete]
+    assert len(runs) == s.n_trials and len(set(runs)) == s.n_trials, runs
+    assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    for f in (t for t in trials if t.state.name == "FAIL"):
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == f.number]
+        if set(f.params) == {d.name for d in s.dims}:
+            assert len(retries) == 1 and retries[0].params == f.params, (f.number, retries)
+        else:
+            assert not retries  # killed before it chose all its parameters: no run to resume
+    ends = Counter(line.split()[2] for line in log.read_text().splitlines() if line.startswith("end"))
+    assert all(ends[r] >= 1 for r in runs)
+    assert collect(s).best_params is not None and len(collect(s).trials) == s.n_trials
+
+
+def kill_and_rerun(s: SearchSettings, log: Path, workers: int, point: str) -> None:
+    proc = start_search(s, workers, "killed")
+    wait_for(lambda: KILL_POINTS[point](s, log), proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = start_search(s, workers, "rerun")
+    try:
+        assert rerun.wait(timeout=120) == 0, (Path(s.out).parent / "driver-rerun.log").read_text()
+    finally:
+        if rerun.poll() is None:
+            os.killpg(rerun.pid, signal.SIGKILL)
+    assert_exact_budget(s, log)
+
+
+FAST = {("last-trial", 1)}  # the rerun that hung before; the rest are @slow
+
+
+@pytest.mark.parametrize(
+    ("point", "workers"),
+    [
+        pytest.param(p, w, marks=() if (p, w) in FAST else pytest.mark.slow, id=f"{p}-{w}w")
+        for p in KILL_POINTS
+        for w in (1, 2)
+    ],
+)
+def test_search_killed_at_any_point_reruns_to_the_exact_budget_journal(
+    tmp_path, objective_env, monkeypatch, point, workers
+):
+    monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.4")
+    s = settings(tmp_path, n_trials=4, sampler="random", grace_period=2)
+    kill_and_rerun(s, objective_env, workers, point)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_search_killed_at_any_point_reruns_to_the_exact_budget_postgresql(
+    tmp_path, objective_env, postgres_url, monkeypatch, point, workers
+):
+    monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.4")
+    s = settings(tmp_path, n_trials=4, sampler="random", storage=postgres_url, study=f"kill-{point}-{workers}")
+    kill_and_rerun(s, objective_env, workers, point)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_killing_one_of_two_workers_lets_the_search_finish(tmp_path, objective_env, monkeypatch, request, storage):
+    """The second worker is killed mid-trial; its parent reaps it (no zombie that looks alive), the survivor
+    retries its trial once, and the same `run_search` call finishes with the exact budget."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs /proc to find the worker processes")
+    monkeypatch.setenv("SCALEC_TEST_SLEEP", "0.4")
+    extra = {}
+    if storage == "postgresql":
+        extra = {"storage": request.getfixturevalue("postgres_url"), "study": f"one-worker-{tmp_path.name}"}
+    s = settings(tmp_path, n_trials=5, sampler="random", **extra)
+    proc = start_search(s, 2, "one")
+    try:
+        wait_for(lambda: len(children(proc.pid)) == 2, proc)
+        victim = children(proc.pid)[1]
+        wait_for(lambda: f"start {victim} " in (objective_env.read_text() if objective_env.exists() else ""), proc)
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=120) == 0, (Path(s.out).parent / "driver-one.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert_exact_budget(s, objective_env)
+    failed = [
+        t
+        for t in optuna.load_study(study_name=s.study_name(), storage=make_storage(s)).trials
+        if t.state.name == "FAIL"
+    ]
+    assert [t.user_attrs["worker"].split(":")[1] for t in failed] == [str(victim)]
+
+
+def test_a_budget_of_one_runs_the_enqueued_default_point(tmp_path, objective_env):
+    """--trials 1: the default point is enqueued WAITING; a free worker must run it (it used to wait forever)."""
+    s = settings(tmp_path, n_trials=1, sampler="random")
+    proc = start_search(s, 1, "one-trial")
+    try:
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = collect(s)
+    assert [t["params"] for t in result.trials] == [{"eta": 2**-8, "lr[mlp.down]": 1.0}]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:////nonexistent/dir/x.db", r"cannot connect \(.*unable to open database file"),
+        ("postgresql://nobody@127.0.0.1:1/db", "cannot connect"),
+    ],
+)
+def test_unreachable_storage_is_one_line(tmp_path, url, message):
+    if url.startswith("postgresql"):
+        pytest.importorskip("psycopg2")
+    with pytest.raises(SearchError, match=message) as info:
+        make_storage(settings(tmp_path, storage=url))
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"error: --storage {url}: ")
+
+
+def test_a_repeated_point_is_not_counted_twice(tmp_path, objective_env):
+    """A trial whose run is already COMPLETE (a replayed sampler point, a second retry) reuses the stored result;
+    it must not count: the budget is distinct runs (it used to be 2 runs for a budget of 3)."""
+    from scalec.runtime.studies.search_worker import run_worker
+
+    first = settings(tmp_path, n_trials=2, sampler="random", study="repeat")
+    run_search(first)
+    study = optuna.load_study(study_name="repeat", storage=make_storage(first))
+    study.enqueue_trial(study.trials[1].params)
+    run_worker(settings(tmp_path, n_trials=3, sampler="random", study="repeat"))
+    trials = optuna.load_study(study_name="repeat", storage=make_storage(first)).trials
+    runs = [t.user_attrs["run"] for t in trials if t.state.name == "COMPLETE"]
+    assert len(runs) == 3 and len(set(runs)) == 3
+    assert [t.number for t in trials if t.user_attrs.get("duplicate")] == [2]

@@ -7,8 +7,10 @@ import math
 
 import pytest
 
-from scalec.runtime.studies.hp_grid import parse_hp_spec
-from scalec.runtime.studies.transfer import TransferSpec, fit_optimum, run_transfer, transfer_configs
+from scalec.errors import ScalecError
+from scalec.runtime.studies.hp_grid import HPSpecError, parse_hp_spec
+from scalec.runtime.studies.sweep import SweepSpec, sweep_configs
+from scalec.runtime.studies.transfer import TransferSpec, analyse, figure, fit_optimum, run_transfer, transfer_configs
 
 
 def test_parabola_vertex_is_found_between_grid_points():
@@ -67,3 +69,50 @@ def test_transfer_study_reports_drift_and_gap(tmp_path):
     calls = []
     run_transfer(spec, tmp_path, lambda c, d: calls.append(c) or synthetic(c, d))
     assert calls == []
+
+
+def spiky(config, out_dir):
+    """One loss far above the rest (the old y-axis cut at 4x the lower quartile's gap, hiding it)."""
+    x = math.log2(config["hp"]["eta"])
+    return {"status": "finished", "final_val_loss": 9.0 if x == -4 else 3 + 0.01 * (x + 7) ** 2}
+
+
+def test_transfer_figure_shows_every_measured_point(tmp_path):
+    import matplotlib.pyplot as plt
+
+    spec = TransferSpec(["mup"], "width", [32, 64], parse_hp_spec("eta=2^-10..2^-3:8"), {"depth": 2})
+    records = [RunStoreLike(c, spiky(c, None)) for c in transfer_configs(spec)]
+    records[0] = RunStoreLike(records[0].config, {"status": "diverged"})
+    fig = figure(spec, analyse(spec, records))
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        for line in (ln for ln in ax.get_lines() if ln.get_marker() in ("o", "x")):  # measured and diverged
+            ys = [y for y in line.get_ydata() if math.isfinite(y)]
+            assert all(low < y < high for y in ys), (line.get_label(), ys, (low, high))
+    marks = [y for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "x" for y in line.get_ydata()]
+    assert marks and min(marks) > 9.0  # diverged marks sit above the highest loss (9.0)
+    plt.close(fig)
+
+
+class RunStoreLike:
+    """A RunRecord's two fields analyse() reads."""
+
+    def __init__(self, config, summary):
+        self.config = config
+        status = summary.get("status", "finished")
+        self.loss = math.inf if status == "diverged" else summary["final_val_loss"]
+
+
+def test_zero_seeds_and_huge_grids_are_refused_before_running():
+    eta = parse_hp_spec("eta=2^-10..2^-4:7")
+    with pytest.raises(ScalecError, match="--seeds 0: give at least 1 seed"):
+        TransferSpec(["mup"], "width", [32, 64], eta, {}, seeds=0)
+    with pytest.raises(ScalecError, match="--seeds 0"):
+        SweepSpec({}, [eta], seeds=0)
+    with pytest.raises(HPSpecError, match="a grid of 100000000 points is beyond the bound of 10000"):
+        sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:100000000")]))
+    lr = parse_hp_spec("lr[mlp.down]=1/4..4:200")
+    with pytest.raises(HPSpecError, match="the grid has 40000 points"):
+        sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:200"), lr]))
+    with pytest.raises(ScalecError, match="the study has 12000 runs"):
+        sweep_configs(SweepSpec({}, [parse_hp_spec("eta=2^-10..2^-6:4000")], seeds=3))

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scalec.compiler.domain import domain_of
 from scalec.compiler.folding import FOLD_TARGETS, apply_symmetry, folded_module
-from scalec.compiler.hp_domains import in_target_domain
 from scalec.errors import ScalecError
 from scalec.runtime.plan.binding import BoundParam, _listing, bind, unique_parameters, unwrap
 from scalec.runtime.plan.model_shape import mismatch
@@ -381,6 +381,11 @@ def make_plan(
     module = _module_of(rules)
     shape = resolve_shape(module, shape)
     hp = resolve_hparams(module, hp)
+    if hp is not None:  # the region's constraints may depend on the HPs (Complete(d)P: steps >= S0 * (1-beta1))
+        try:
+            module.check_shape(shape, hp)
+        except module.ShapeError as exc:
+            raise PlanError(f"error: shape: {exc}") from None
     bound = bind(
         model, preset=preset, patterns=patterns, base_model=base_model, roles=module.ROLES, example_input=example_input
     )
@@ -444,15 +449,15 @@ def make_plan(
     per_key = unfolded if planning is module else {k: _role_values(planning, k, shape, hp) for k in unfolded}
     for (role, *_), r in per_key.items():
         for f in dataclasses.fields(r):
-            value = getattr(r, f.name)
+            value, domain = getattr(r, f.name), domain_of(f.name)  # the checker's domains (compiler/domain.py)
             if value is None or isinstance(value, (str, bool)):
                 continue  # a target the role's optimizer does not have, or a word-valued setting
-            negative = f.name in ("init_std", "lr", "weight_decay", "eps") and value < 0
-            bounded = f.name in ("beta1", "beta2", "momentum", "ns_steps") and not in_target_domain(f.name, value)
             beyond_float32 = abs(value) > 3.4028234663852886e38  # torch's optimizers hold it as a float32
-            if not math.isfinite(value) or beyond_float32 or negative or bounded:
+            if not domain.holds(value) or beyond_float32:
                 raise PlanError(
-                    f"error: role '{role}' gets {f.name} = {value} at this shape; check the hp values and the shape"
+                    f"error: role '{role}' gets {f.name} = {value} at this shape, "
+                    f"{'outside ' + domain.text if not domain.holds(value) else 'beyond float32'}; "
+                    "check the hp values and the shape"
                 )
     entries = []
     for b in bound:

@@ -181,5 +181,7 @@ def grid_points(specs: Sequence[HPRange]) -> list[dict[str, float]]:
 
 def random_points(specs: Sequence[HPRange], count: int, seed: int = 0) -> list[dict[str, float]]:
     """`count` random configurations: ranges sampled uniformly in their scale, lists picked uniformly."""
+    if count > MAX_GRID:
+        raise HPSpecError(f"error: --random {count}: beyond the bound of {MAX_GRID} points; use fewer")
     rng = random.Random(seed)
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]

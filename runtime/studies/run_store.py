@@ -3,7 +3,7 @@
 `<root>/runs/<key>/run.json` holds the config, `result.json` (written atomically, last) the outcome;
 the trainer writes into `<key>/train/`. A run with a result of status "finished" or "diverged" is never
 repeated; a run dir without a result (a killed sweep) is run again, resuming from the trainer's checkpoint
-when it has one. A `lock` file naming host:pid keeps two sweeps sharing a store from running one config twice.
+when it has one. A `lock` file naming host:pid:start keeps two sweeps sharing a store from running one config twice.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scalec.runtime.studies.liveness import holder_alive, holder_id
 
 DONE_STATES = ("finished", "diverged")
 RunFn = Callable[[Mapping[str, Any], Path], Mapping[str, Any]]
@@ -87,14 +89,12 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _pid_alive(pid: int) -> bool:
+def _older_than(path: Path, seconds: float) -> bool:
+    """An empty lock (its writer killed between create and write) is abandoned once it is this old."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
         return True
-    return True
 
 
 class RunStore:
@@ -183,16 +183,17 @@ class RunStore:
     def _claim(self, run_dir: Path) -> bool:
         """Take the run's lock; a lock left by a dead process on this host is taken over."""
         lock = run_dir / "lock"
-        me = f"{socket.gethostname()}:{os.getpid()}"
+        me = holder_id()
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    host, pid = lock.read_text().rsplit(":", 1)
-                except (FileNotFoundError, ValueError):
+                    holder = lock.read_text()
+                except FileNotFoundError:
                     continue
-                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                alive = holder_alive(holder)
+                if alive is False or (alive is None and ":" not in holder and _older_than(lock, 10.0)):
                     lock.unlink(missing_ok=True)
                     continue
                 return False

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
-from scalec.runtime.studies.hp_grid import HPRange, grid_points, random_points
+from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
 
 # TrainConfig field -> rule axis.
@@ -37,10 +37,32 @@ class SweepSpec:
     seeds: int = 1
     sample_seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)
+
+
+class StudySpecError(ScalecError):
+    """A study that cannot run: no seeds, or more runs than MAX_GRID."""
+
+
+def check_seeds(seeds: int) -> None:
+    """Every study runs each point with at least one seed (0 would run nothing and report nothing)."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise StudySpecError(f"error: --seeds {seeds}: give at least 1 seed per point")
+
+
+def check_size(n_runs: int) -> None:
+    """Refuse a study of more than MAX_GRID runs (points x seeds x sizes x rules) before anything runs."""
+    if n_runs > MAX_GRID:
+        raise StudySpecError(
+            f"error: the study has {n_runs} runs, beyond the bound of {MAX_GRID}; use coarser grids or fewer seeds"
+        )
+
 
 def sweep_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     """Expand a spec into run configs: HP points x seeds; fixed `hp` values merge under the swept ones."""
     points = random_points(spec.hps, spec.random, spec.sample_seed) if spec.random else grid_points(spec.hps)
+    check_size(len(points) * spec.seeds)
     base_seed = int(spec.fixed.get("seed", 0))
     configs = []
     for point in points:
@@ -74,8 +96,10 @@ def check_shape(rules: Any, config: Mapping[str, Any], labels: Mapping[str, str]
         if config.get("head_dim") is not None:
             axes["d_head"] = config["head_dim"]
         try:
-            rules.shape(**axes)
-        except ScalecError as exc:
+            shape = rules.shape(**axes)
+            if config.get("hp"):  # the region may depend on the HPs (Complete(d)P: S >= S0 * (1-beta1))
+                rules.module.check_shape(shape, rules.hparams(**dict(config["hp"])))
+        except (ScalecError, ValueError) as exc:
             shown = ", ".join((labels or {}).get(f, f"--{f} {config[f]:g}") for f in SHAPE_FIELDS if f in config)
             raise ShapeRangeError(f"error: {shown}: {str(exc).removeprefix('error: ')}") from None
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from scalec.runtime.studies.hp_grid import HPRange
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore
-from scalec.runtime.studies.sweep import SHAPE_FIELDS, fmt_value, run_sweep
+from scalec.runtime.studies.sweep import SHAPE_FIELDS, check_seeds, check_size, fmt_value, run_sweep
 
 AXIS_FIELDS = {"width": "width", "depth": "depth", "batch": "batch", "duration": "duration"}
 
@@ -34,6 +34,9 @@ class TransferSpec:
     seeds: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)  # rule -> display name (e.g. a file's NAME)
 
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)
+
     def label(self, rule: str) -> str:
         """Display name of a rule."""
         return self.labels.get(rule, rule)
@@ -46,6 +49,7 @@ class TransferSpec:
 
 def transfer_configs(spec: TransferSpec) -> list[dict[str, Any]]:
     """Every run of the study: rule x size x HP value x seed (base sizes first: a killed study is useful)."""
+    check_size(len(spec.sizes) * len(spec.rules) * len(spec.hp.grid()) * spec.seeds)
     configs = []
     base_seed = int(spec.fixed.get("seed", 0))
     for size in spec.sizes:
@@ -283,49 +287,56 @@ def to_json(spec: TransferSpec, results: Sequence[RuleResult]) -> dict[str, Any]
     }
 
 
-def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: str | None = None) -> None:
-    """The muTransfer figure: a panel per rule, loss vs log2(HP), a line per size; x marks diverged runs."""
+def y_limits(losses: Sequence[float]) -> tuple[float, float, float]:
+    """(bottom, top, diverged row) of the loss axis: every finite loss inside with a margin, and the row where
+    diverged runs are marked above the highest one (nothing measured is ever clipped)."""
+    finite = [x for x in losses if math.isfinite(x)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    pad = 0.06 * max(high - low, 1e-3)
+    diverged_row = high + 2 * pad
+    return low - pad, diverged_row + pad, diverged_row
+
+
+def figure(spec: TransferSpec, results: Sequence[RuleResult], title: str | None = None) -> Any:
+    """The muTransfer figure: a panel per rule, loss vs log2(HP), a line per size; x marks diverged runs in a
+    row above the highest loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.8), sharey=True, squeeze=False)
-    finite = [x for r in results for c in r.curves for x in c.losses if math.isfinite(x)]
-    if finite:
-        low = min(finite)
-        top = min(max(finite), low + max(0.6, 4 * (sorted(finite)[len(finite) // 4] - low)))
-    else:
-        low, top = 0.0, 1.0
+    bottom, top, diverged_row = y_limits([x for r in results for c in r.curves for x in c.losses])
     cmap = plt.get_cmap("viridis")
     for ax, res in zip(axes[0], results, strict=True):
         for k, c in enumerate(res.curves):
             color = cmap(k / max(1, len(res.curves) - 1))
             xs = [math.log2(v) for v in c.values]
             ys = [y if math.isfinite(y) else math.nan for y in c.losses]
-            ax.plot(
-                xs,
-                ys,
-                "o-",
-                ms=3,
-                color=color,
-                label=_fmt_size(spec.axis, c.size),
-            )
+            ax.plot(xs, ys, "o-", ms=3, color=color, label=_fmt_size(spec.axis, c.size))
             div = [x for x, y in zip(xs, c.losses, strict=True) if math.isinf(y)]
-            ax.plot(div, [top] * len(div), "x", color=color, ms=6)
+            ax.plot(div, [diverged_row] * len(div), "x", color=color, ms=6)
             o = c.optimum
             if o.log2_opt is not None:
                 ax.axvline(o.log2_opt, color=color, lw=0.8, ls=":")
         drift = "" if res.max_drift is None else f"  (max drift {res.max_drift:.2f} octaves)"
         ax.set_title(spec.label(res.rule) + drift)
         ax.set_xlabel(f"log2 {spec.hp.name}")
-        ax.set_ylim(low - 0.02 * (top - low + 1e-9), top + 0.04 * (top - low + 1e-9))
+        ax.set_ylim(bottom, top)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final validation loss")
+    axes[0][0].set_ylabel("final validation loss (x: diverged)")
     axes[0][-1].legend(fontsize=8, title=spec.axis)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot(spec: TransferSpec, results: Sequence[RuleResult], path: Path, title: str | None = None) -> None:
+    """Write `figure(...)` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(spec, results, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -28,7 +28,7 @@ def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
 
-    from scalec.runtime.studies.report import EXPONENT_LEGEND, exponent_grid
+    from scalec.runtime.studies.comparison import EXPONENT_LEGEND, exponent_grid
 
     table = Table(title=EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
@@ -44,7 +44,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
     from rich.table import Table
 
-    from scalec.runtime.studies.report import verdict_grid
+    from scalec.runtime.studies.comparison import verdict_grid
 
     table = Table(title="desiderata", title_justify="left")
     table.add_column("area")
@@ -106,6 +106,9 @@ def register(app: typer.Typer) -> None:
         roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
+        from scalec.runtime.studies.comparison import analyse, equivalence_text, failure_lines, summary_lines
+        from scalec.runtime.studies.report import ensure_report_dir, write_report
+
         from .coord_check import CoordCheckArgsError
 
         if len(rules) < 2:
@@ -117,9 +120,10 @@ def register(app: typer.Typer) -> None:
             )
         if (model or roles) and not empirical:
             raise CoordCheckArgsError("error: --model/--roles are for the coordinate checks; add --empirical")
-        from scalec.runtime.studies.report import analyse, equivalence_text, failure_lines, write_report
 
         start = time.perf_counter()
+        if out is not None or empirical:
+            ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
             from scalec.runtime.studies.coord_check import load_batches
@@ -169,6 +173,10 @@ def register(app: typer.Typer) -> None:
         console.print("equivalence modulo each optimizer's abc-symmetry:", markup=False)
         for a, b, q in cmp.equivalences:
             console.print(f"  {a} vs {b}: {equivalence_text(q, limit=2)}", markup=False)
+        console.print("base shapes: " + "; ".join(f"{s.label} {s.base_shape}" for s in cmp.sections), markup=False)
+        console.print("which one for which scaling:", markup=False)
+        for line in summary_lines(cmp.sections):
+            console.print(f"  {line}", markup=False)
         if empirical:
             out = out or Path("report")
             results = []

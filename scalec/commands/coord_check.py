@@ -105,16 +105,21 @@ def run_and_save(
     (CoordCheckResult, {sweep: png})."""
     from scalec.runtime.studies.coord_check import run_coord_check
 
+    from ._progress import StudyProgress
+
     batches, probe = data
-    with console.status(f"coord-check {label or rules.name}") as status:
-        result = run_coord_check(
-            rules,
-            cfg,
-            batches,
-            probe,
-            progress=lambda msg: status.update(f"coord-check {label or rules.name}: {msg}"),
-            subject=subject,
-        )
+    points = sum(len(cfg.widths if axis == "width" else cfg.depths) for axis in cfg.sweeps)
+    started = 0
+
+    def progress(msg: str) -> None:  # called as each (width, depth) point starts: the previous one is done
+        nonlocal started
+        if started:
+            bar.advance()
+        started += 1
+
+    with StudyProgress(f"coord-check {label or rules.name}", points) as bar:
+        result = run_coord_check(rules, cfg, batches, probe, progress=progress, subject=subject)
+        bar.advance(runs=1 if started else 0)
     return result, result.save(out)
 
 

@@ -18,13 +18,27 @@ class PlanCommandError(ScalecError):
     """Bad `scalec plan` arguments."""
 
 
-def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk_norm: bool) -> Any:
-    """The model to plan, on the meta device (no memory): the bundled GPT or an HF model from a config."""
+def build_model(
+    kind: str,
+    width: int,
+    depth: int,
+    head_dim: int,
+    vocab: int,
+    qk_norm: bool,
+    intermediate: int | None = None,
+    kv_heads: int | None = None,
+) -> Any:
+    """The model to plan, on the meta device (no memory): the bundled GPT or an HF model from a config
+    (hf-llama: `intermediate` MLP width, default 3 x width; `kv_heads` grouped-query heads, default all)."""
     import torch
 
     if width % head_dim:
         raise PlanCommandError(f"error: --width {width} is not a multiple of the head dimension {head_dim}")
     heads = width // head_dim
+    if (intermediate is not None or kv_heads is not None) and kind != "hf-llama":
+        raise PlanCommandError("error: --intermediate and --kv-heads describe an hf-llama model; add --model hf-llama")
+    if kv_heads is not None and heads % kv_heads:
+        raise PlanCommandError(f"error: --kv-heads {kv_heads} does not divide the {heads} attention heads")
     with torch.device("meta"):
         if kind == "gpt":
             from scalec.runtime.trainer.gpt import GPT, GPTConfig
@@ -50,10 +64,10 @@ def build_model(kind: str, width: int, depth: int, head_dim: int, vocab: int, qk
         return Model(
             Config(
                 hidden_size=width,
-                intermediate_size=3 * width,
+                intermediate_size=intermediate or 3 * width,
                 num_hidden_layers=depth,
                 num_attention_heads=heads,
-                num_key_value_heads=heads,
+                num_key_value_heads=kv_heads or heads,
                 max_position_embeddings=16,
                 **common,
             )
@@ -91,6 +105,12 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--vocab", parser=whole(2), help="Vocabulary size of the planned model.")
         ] = 256,
         qk_norm: Annotated[bool, typer.Option("--qk-norm", help="Bundled GPT with QK-norm.")] = False,
+        intermediate: Annotated[
+            int | None, typer.Option("--intermediate", parser=whole(), help="hf-llama MLP width (default 3 x width).")
+        ] = None,
+        kv_heads: Annotated[
+            int | None, typer.Option("--kv-heads", parser=whole(), help="hf-llama grouped-query KV heads.")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (keys: parameters, multipliers).")] = False,
         applied: Annotated[
             str | None,
@@ -125,7 +145,7 @@ def register(app: typer.Typer) -> None:
         rules = scalec.load(rule, params=params or None, base=bases or None)
         hps = parse_hp_values(hp_specs, rules, "plan") or None
         shape = rules.shape(**axes)  # the box and the feasible region, before the model is built
-        net = build_model(model, width, depth, head_dim, vocab, qk_norm)
+        net = build_model(model, width, depth, head_dim, vocab, qk_norm, intermediate, kv_heads)
         sites = None if applied is None else ("all" if applied == "all" else [a.strip() for a in applied.split(",")])
         result = make_plan(
             rules, net, shape, hp=hps, applied_sites=sites, fold=(model != "gpt") if fold is None else fold

@@ -47,6 +47,7 @@ def check_cmd(
     """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata)."""
     from scalec.compiler.analysis import desiderata
     from scalec.compiler.parameterisation import compile_ir
+    from scalec.compiler.region import region_lines
 
     failed = 0
     for f in files:
@@ -61,6 +62,8 @@ def check_cmd(
             f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
             f"width: {d.width_class}; depth: {d.depth_class}"
         )
+        for line in region_lines(ir):
+            console.print(f"  region: {line}", markup=False)
         for w in report.warnings:
             console.print(f"  [yellow]warning[/yellow]: {w}", markup=True)
     if failed:
@@ -87,6 +90,12 @@ def compile_cmd(
         ir, report = fold_ir(ir, qk_norm=qk_norm)
         for line in report.folded:
             err_console.print(f"folded {line}")
+        if any(line.startswith("residual.") for line in report.folded):
+            err_console.print(
+                "note: residual multipliers were folded into attn.o/mlp.down weights only: this module is exact for "
+                "models whose branches end in a bias-free matrix; for branch biases use "
+                "make_plan(rules, model, ..., fold=True), which folds them too"
+            )
     source = generate(ir)
     if output is None:
         typer.echo(source, nl=False)
@@ -162,6 +171,7 @@ def show_cmd(
     """Every role x HP value at a shape, with its scaling exponents."""
     from scalec.compiler.exponents import exponent_table
     from scalec.compiler.parameterisation import load
+    from scalec.compiler.region import region_lines
 
     options = {"n": ("--width", width), "L": ("--depth", depth), "B": ("--batch", batch)}
     options |= {"D": ("--duration", duration), "d_head": ("--head-dim", head_dim)}
@@ -170,6 +180,10 @@ def show_cmd(
     p = load(file, params)
     shape = p.shape(**axes)
     hparams = p.hparams(**parse_hp_values(hp_specs, p, "show"))
+    try:
+        p.module.check_shape(shape, hparams)  # the region at these HPs (p.shape checked it at the defaults)
+    except ValueError as exc:
+        raise ScalecError(f"error: {exc}") from None
     table = exponent_table(p.ir)
     console.print(
         f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
@@ -191,3 +205,5 @@ def show_cmd(
         row = table.get(site, "site")
         t.add_row(site, "site", f"{value:.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
     console.print(t)
+    for line in region_lines(p.ir):
+        console.print(f"feasible region: {line}", markup=False)

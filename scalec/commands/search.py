@@ -26,7 +26,8 @@ from scalec.commands._options import (
     Steps,
     Width,
 )
-from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, load_rules, split_hp_specs
+from scalec.commands._progress import StudyProgress
+from scalec.commands.sweep import SweepArgsError, check_shapes, load_rules, split_hp_specs
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +89,10 @@ def register(app: typer.Typer) -> None:
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
         from scalec.parsing import parse_int, parse_params
-        from scalec.runtime.studies.search import SAMPLERS, Dim, SearchSettings, default_dims, run_search
+        from scalec.runtime.studies.run_args import RunArgs
+        from scalec.runtime.studies.search import run_search
+        from scalec.runtime.studies.search_samplers import SAMPLERS
+        from scalec.runtime.studies.search_settings import Dim, SearchSettings, default_dims
         from scalec.runtime.studies.sweep import fmt_value
         from scalec.runtime.trainer.gpt import ROLES
 
@@ -115,24 +119,24 @@ def register(app: typer.Typer) -> None:
             )
         if not dims:
             raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
-        fixed = fixed_config(
-            rule,
-            width,
-            depth,
-            parse_int(batch, "--batch"),
-            parse_int(duration, "--duration") if duration else None,
-            steps,
-            seq_len,
-            head_dim,
-            qk_norm,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=width,
+            depth=depth,
+            batch=parse_int(batch, "--batch"),
+            duration=parse_int(duration, "--duration") if duration else None,
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            qk_norm=qk_norm,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         check_shapes(rules, [fixed])
         settings = SearchSettings(list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed)
         console.print(
@@ -141,10 +145,11 @@ def register(app: typer.Typer) -> None:
             markup=False,
             soft_wrap=True,
         )
-        result = run_search(settings, workers)
+        with StudyProgress("search", trials) as bar:
+            result = run_search(settings, workers, progress=bar.update)
         console.print(
             f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
-            f"{result.n_over_budget} over budget",
+            f"{result.n_over_budget} over budget, {result.n_duplicate} repeated points skipped",
             markup=False,
             soft_wrap=True,
         )

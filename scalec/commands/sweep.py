@@ -27,6 +27,7 @@ from scalec.commands._options import (
     Width,
     whole,
 )
+from scalec.commands._progress import StudyProgress
 from scalec.errors import ScalecError
 
 
@@ -41,56 +42,6 @@ def load_rules(rule: str, params: dict[str, str]) -> Any:
     if not hasattr(scalec, "load"):
         raise SweepArgsError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
     return scalec.load(rule, params=params or None)
-
-
-def fixed_config(
-    rule: str,
-    width: int,
-    depth: int,
-    batch: int,
-    duration: int | None,
-    steps: int | None,
-    seq_len: int,
-    head_dim: int,
-    qk_norm: bool,
-    params: dict[str, str],
-    hp: dict[str, float],
-    seed: int,
-    device: str,
-    corpus: str | None = None,
-    eval_every: int | None = None,
-    eval_batches: int | None = None,
-) -> dict[str, Any]:
-    """The run settings shared by every run of a sweep (TrainConfig field names; defaults left out)."""
-    from scalec.runtime.trainer.train_config import TrainConfig
-
-    if duration is None and steps is None:
-        raise SweepArgsError("error: give the training length: --duration TOKENS or --steps N")
-    config: dict[str, Any] = {
-        "rule": rule,
-        "width": width,
-        "depth": depth,
-        "batch": batch,
-        "seq_len": seq_len,
-        "head_dim": head_dim,
-        "hp": hp,
-        "seed": seed,
-    }
-    config["duration" if duration is not None else "steps"] = duration if duration is not None else steps
-    if qk_norm:
-        config["qk_norm"] = True
-    if params:
-        config["params"] = params
-    if device != "auto":
-        config["device"] = device
-    if corpus is not None:
-        config["corpus"] = corpus
-    if eval_every is not None:
-        config["eval_every"] = eval_every
-    if eval_batches is not None:
-        config["eval_batches"] = eval_batches
-    TrainConfig(**config)  # validates batch/seq_len/head_dim/length before anything runs
-    return config
 
 
 def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
@@ -200,6 +151,7 @@ def register(app: typer.Typer) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
         from scalec.parsing import parse_int, parse_params
+        from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.run_store import RunStore
         from scalec.runtime.studies.sweep import (
             SweepSpec,
@@ -219,24 +171,24 @@ def register(app: typer.Typer) -> None:
         if random is None:
             for s in swept:
                 s.grid()  # a range without a point count is an error before anything runs
-        fixed = fixed_config(
-            rule,
-            width,
-            depth,
-            parse_int(batch, "--batch"),
-            parse_int(duration, "--duration") if duration else None,
-            steps,
-            seq_len,
-            head_dim,
-            qk_norm,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=width,
+            depth=depth,
+            batch=parse_int(batch, "--batch"),
+            duration=parse_int(duration, "--duration") if duration else None,
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            qk_norm=qk_norm,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
         check_shapes(rules, configs)
         names = [s.name for s in swept]
@@ -247,12 +199,13 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         t0 = [time.perf_counter()]
+        with StudyProgress("sweep", len(configs)) as bar:
 
-        def report(i: int, record: Any) -> None:
-            console.print(fmt_record(i, len(configs), record, names, t0[0]), markup=False, soft_wrap=True)
-            t0[0] = time.perf_counter()
+            def report(i: int, record: Any) -> None:
+                bar.advance(fmt_record(i, len(configs), record, names, t0[0]))
+                t0[0] = time.perf_counter()
 
-        records = run_sweep(configs, store, train_run_fn, report)
+            records = run_sweep(configs, store, train_run_fn, report)
         rows = summarize(records)
         print_rows(rows, names, top)
         (out / "sweep.md").write_text(rows_markdown(rows, names) + "\n")

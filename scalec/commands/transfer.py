@@ -11,7 +11,8 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen, whole
-from scalec.commands.sweep import SweepArgsError, check_shapes, fixed_config, fmt_record, load_rules
+from scalec.commands._progress import StudyProgress
+from scalec.commands.sweep import SweepArgsError, check_shapes, fmt_record, load_rules
 
 
 def doubling_sizes(base: int, target: int) -> list[int]:
@@ -78,6 +79,7 @@ def register(app: typer.Typer) -> None:
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         from scalec.parsing import parse_hp_specs, parse_int, parse_params, parse_shape, parse_sizes
         from scalec.runtime.studies.hp_grid import resolve_specs
+        from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
 
         params = parse_params(param)
@@ -126,24 +128,23 @@ def register(app: typer.Typer) -> None:
                 "single values are fixed overrides"
             )
         swept[0].grid()
-        fixed = fixed_config(
-            rule,
-            shape["width"],
-            shape["depth"],
-            shape["batch"],
-            shape["duration"],
-            steps,
-            seq_len,
-            head_dim,
-            False,
-            params,
-            fixed_hp,
-            seed,
-            device,
-            corpus,
-            eval_every,
-            eval_batches,
-        )
+        fixed = RunArgs(
+            rule=rule,
+            width=shape["width"],
+            depth=shape["depth"],
+            batch=shape["batch"],
+            duration=shape["duration"],
+            steps=steps,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            params=params,
+            hp=fixed_hp,
+            seed=seed,
+            device=device,
+            corpus=corpus,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+        ).config()
         fixed.pop("rule")
         spec = TransferSpec(rule_names, axis, size_list, swept[0], fixed, seeds, {r: loaded[r].name for r in loaded})
         configs = transfer_configs(spec)
@@ -156,14 +157,15 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         t0 = [time.perf_counter()]
-
-        def report(i: int, record: Any) -> None:
-            console.print(fmt_record(i, len(configs), record, [swept[0].name], t0[0]), markup=False, soft_wrap=True)
-            t0[0] = time.perf_counter()
-
         from scalec.runtime.studies.sweep import train_run_fn
 
-        results = run_transfer(spec, out, train_run_fn, report, title)
+        with StudyProgress("transfer", len(configs)) as bar:
+
+            def report(i: int, record: Any) -> None:
+                bar.advance(fmt_record(i, len(configs), record, [swept[0].name], t0[0]))
+                t0[0] = time.perf_counter()
+
+            results = run_transfer(spec, out, train_run_fn, report, title)
         console.print(to_markdown(spec, results), markup=False, soft_wrap=True)
         console.print(
             f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
