@@ -132,7 +132,8 @@ def _matching_roles(name: str, rules: list[Rule]) -> list[Rule]:
     return [r for r in rules if fnmatchcase(name, r.pattern)]
 
 
-def _listing(items: list[str]) -> str:
+def listing_text(items: list[str]) -> str:
+    """Quote the first few names of a list for an error message, saying how many more there are."""
     shown = ", ".join(f"'{s}'" for s in items[:_SHOW])
     return shown + (f" (and {len(items) - _SHOW} more)" if len(items) > _SHOW else "")
 
@@ -238,14 +239,14 @@ def bind(
     if doubly:
         raise BindingError(
             f"error: {len(doubly)} model parameter(s) match patterns of two roles: "
-            f"{_listing(doubly)}; make the patterns disjoint (patterns= take precedence over "
+            f"{listing_text(doubly)}; make the patterns disjoint (patterns= take precedence over "
             "the preset)"
         )
     if unbound:
         where = f"preset '{chosen.name}'" if chosen is not None else "the patterns"
         raise BindingError(
             f"error: {len(unbound)} model parameter(s) match no role in {where}: "
-            f"{_listing(unbound)}; pass patterns={{'{_glob_hint(unbound[0])}': '<role>', ...}} "
+            f"{listing_text(unbound)}; pass patterns={{'{_glob_hint(unbound[0])}': '<role>', ...}} "
             "or preset='infer' with base_model=<the model at another width>"
         )
     return bound

@@ -17,7 +17,7 @@ from typing import Any
 from scalec.compiler.domain import domain_of
 from scalec.compiler.folding import FOLD_TARGETS, apply_symmetry, folded_module
 from scalec.errors import ScalecError
-from scalec.runtime.plan.binding import BoundParam, _listing, bind, unique_parameters, unwrap
+from scalec.runtime.plan.binding import BoundParam, bind, listing_text, unique_parameters, unwrap
 from scalec.runtime.plan.model_shape import mismatch
 
 
@@ -86,9 +86,9 @@ class Plan:
         missing, extra = [n for n in planned if n not in actual], [n for n in actual if n not in planned]
         if missing or extra:
             what = (
-                f"lacks planned parameter(s) {_listing(missing)}"
+                f"lacks planned parameter(s) {listing_text(missing)}"
                 if missing
-                else f"has unplanned parameter(s) {_listing(extra)}"
+                else f"has unplanned parameter(s) {listing_text(extra)}"
             )
             raise PlanError(f"error: the model {what}; make the plan from this model (make_plan(..., model))")
         for name, shape in actual.items():

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from scalec.compiler.vocabulary import ROLES
-from scalec.runtime.plan.binding import BindingError, _listing, module_layouts, normalise_name, unique_parameters
+from scalec.runtime.plan.binding import BindingError, listing_text, module_layouts, normalise_name, unique_parameters
 from scalec.runtime.plan.graph import GraphRoles, analyse, record
 
 CLASS_ROLE = {"input": "embed", "hidden": "mlp.up", "output": "unembed", "vector": "norm"}
@@ -70,7 +70,7 @@ def infer_roles(model: Any, base_model: Any, example_input: Any = None) -> dict[
         side = "base_model lacks" if missing else "model lacks"
         raise BindingError(
             f"error: shape inference needs the same parameters in both models; {side} "
-            f"{_listing(which)}; build base_model from the same class at another width"
+            f"{listing_text(which)}; build base_model from the same class at another width"
         )
     ranks = [n for n in shapes if len(shapes[n]) != len(base[n])]
     if ranks:
