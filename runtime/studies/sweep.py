@@ -178,6 +178,15 @@ def fmt_value(x: float) -> str:
     return f"{x:.4g}"
 
 
+def loss_text(row: SweepRow) -> str:
+    """A row's final loss for tables: mean (+- std over seeds), "inf" when diverged, "-" when none finished."""
+    if math.isinf(row.loss):
+        return "inf"
+    if math.isnan(row.loss):
+        return "-"
+    return f"{row.loss:.4f}" + (f" ± {row.spread:.4f}" if len(row.losses) > 1 else "")
+
+
 def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) -> str:
     """A Markdown table of sweep rows: swept HPs, mean loss (+- std over seeds), status."""
     names = list(names) if names else sorted({k for r in rows for k in r.hp})
@@ -186,13 +195,7 @@ def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) 
         "|" + "---|" * (len(names) + 3),
     ]
     for r in rows:
-        loss = (
-            "inf"
-            if math.isinf(r.loss)
-            else "-"
-            if math.isnan(r.loss)
-            else f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else "")
-        )
+        loss = loss_text(r)
         cells = [fmt_value(r.hp[n]) if n in r.hp else "" for n in names]
         lines.append("| " + " | ".join([*cells, loss, str(len(r.losses)), r.status]) + " |")
     return "\n".join(lines)

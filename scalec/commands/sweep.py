@@ -86,19 +86,13 @@ def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> N
     from rich.table import Table
     from rich.text import Text
 
-    from scalec.runtime.studies.sweep import fmt_value
+    from scalec.runtime.studies.sweep import fmt_value, loss_text
 
     table = Table(show_edge=False, pad_edge=False)
     for col in ["#", *names, "final val loss", "seeds", "status"]:
         table.add_column(Text(col), justify="right" if col != "status" else "left")
     for k, r in enumerate(rows[:limit] if limit else rows):
-        loss = (
-            "inf"
-            if math.isinf(r.loss)
-            else "-"
-            if math.isnan(r.loss)
-            else f"{r.loss:.4f}" + (f" ± {r.spread:.4f}" if len(r.losses) > 1 else "")
-        )
+        loss = loss_text(r)
         cells = [
             str(k + 1),
             *[fmt_value(r.hp[n]) if n in r.hp else "" for n in names],
