@@ -196,7 +196,7 @@ class _View:
 
     def cited(self) -> list[tuple[Origin, ...]]:
         """The origins of every value the module prints (role fields in ROLES order, then sites)."""
-        roles = [rule.origins for role in ROLES for k, rule in self.ir.roles[role].items() if k in ROLE_FIELDS]
+        roles = [self.ir.roles[role][k].origins for role in ROLES for k in ROLE_FIELDS if k in self.ir.roles[role]]
         return roles + [rule.origins for rule in self.ir.sites.values()]
 
     def prologue(self, exprs: list[sympy.Expr], args: dict[str, bool]) -> list[str]:
