@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scalec.parsing import ArgumentValueError, parse_int, parse_number
+
+if TYPE_CHECKING:
+    from scalec.runtime.studies.run_args import RunArgs
 
 
 def whole(minimum: int | None = 1) -> Callable[[str | int], int]:
@@ -53,3 +56,46 @@ EvalBatches = Annotated[
     int | None, typer.Option(parser=whole(), help="Validation batches of 16 sequences per evaluation (default 8).")
 ]
 Batch = Annotated[str, typer.Option(help="Tokens per step (axis B), e.g. 4096 or 2^12.")]
+
+
+def run_args(
+    rule: str,
+    *,
+    width: int,
+    depth: int,
+    batch: str | int,
+    duration: str | int | None,
+    steps: int | None,
+    seq_len: int,
+    head_dim: int,
+    qk_norm: bool,
+    params: dict[str, str],
+    hp: dict[str, float],
+    seed: int,
+    device: str,
+    corpus: str | None,
+    eval_every: int | None,
+    eval_batches: int | None,
+) -> RunArgs:
+    """The run settings of a sweep, search or transfer from the shared options; `--batch` and `--duration` (`2^12`,
+    `2M`) are read here."""
+    from scalec.runtime.studies.run_args import RunArgs
+
+    return RunArgs(
+        rule=rule,
+        width=width,
+        depth=depth,
+        batch=parse_int(batch, "--batch"),
+        duration=parse_int(duration, "--duration") if duration else None,
+        steps=steps,
+        seq_len=seq_len,
+        head_dim=head_dim,
+        qk_norm=qk_norm,
+        params=params,
+        hp=hp,
+        seed=seed,
+        device=device,
+        corpus=corpus,
+        eval_every=eval_every,
+        eval_batches=eval_batches,
+    )

@@ -25,6 +25,7 @@ from scalec.commands._options import (
     SeqLen,
     Steps,
     Width,
+    run_args,
 )
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import SweepArgsError, check_shapes, load_rules, split_hp_specs
@@ -88,8 +89,7 @@ def register(app: typer.Typer) -> None:
         """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
         Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
         retried once with the same parameters, resuming its run from the store."""
-        from scalec.parsing import parse_int, parse_params
-        from scalec.runtime.studies.run_args import RunArgs
+        from scalec.parsing import parse_params
         from scalec.runtime.studies.search import run_search
         from scalec.runtime.studies.search_samplers import SAMPLERS
         from scalec.runtime.studies.search_settings import Dim, SearchSettings, default_dims
@@ -119,12 +119,12 @@ def register(app: typer.Typer) -> None:
             )
         if not dims:
             raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
-        fixed = RunArgs(
-            rule=rule,
+        fixed = run_args(
+            rule,
             width=width,
             depth=depth,
-            batch=parse_int(batch, "--batch"),
-            duration=parse_int(duration, "--duration") if duration else None,
+            batch=batch,
+            duration=duration,
             steps=steps,
             seq_len=seq_len,
             head_dim=head_dim,

@@ -25,6 +25,7 @@ from scalec.commands._options import (
     SeqLen,
     Steps,
     Width,
+    run_args,
     whole,
 )
 from scalec.commands._progress import StudyProgress
@@ -144,8 +145,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
-        from scalec.parsing import parse_int, parse_params
-        from scalec.runtime.studies.run_args import RunArgs
+        from scalec.parsing import parse_params
         from scalec.runtime.studies.run_store import RunStore
         from scalec.runtime.studies.sweep import (
             SweepSpec,
@@ -165,12 +165,12 @@ def register(app: typer.Typer) -> None:
         if random is None:
             for s in swept:
                 s.grid()  # a range without a point count is an error before anything runs
-        fixed = RunArgs(
-            rule=rule,
+        fixed = run_args(
+            rule,
             width=width,
             depth=depth,
-            batch=parse_int(batch, "--batch"),
-            duration=parse_int(duration, "--duration") if duration else None,
+            batch=batch,
+            duration=duration,
             steps=steps,
             seq_len=seq_len,
             head_dim=head_dim,

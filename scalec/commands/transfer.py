@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen, whole
+from scalec.commands._options import Corpus, Device, EvalBatches, EvalEvery, HeadDim, RuleArg, SeqLen, run_args, whole
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import SweepArgsError, check_shapes, fmt_record, load_rules
 
@@ -79,7 +79,6 @@ def register(app: typer.Typer) -> None:
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         from scalec.parsing import parse_hp_specs, parse_int, parse_params, parse_shape, parse_sizes
         from scalec.runtime.studies.hp_grid import resolve_specs
-        from scalec.runtime.studies.run_args import RunArgs
         from scalec.runtime.studies.transfer import TransferSpec, run_transfer, to_markdown, transfer_configs
 
         params = parse_params(param)
@@ -128,8 +127,8 @@ def register(app: typer.Typer) -> None:
                 "single values are fixed overrides"
             )
         swept[0].grid()
-        fixed = RunArgs(
-            rule=rule,
+        fixed = run_args(
+            rule,
             width=shape["width"],
             depth=shape["depth"],
             batch=shape["batch"],
@@ -137,6 +136,7 @@ def register(app: typer.Typer) -> None:
             steps=steps,
             seq_len=seq_len,
             head_dim=head_dim,
+            qk_norm=False,
             params=params,
             hp=fixed_hp,
             seed=seed,
