@@ -268,7 +268,15 @@ class _View:
             site_prologue=self.prologue(list(site_exprs.values()), {}),
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
             constraints=code_view(ir),
+            profiles=[_profile_view(ir, p) for p in ir.profiles.values()],
         )
+
+
+def _profile_view(ir: ParameterisationIR, p) -> dict:
+    """A depth profile for the template: its knots' HP names and its declaration (compiler/profile.py)."""
+    lines = ir.sources[ir.paths.index(p.loc.path)].splitlines() if p.loc.path in ir.paths else []
+    text = lines[p.loc.line - 1].split("#", 1)[0].strip() if 0 < p.loc.line <= len(lines) else p.name
+    return dict(name=p.name, knots=p.knots, comment=comment(f"{file_label(p.loc.path)}:{p.loc.line} {text}"))
 
 
 def generate(ir: ParameterisationIR) -> str:
