@@ -81,18 +81,84 @@ def _num(value) -> str:
     return repr(v)
 
 
-def _origin_comments(origins: tuple[Origin, ...]) -> list[str]:
-    return [comment(f"{file_label(o.path) + ':' + str(o.line):<18} {o.text}") for o in origins]
+LINE_LENGTH = 120  # the generated module's line length (ruff's, as the project's)
+
+
+def _ref(o: Origin) -> str:
+    """How a value cites its origin: `file:line`, or the bare tag of a step scalec added (`<fold>` -> `fold`)."""
+    return f"{file_label(o.path)}:{o.line}" if o.line > 0 else o.path.strip("<>")
+
+
+def _cite(origins: tuple[Origin, ...]) -> str:
+    """The rule lines a value came from, as one comment: `sp.scale:26, completedp.scale:13`."""
+    return comment(", ".join(dict.fromkeys(_ref(o) for o in origins)))
+
+
+def _cited(code: str, cite: str, indent: int) -> list[str]:
+    """A `name=value,` line with its citation trailing, or on the line above when the two overflow a line."""
+    if not cite:
+        return [code]
+    if indent + len(code) + 4 + len(cite) <= LINE_LENGTH:
+        return [f"{code}  # {cite}"]
+    return [f"# {cite}", code]
+
+
+def _rule_lines(groups: list[tuple[Origin, ...]], paths: tuple[str, ...]) -> list[str]:
+    """One comment line per cited rule line (lineage order): `file:line  statement; statement`."""
+    by_line: dict[tuple[str, int], list[str]] = {}
+    refs: dict[tuple[str, int], str] = {}
+    for origins in groups:
+        for o in origins:
+            texts = by_line.setdefault((o.path, o.line), [])
+            refs[(o.path, o.line)] = _ref(o)
+            if o.text not in texts:
+                texts.append(o.text)
+    rank = {p: i for i, p in enumerate(paths)}
+    keys = sorted(by_line, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1]))
+    width = max((len(refs[k]) for k in keys), default=0)
+    lines = []
+    for key in keys:
+        texts = by_line[key]
+        head = texts[0].split(": ", 1)[0] + ": "
+        if len(texts) > 1 and ": " in texts[0] and all(t.startswith(head) for t in texts):
+            texts = [texts[0], *(t[len(head) :] for t in texts[1:])]
+        lines.append(comment(f"{refs[key]:<{width}}  {'; '.join(texts)}"))
+    return lines
+
+
+def _assignment(name: str, entries: list[str]) -> list[str]:
+    """`name = {entries}` on one line when it fits (as ruff would write it), else one entry a line."""
+    line = f"{name} = {{{', '.join(entries)}}}"
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    return [f"{name} = {{", *(f"    {e}," for e in entries), "}"]
+
+
+def _dict_lines(entries: list[tuple[str, str]]) -> list[str]:
+    """The entries (key code, value code) of a dict literal, runs of keys sharing a value as `**dict.fromkeys`."""
+    lines, i = [], 0
+    while i < len(entries):
+        j = i
+        while j + 1 < len(entries) and entries[j + 1][1] == entries[i][1]:
+            j += 1
+        keys = [k for k, _ in entries[i : j + 1]]
+        run = f"**dict.fromkeys(({', '.join(keys)}), {entries[i][1]}),"
+        if j > i and 4 + len(run) <= LINE_LENGTH:
+            lines.append(run)
+        else:
+            lines += [f"{k}: {v}," for k, v in entries[i : j + 1]]
+        i = j + 1
+    return lines
 
 
 # RoleHParams' defaults for the word-valued settings: a role function prints only the settings that differ.
 SETTING_DEFAULTS = {"optimizer": "adamw", "decay": "coupled"}
 
 
-def _settings_view(settings: dict[str, str]) -> list[dict]:
+def _settings_view(settings: dict[str, str]) -> list[tuple[str, str]]:
     """Word-valued settings as Python literals (nesterov a bool, the others strings), defaults left out."""
     return [
-        dict(kind=name, code=repr(word == "true") if name == "nesterov" else py_str(word), comments=[])
+        (f"{name}={repr(word == 'true') if name == 'nesterov' else py_str(word)},", "")
         for name, word in settings.items()
         if SETTING_DEFAULTS.get(name) != word
     ]
@@ -128,6 +194,11 @@ class _View:
     def expr(self, rule: Rule) -> sympy.Expr:
         return rule.expr.subs(self.param_values)
 
+    def cited(self) -> list[tuple[Origin, ...]]:
+        """The origins of every value the module prints (role fields in ROLES order, then sites)."""
+        roles = [self.ir.roles[role][k].origins for role in ROLES for k in ROLE_FIELDS if k in self.ir.roles[role]]
+        return roles + [rule.origins for rule in self.ir.sites.values()]
+
     def prologue(self, exprs: list[sympy.Expr], args: dict[str, bool]) -> list[str]:
         """`m_N, _, ... = ratios(shape)` for the ratios used; `del` for the arguments (name -> read?) the rules
         never read."""
@@ -151,13 +222,12 @@ class _View:
             rules = [self.ir.roles[role][k] for k in kinds]
             exprs = [self.expr(r) for r in rules]
             fields = [
-                dict(kind=k, code=self.printer.value(e), comments=_origin_comments(r.origins))
-                for k, e, r in zip(kinds, exprs, rules, strict=True)
+                (f"{k}={self.printer.value(e)},", _cite(r.origins)) for k, e, r in zip(kinds, exprs, rules, strict=True)
             ]
             fields += _settings_view(self.ir.settings.get(role, {}))  # optimizer, decay, ... (uncommented)
-            key = tuple((f["kind"], f["code"], tuple(f["comments"])) for f in fields)
+            key = tuple(fields)
             by_key.setdefault(key, []).append(role)
-            fields_of[key], exprs_of[key] = fields, exprs
+            fields_of[key], exprs_of[key] = [line for f in fields for line in _cited(*f, indent=8)], exprs
         taken: set[str] = set()
         bodies, body_of = [], {}
         hp_symbols = {str(s) for s in self.ir.hps}
@@ -239,11 +309,13 @@ class _View:
             dict(
                 name=s,
                 field=s.replace(".", "_"),
-                code=self.printer.value(site_exprs[s]),
-                comments=_origin_comments(r.origins),
+                lines=_cited(f"{s.replace('.', '_')}={self.printer.value(site_exprs[s])},", _cite(r.origins), 8),
             )
             for s, r in ir.sites.items()
         ]
+        constraints = code_view(ir)
+        for c in constraints:
+            c["comments"] = [comment(line) for line in c["comments"]]
         doc_text = doc(" ".join(ir.docs)) or ir.name
         doc_lines = textwrap.wrap(doc_text, 110, break_long_words=False, break_on_hyphens=False)
         return env.get_template("module.py.j2").render(
@@ -267,7 +339,11 @@ class _View:
             sites=sites,
             site_prologue=self.prologue(list(site_exprs.values()), {}),
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
-            constraints=code_view(ir),
+            constraints=constraints,
+            role_classes=_dict_lines([(py_str(r["name"]), py_str(r["width_class"])) for r in roles]),
+            role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),
+            field_of=_assignment("_FIELD_OF", [f"{py_str(h['name'])}: {py_str(h['field'])}" for h in hps]),
+            rule_lines=_rule_lines(self.cited(), ir.paths),
             profiles=[_profile_view(ir, p) for p in ir.profiles.values()],
         )
 
@@ -276,7 +352,7 @@ def _profile_view(ir: ParameterisationIR, p) -> dict:
     """A depth profile for the template: its knots' HP names and its declaration (compiler/profile.py)."""
     lines = ir.sources[ir.paths.index(p.loc.path)].splitlines() if p.loc.path in ir.paths else []
     text = lines[p.loc.line - 1].split("#", 1)[0].strip() if 0 < p.loc.line <= len(lines) else p.name
-    return dict(name=p.name, knots=p.knots, comment=comment(f"{file_label(p.loc.path)}:{p.loc.line} {text}"))
+    return dict(name=p.name, knots=p.knots, comment=comment(f"{file_label(p.loc.path)}:{p.loc.line}  {text}"))
 
 
 def generate(ir: ParameterisationIR) -> str:

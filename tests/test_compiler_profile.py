@@ -60,13 +60,9 @@ def test_generated_module_interpolates_with_the_rule_line_commented():
     p = scalec.load("completep_profile")
     text = generate(p.ir)
     assert text == generate(scalec.load("completep_profile").ir)  # deterministic
-    rule_line = "# completep_profile.scale:7 role hidden: lr *= lr_depth(l)"
-    at = text.index(rule_line)
-    assert (
-        text[at:]
-        .split("\n")[1]
-        .strip()
-        .startswith("lr=hp.eta * depth_profile((hp.lr_depth_0, hp.lr_depth_1, hp.lr_depth_2), layer, BASE.L * m_L)")
-    )
-    assert '"lr_depth": ("lr_depth_0", "lr_depth_1", "lr_depth_2"),  # completep_profile.scale:6 hp lr_depth' in text
+    assert "#   completep_profile.scale:7  role hidden: lr *= lr_depth(l)" in text  # the rule-line table
+    lr = "lr=hp.eta * depth_profile((hp.lr_depth_0, hp.lr_depth_1, hp.lr_depth_2), layer, BASE.L * m_L) / m_N,"
+    at = text.index(lr)
+    assert text[:at].rsplit("\n", 2)[-2].strip().endswith("completep.scale:10, completep_profile.scale:7")
+    assert '    # completep_profile.scale:6  hp lr_depth = 1 in [1/8, 8] log knots 3\n    "lr_depth": (' in text
     assert "def depth_profile(" not in generate(scalec.load("completep").ir)  # emitted only where a profile is used
