@@ -352,7 +352,8 @@ def _profile_view(ir: ParameterisationIR, p) -> dict:
     """A depth profile for the template: its knots' HP names and its declaration (compiler/profile.py)."""
     lines = ir.sources[ir.paths.index(p.loc.path)].splitlines() if p.loc.path in ir.paths else []
     text = lines[p.loc.line - 1].split("#", 1)[0].strip() if 0 < p.loc.line <= len(lines) else p.name
-    return dict(name=p.name, knots=p.knots, comment=comment(f"{file_label(p.loc.path)}:{p.loc.line}  {text}"))
+    text = comment(f"{file_label(p.loc.path)}:{p.loc.line}  {text}")
+    return dict(name=p.name, field=field_name(p.name), knots=p.knots, comment=text)
 
 
 def generate(ir: ParameterisationIR) -> str:

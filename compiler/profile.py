@@ -14,6 +14,7 @@ positive and Theta(1) on every axis (`flatten`); the identity at the base shape 
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 
 import sympy
@@ -55,8 +56,8 @@ def knot_names(name: str, count: int) -> tuple[str, ...]:
 
 
 class DepthProfile(sympy.Function):
-    """`NAME(l)` in a rule: DepthProfile(l, L, knot_0, ..., knot_K-1), positive; prints as `NAME(l)` and as a call
-    of the generated module's `depth_profile`."""
+    """`NAME(l)` in a rule: DepthProfile(l, L, knot_0, ..., knot_K-1), positive; prints as `NAME(l)` and as
+    `depth_profile(hp.NAME, layer, BASE.L * m_L)` in the generated module (hp.NAME: the tuple of knot values)."""
 
     is_positive = True
     is_real = True
@@ -70,8 +71,10 @@ class DepthProfile(sympy.Function):
         return f"{self.profile_name}(l)"
 
     def _pythoncode(self, printer) -> str:
-        layer, depth, *knots = (printer._print(a) for a in self.args)
-        return f"depth_profile(({', '.join(knots)}{',' * (len(knots) == 1)}), {layer}, {depth})"
+        layer, depth = (printer._print(a) for a in self.args[:2])
+        name = self.profile_name
+        field = f"{name}_" if keyword.iskeyword(name) or keyword.issoftkeyword(name) else name  # as codegen's
+        return f"depth_profile(hp.{field}, {layer}, {depth})"  # hp.NAME: the knots' tuple (generated property)
 
 
 def flatten(expr: sympy.Expr) -> sympy.Expr:
