@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import sympy
 from mpmath import iv
 
+from scalec.compiler import profile
 from scalec.compiler.domain import Domain, domain_of
 from scalec.compiler.exponents import monomial_exponents
 from scalec.compiler.ir import Constraint, Origin, ParameterisationIR, Rule
@@ -55,12 +56,15 @@ class _Analysis:
         self.ir = ir
         self.base = {BASE[a]: q.value for a, q in ir.axes.items()}
         self.params = {param_symbol(k): q.value for k, q in ir.params.items()}
-        self.hp_syms = {hp_symbol(k, q.low): k for k, q in ir.hps.items()}
-        self.defaults = {s: ir.hps[k].value for s, k in self.hp_syms.items()}
+        # hps, and each depth profile's block value (bounded by its declared range, default at the defaults)
+        self.quantities = {**ir.hps, **{p.value_name: p.quantity for p in ir.profiles.values()}}
+        self.hp_syms = {hp_symbol(k, q.low): k for k, q in self.quantities.items()}
+        self.defaults = {s: self.quantities[k].value for s, k in self.hp_syms.items()}
         self.box = {}
         for a, q in ir.axes.items():
             lo, hi = (q.low, q.high) if q.low is not None else (q.value, q.value)
             self.box[RATIO[a]] = (sympy.Rational(lo) / q.value, sympy.Rational(hi) / q.value)
+        self.profile_syms = {p.value_symbol for p in ir.profiles.values()}
         self.report = RegionReport()
         self.memo: dict = {}
 
@@ -80,6 +84,14 @@ class _Analysis:
             if key not in self.memo:
                 self.memo[key] = self.conditions(rule.expr.xreplace(fixed), domain_of(kind))
             for cond in self.memo[key]:
+                if isinstance(cond, Constraint) and cond.coefficient.free_symbols & self.profile_syms:
+                    raise error_at(
+                        self.ir,
+                        rule.origins,
+                        f"{what} is bounded ({cond.reason}) through a depth profile: the shapes allowed would differ "
+                        "per block",
+                        "use depth profiles on lr, init_std, weight_decay or eps, where any positive value is valid",
+                    )
                 if isinstance(cond, Constraint):
                     k = (cond.subject, cond.coefficient, cond.exponents, cond.op, cond.limit)
                     prev = found.get(k)
@@ -232,7 +244,7 @@ class _Analysis:
                 lo, hi = self.box[s]
                 env[s] = iv.mpf([_iv(lo).a, _iv(hi).b]) if box else iv.mpf(1)
             elif s in self.hp_syms:
-                q = self.ir.hps[self.hp_syms[s]]
+                q = self.quantities[self.hp_syms[s]]
                 env[s] = iv.mpf([_iv(q.low).a, _iv(q.high).b]) if hp_ranges else _iv(q.value)
             else:
                 return None
@@ -406,10 +418,12 @@ class _Analysis:
 
 
 def tensor_corners(expr: sympy.Expr, role: str) -> list[sympy.Expr]:
-    """Per-tensor symbols made concrete: the bundled GPT's fans, and the first and the last block (l = 0 and
-    l = L - 1), so the analyses over the axis box see only ratios, hps and params."""
+    """Per-tensor symbols made concrete: the bundled GPT's fans, depth profiles as their bounded values, and the
+    first and the last block (l = 0 and l = L - 1), so the analyses over the axis box see only ratios, hps and
+    params."""
     if not expr.free_symbols & TENSOR:
         return [expr]
+    expr = profile.flatten(expr)  # a depth profile's value: positive, bounded by its range (the analysis knows it)
     (ci, ei), (co, eo) = DEFAULT_FANS[role]
     n = BASE["n"] * RATIO["n"]
     out = expr.subs({FAN_IN: ci * n**ei, FAN_OUT: co * n**eo})
