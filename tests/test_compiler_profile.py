@@ -38,6 +38,7 @@ def test_a_profile_is_theta_one_on_every_axis():
     assert (verdict.width_class, verdict.depth_class) == (ref.width_class, ref.depth_class)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("high", "warned"), [("8", False), ("16", True)])
 def test_the_region_knows_a_profiles_declared_bounds(write_rule, high, warned):
     # lr * (9 - P)/8 stays positive exactly when P < 9: proven over [1/8, 8], not over [1/8, 16]

@@ -103,6 +103,7 @@ def test_a_child_may_change_a_profiles_range_but_keeps_its_knots(write_rule):
     ]
 
 
+@pytest.mark.slow
 def test_cli_show_prints_the_first_and_last_blocks_values():
     knots = "lr_depth_0=2,lr_depth_1=1,lr_depth_2=1/2"
     cmd = [sys.executable, "-m", "scalec.cli", "show", "completep_profile", "-n", "64", "-L", "32", "--hp", knots]
