@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from scalec.compiler import profile
 from scalec.compiler.ir import ParameterisationIR, Quantity, Rule
 from scalec.compiler.region import check_base_in_region, derive_region, error_at, tensor_corners
 from scalec.compiler.symbols import BASE, LAYER, ONES, TENSOR, hp_symbol
@@ -32,14 +33,16 @@ def check_identity_at_base(ir: ParameterisationIR, warnings: list[str] | None = 
     Weight decay is compared as the coupled (torch) value wd/lr when a role's decay is independent, and by value
     at the default HPs when symbols differ (a file may re-base it on a new hp such as `lambda_ind`). A role whose
     optimizer differs from the root's has no root value to return: its base values must only not depend on
-    the base shape (n0, L0, ...). Fans are the same symbols on both sides; rules in the block index l are
-    reported in `warnings` instead."""
+    the base shape (n0, L0, ...). Fans are the same symbols on both sides; depth profiles take every knot at its
+    default (then every block has the default value); other rules in the block index l are reported in `warnings`
+    instead."""
     warnings = [] if warnings is None else warnings
     subs = dict(ONES)
     defaults = _hp_defaults(ir)
     for role, rules in ir.roles.items():
         same_optimizer = ir.optimizer(role) == ir.root_settings.get(role, {}).get("optimizer", "adamw")
         for kind, rule in rules.items():
+            rule = Rule(profile.at_defaults(rule.expr, ir.profiles), rule.origins)  # every knot at its default
             if LAYER in rule.expr.free_symbols:
                 # A per-layer profile (e.g. (1 + l) / L) is by design not 1 at every block of the base shape.
                 note = f"{kind} depends on the block index l (a per-block profile): not checked for identity at base"
@@ -47,6 +50,7 @@ def check_identity_at_base(ir: ParameterisationIR, warnings: list[str] | None = 
                     warnings.append(note)
                 continue
             root = ir.root_roles[role].get(kind)
+            root = Rule(profile.at_defaults(root.expr, ir.profiles), root.origins) if root is not None else None
             if rule.expr.free_symbols & TENSOR or (root is not None and root.expr.free_symbols & TENSOR):
                 # fans at the base shape: the bundled GPT's (fan_in = n0 for hidden matrices, the vocabulary...)
                 base = _base_values(ir)

@@ -344,7 +344,16 @@ class _View:
             role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),
             field_of=_assignment("_FIELD_OF", [f"{py_str(h['name'])}: {py_str(h['field'])}" for h in hps]),
             rule_lines=_rule_lines(self.cited(), ir.paths),
+            profiles=[_profile_view(ir, p) for p in ir.profiles.values()],
         )
+
+
+def _profile_view(ir: ParameterisationIR, p) -> dict:
+    """A depth profile for the template: its knots' HP names and its declaration (compiler/profile.py)."""
+    lines = ir.sources[ir.paths.index(p.loc.path)].splitlines() if p.loc.path in ir.paths else []
+    text = lines[p.loc.line - 1].split("#", 1)[0].strip() if 0 < p.loc.line <= len(lines) else p.name
+    text = comment(f"{file_label(p.loc.path)}:{p.loc.line}  {text}")
+    return dict(name=p.name, field=field_name(p.name), knots=p.knots, comment=text)
 
 
 def generate(ir: ParameterisationIR) -> str:

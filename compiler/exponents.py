@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import sympy
 
+from scalec.compiler import profile
 from scalec.compiler.ir import ParameterisationIR
 from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, RATIO_SYMBOLS, TENSOR, param_symbol
 from scalec.compiler.vocabulary import DEFAULT_FANS, MAIN_AXES, SITE_OF_ROLE
@@ -24,9 +25,11 @@ _T = sympy.Symbol("t_", positive=True)
 @functools.lru_cache(maxsize=4096)
 def per_role(expr: sympy.Expr, role: str) -> sympy.Expr:
     """A rule with per-tensor symbols made analysable for one role: fans as constant x m_N^(the role's width
-    exponent), and the block index at a fixed relative depth (l = rho L) reduced to its leading power of m_L."""
+    exponent), depth profiles as positive constants bounded by their ranges, and the block index at a fixed
+    relative depth (l = rho L) reduced to its leading power of m_L."""
     if not expr.free_symbols & TENSOR:
         return expr
+    expr = profile.flatten(expr)  # a depth profile's value is bounded in its declared range: Theta(1)
     (ci, ei), (co, eo) = DEFAULT_FANS[role]
     n0 = BASE["n"]
     out = expr.subs({FAN_IN: ci * n0**ei * RATIO["n"] ** ei, FAN_OUT: co * n0**eo * RATIO["n"] ** eo})

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy
 
 from scalec.dsl.ast import Loc
+
+if TYPE_CHECKING:
+    from scalec.compiler.profile import Profile
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class ParameterisationIR:
     root_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     header_loc: Loc | None = None
     source_sha256: str = ""
+    # Depth profiles by name (compiler/profile.py); their knots NAME_k are hps.
+    profiles: dict[str, Profile] = field(default_factory=dict)
     # The feasible region beyond the axis box (derived by compiler/region.py; enforced by the module's check_shape).
     constraints: tuple[Constraint, ...] = ()
 

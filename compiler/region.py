@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from scalec.compiler import profile
 from scalec.compiler.box_analysis import AXIS_OF, BoxAnalysis, Sign, enclosure_ok, ratio_monomial
 from scalec.compiler.domain import Domain, domain_of
 from scalec.compiler.ir import Constraint, Origin, ParameterisationIR, Rule
@@ -44,13 +45,16 @@ class _Derivation:
         self.ir = ir
         self.base = {BASE[a]: q.value for a, q in ir.axes.items()}
         self.params = {param_symbol(k): q.value for k, q in ir.params.items()}
-        hps = {hp_symbol(k, q.low): q for k, q in ir.hps.items()}
+        # hps, and each depth profile's block value (bounded by its declared range, default at the defaults)
+        quantities = {**ir.hps, **{p.value_name: p.quantity for p in ir.profiles.values()}}
+        hps = {hp_symbol(k, q.low): q for k, q in quantities.items()}
         self.defaults = {s: q.value for s, q in hps.items()}
         box = {}
         for a, q in ir.axes.items():
             lo, hi = (q.low, q.high) if q.low is not None else (q.value, q.value)
             box[RATIO[a]] = (sympy.Rational(lo) / q.value, sympy.Rational(hi) / q.value)
         self.box = BoxAnalysis(box, self.defaults, {s: (q.low, q.high) for s, q in hps.items()})
+        self.profile_syms = {p.value_symbol for p in ir.profiles.values()}
         self.report = RegionReport()
         self.memo: dict = {}
 
@@ -70,6 +74,14 @@ class _Derivation:
             if key not in self.memo:
                 self.memo[key] = self.conditions(rule.expr.xreplace(fixed), domain_of(kind))
             for cond in self.memo[key]:
+                if isinstance(cond, Constraint) and cond.coefficient.free_symbols & self.profile_syms:
+                    raise error_at(
+                        self.ir,
+                        rule.origins,
+                        f"{what} is bounded ({cond.reason}) through a depth profile: the shapes allowed would differ "
+                        "per block",
+                        "use depth profiles on lr, init_std, weight_decay or eps, where any positive value is valid",
+                    )
                 if isinstance(cond, Constraint):
                     k = (cond.subject, cond.coefficient, cond.exponents, cond.op, cond.limit)
                     prev = found.get(k)
@@ -234,10 +246,12 @@ class _Derivation:
 
 
 def tensor_corners(expr: sympy.Expr, role: str) -> list[sympy.Expr]:
-    """Per-tensor symbols made concrete: the bundled GPT's fans, and the first and the last block (l = 0 and
-    l = L - 1), so the analyses over the axis box see only ratios, hps and params."""
+    """Per-tensor symbols made concrete: the bundled GPT's fans, depth profiles as their bounded values, and the
+    first and the last block (l = 0 and l = L - 1), so the analyses over the axis box see only ratios, hps and
+    params."""
     if not expr.free_symbols & TENSOR:
         return [expr]
+    expr = profile.flatten(expr)  # a depth profile's value: positive, bounded by its range (the analysis knows it)
     (ci, ei), (co, eo) = DEFAULT_FANS[role]
     n = BASE["n"] * RATIO["n"]
     out = expr.subs({FAN_IN: ci * n**ei, FAN_OUT: co * n**eo})

@@ -19,6 +19,7 @@ from scalec.compiler.optimizers import (
     OPTIMIZERS,
     optimizer_of,
 )
+from scalec.compiler.profile import Profile, knot_names
 from scalec.compiler.symbols import (
     LAYER,
     ExprConverter,
@@ -55,8 +56,10 @@ class _FileResolver:
     # scope ----------------------------------------------------------------------------------------
     def _initial_scope(self) -> dict[str, sympy.Expr]:
         names = builtin_names()
+        knots = {k for p in self.ir.profiles.values() for k in p.knots}  # rules use a profile as NAME(l)
         for name, q in self.ir.hps.items():
-            names[name] = hp_symbol(name, q.low if q.low is not None else q.value)
+            if name not in knots:
+                names[name] = hp_symbol(name, q.low if q.low is not None else q.value)
         for name in self.ir.params:
             names[name] = param_symbol(name)
         names.update(self.lets)
@@ -67,7 +70,7 @@ class _FileResolver:
     ) -> sympy.Expr:
         params = {k: q.value for k, q in self.ir.params.items()}
         scope = {**self.names, **role_rule_names()} if role_rule else self.names
-        return ExprConverter(scope, params, self.f.source, what, ratio_exponents)(e)
+        return ExprConverter(scope, params, self.f.source, what, ratio_exponents, self.ir.profiles)(e)
 
     def constant(self, e: ast.Expr, what: str) -> sympy.Rational:
         value = ExprConverter({}, {}, self.f.source, what)
@@ -171,6 +174,14 @@ class _FileResolver:
         if not (low <= default <= high):
             raise self.error(s.loc, f"default {default} of hp {s.name} lies outside its range [{low}, {high}]")
         scale = s.scale or ("log" if low > 0 else "linear")
+        if s.knots is not None or s.name in self.ir.profiles:
+            self.declare_profile(s, default, low, high)
+            return
+        owner = next((p for p in self.ir.profiles.values() if s.name in p.knots), None)
+        if owner is not None:
+            raise self.error(
+                s.loc, f"'{s.name}' is a knot of depth profile '{owner.name}'", "pick another name for this hp"
+            )
         if scale == "log" and low <= 0:
             raise self.error(
                 s.loc, f"hp {s.name} has a log scale but its range reaches {low}", "use `linear` or a positive range"
@@ -178,9 +189,49 @@ class _FileResolver:
         self.ir.hps[s.name] = Quantity(s.name, default, low, high, scale, s.loc)
         self.names[s.name] = hp_symbol(s.name, low)
 
+    def declare_profile(self, s: ast.HPDecl, default, low, high) -> None:
+        """`hp NAME = 1 in [lo, hi] log knots K`: K tunable knots NAME_0.. over relative depth (compiler/profile.py)."""
+        if s.range is None:
+            raise self.error(
+                s.loc,
+                f"depth profile '{s.name}' needs a search range for its knots",
+                f"e.g. `hp {s.name} = 1 in [1/8, 8] log knots 3`",
+            )
+        if low <= 0:
+            raise self.error(
+                s.range.loc,
+                f"depth profile '{s.name}' is interpolated in log space, but its range reaches {low}",
+                "give a positive range, e.g. [1/8, 8]",
+            )
+        if s.scale == "linear":
+            raise self.error(
+                s.loc,
+                f"depth profile '{s.name}' is interpolated and searched in log space; it cannot be linear",
+                "drop `linear` (or write `log`)",
+            )
+        if s.name in self.ir.hps:
+            raise self.error(s.loc, f"'{s.name}' is an hp of the parent, not a depth profile", "pick another name")
+        prev = self.ir.profiles.get(s.name)
+        if s.knots is None or (prev is not None and len(prev.knots) != s.knots):
+            raise self.error(
+                s.loc,
+                f"depth profile '{s.name}' has {len(prev.knots)} knots in the parent; a child may change its default "
+                "and range, not its knot count",
+                f"write `knots {len(prev.knots)}`, or declare a new profile",
+            )
+        knots = knot_names(s.name, s.knots)
+        for k in knots:
+            self.check_name(k, s.loc, "hp")
+            own = prev is not None and k in prev.knots  # a child re-declaring the profile keeps its knots
+            if k in self.ir.params or k in self.lets or (k in self.ir.hps and not own):
+                raise self.error(s.loc, f"knot '{k}' of depth profile '{s.name}' is already a name", "rename one")
+        for k in knots:
+            self.ir.hps[k] = Quantity(k, default, low, high, "log", s.loc)
+        self.ir.profiles[s.name] = Profile(s.name, knots, default, low, high, s.loc)
+
     def do_ParamDecl(self, s: ast.ParamDecl) -> None:
         self.check_name(s.name, s.loc, "param")
-        if s.name in self.ir.hps or s.name in self.lets:
+        if s.name in self.ir.hps or s.name in self.ir.profiles or s.name in self.lets:
             raise self.error(s.loc, f"'{s.name}' is already an hp or let", "pick another name")
         self.once("param", s.name, s.loc)
         value = self.constant(s.value, f"value of param {s.name}")
@@ -194,7 +245,7 @@ class _FileResolver:
 
     def do_LetDecl(self, s: ast.LetDecl) -> None:
         self.check_name(s.name, s.loc, "let")
-        if s.name in self.ir.hps or s.name in self.ir.params:
+        if s.name in self.ir.hps or s.name in self.ir.profiles or s.name in self.ir.params:
             raise self.error(s.loc, f"'{s.name}' is already an hp or param", "pick another name")
         self.once("let", s.name, s.loc)
         self.lets[s.name] = self.names[s.name] = self.convert(s.value, f"let {s.name}")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import sympy
 
+from scalec.compiler.profile import DepthProfile, Profile
 from scalec.compiler.vocabulary import AXES, BUILTIN_FUNCTIONS, TENSOR_SYMBOLS
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
@@ -117,8 +118,10 @@ class ExprConverter:
         source: str,
         what: str = "expression",
         ratio_exponents: bool = False,
+        profiles: Mapping[str, Profile] | None = None,
     ):
         self.scope = scope
+        self.profiles = profiles or {}  # depth profiles (compiler/profile.py): `NAME(l)` in role rules
         self.params = params  # param symbol name -> value, for the exponent-rationality check
         self.source = source
         self.what = what
@@ -161,6 +164,7 @@ class ExprConverter:
         if isinstance(e, ast.Name):
             if e.id in self.scope:
                 return self.scope[e.id]
+            self._not_a_profile(e)
             if e.id in TENSOR_SYMBOLS:
                 raise self.error(
                     e.loc,
@@ -175,11 +179,13 @@ class ExprConverter:
         if isinstance(e, ast.Neg):
             return -self._convert(e.operand)
         if isinstance(e, ast.Call):
+            if e.func in self.profiles:
+                return self._profile(e)
             if e.func not in BUILTIN_FUNCTIONS or e.func not in _FUNCS:
                 raise self.error(
                     e.loc,
                     f"unknown function '{e.func}'",
-                    did_you_mean(e.func, _FUNCS) or f"available: {', '.join(sorted(_FUNCS))}",
+                    did_you_mean(e.func, [*_FUNCS, *self.profiles]) or f"available: {', '.join(sorted(_FUNCS))}",
                 )
             arity = BUILTIN_FUNCTIONS[e.func]
             if len(e.args) != arity:
@@ -210,6 +216,37 @@ class ExprConverter:
                     f"magnitudes must lie within [1e-{MAX_MAGNITUDE}, 1e{MAX_MAGNITUDE}]",
                 )
         return left**right
+
+    def _profile(self, e: ast.Call) -> sympy.Expr:
+        """`NAME(l)`: the profile's value at the tensor's block (role rules only)."""
+        p = self.profiles[e.func]
+        if self.scope.get("l") is not LAYER:
+            raise self.error(
+                e.loc,
+                f"depth profile '{p.name}' varies per block: only role rules may use it",
+                f"use it in a role rule for roles inside blocks, e.g. `role hidden: lr *= {p.name}(l)`",
+            )
+        if len(e.args) != 1 or not (isinstance(e.args[0], ast.Name) and e.args[0].id == "l"):
+            raise self.error(
+                e.loc,
+                f"depth profile '{p.name}' takes the block index: write {p.name}(l)",
+                "block l of L sits at relative depth (l + 1/2)/L; the knots carry the shape of the profile",
+            )
+        knots = (hp_symbol(k, p.low) for k in p.knots)
+        return DepthProfile(LAYER, BASE["L"] * RATIO["L"], *knots)
+
+    def _not_a_profile(self, e: ast.Name) -> None:
+        """A profile or one of its knots named without the call `NAME(l)`: a located error saying so."""
+        for p in self.profiles.values():
+            if e.id == p.name or e.id in p.knots:
+                what = f"a depth profile of {len(p.knots)} knot{'s' * (len(p.knots) != 1)}"
+                if e.id != p.name:
+                    what = f"a knot of depth profile '{p.name}'"
+                raise self.error(
+                    e.loc,
+                    f"'{e.id}' is {what}; rules use the profile's value at the block: {p.name}(l)",
+                    f"write e.g. `role hidden: lr *= {p.name}(l)`",
+                )
 
     def _check_exponent(self, node: ast.Expr, exponent: sympy.Expr) -> None:
         """Exponents must be exact rationals (params such as alpha allowed) so exponents can be reasoned about."""

@@ -98,6 +98,7 @@ class HPDecl:
     default: Expr
     range: Range | None
     scale: str | None  # "log" | "linear" | None (= log when the range is positive)
+    knots: int | None = None  # a depth profile of K knots (`knots K`), used as NAME(l) in role rules
     loc: Loc = _loc()
 
 

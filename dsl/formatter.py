@@ -70,7 +70,8 @@ def format_statement(s: ast.Statement) -> list[str]:
         return [f"axis {s.name} = {format_expr(s.base)}{_range(s.range)}"]
     if isinstance(s, ast.HPDecl):
         scale = f" {s.scale}" if s.scale else ""
-        return [f"hp {s.name} = {format_expr(s.default)}{_range(s.range)}{scale}"]
+        knots = f" knots {s.knots}" if s.knots is not None else ""
+        return [f"hp {s.name} = {format_expr(s.default)}{_range(s.range)}{scale}{knots}"]
     if isinstance(s, ast.ParamDecl):
         return [f"param {s.name} = {format_expr(s.value)}{_range(s.range)}"]
     if isinstance(s, ast.LetDecl):

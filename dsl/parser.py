@@ -17,8 +17,9 @@ MAX_FILE_CHARS = 200_000
 MAX_DEPTH = 100  # nesting of an expression (parentheses, operators, calls)
 MAX_NUMBER_CHARS = 64  # characters in one number literal
 MAX_DECIMAL_EXPONENT = 400  # |e| in a literal such as 1e-16
+MAX_KNOTS = 64  # knots of one depth profile (`hp NAME = ... knots K`)
 
-KEYWORDS = ("parameterisation", "extends", "cite", "axis", "hp", "param", "let", "group", "role", "site")
+KEYWORDS = ("parameterisation", "extends", "cite", "axis", "hp", "param", "let", "group", "role", "site", "knots")
 
 _TERMINAL_NAMES = {
     "NAME": "a name",
@@ -203,8 +204,19 @@ class _ToAst(Transformer):
     def axis_decl(self, meta, name, base, rng):
         return ast.AxisDecl(str(name), base, rng, self.L(name))
 
-    def hp_decl(self, meta, name, default, rng, scale):
-        return ast.HPDecl(str(name), default, rng, str(scale) if scale is not None else None, self.L(name))
+    def hp_decl(self, meta, name, default, rng, scale, knots):
+        scale = str(scale) if scale is not None else None
+        return ast.HPDecl(str(name), default, rng, scale, knots=knots, loc=self.L(name))
+
+    def knots(self, meta, tok):
+        if not str(tok).isdigit() or int(tok) < 1 or int(tok) > MAX_KNOTS:
+            raise RuleError(
+                self.L(tok),
+                f"a depth profile takes a whole number of knots from 1 to {MAX_KNOTS}, not {str(tok)[:24]}",
+                "e.g. `knots 3` (knots at relative depths 0, 1/2, 1); `knots 1` is one constant",
+                self.source,
+            )
+        return int(tok)
 
     def param_decl(self, meta, name, value, rng):
         return ast.ParamDecl(str(name), value, rng, self.L(name))

@@ -137,6 +137,7 @@ def test_api_shape_refuses_nan_and_non_numbers_and_reads_number_text():
         p.shape(L=100_000)
 
 
+@pytest.mark.slow
 def test_api_base_and_params_take_number_text_and_refuse_fractions_of_a_width():
     assert scalec.load("mup", base={"n": "2^8"}).module.BASE.n == 256
     with pytest.raises(ScalecError, match="not a whole number"):

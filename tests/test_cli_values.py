@@ -53,6 +53,7 @@ def one_line(output: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -95,12 +96,14 @@ def test_bad_values_are_one_line_errors_within_seconds(args, code, message):
     assert cpu < LIMIT_S, f"{cpu:.1f} CPU s"
 
 
+@pytest.mark.slow
 def test_compile_into_a_folder_is_refused_and_leaves_nothing(tmp_path: Path):
     exit_code, output, _ = invoke_bounded("compile", "mup", "-o", str(tmp_path))
     assert exit_code == 1 and f"-o {tmp_path} is a folder" in one_line(output)
     assert not list(tmp_path.parent.glob(f"{tmp_path.name}.tmp")) and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_every_command_reads_powers_and_suffixes():
     runner = CliRunner()
     shown = runner.invoke(app, ["show", "mup", "--batch", "2^14", "--duration", "16M", "--width", "2^8"])
@@ -111,6 +114,7 @@ def test_every_command_reads_powers_and_suffixes():
     assert json.loads(plan.stdout)["axes"]["n"] == 64 and json.loads(plan.stdout)["axes"]["B"] == 16000
 
 
+@pytest.mark.slow
 def test_params_and_hps_read_one_syntax():
     """`--param alpha=2^-1` was refused while `--hp` took 2^-1; now it is alpha = 1/2 (residual m_L^-1/2)."""
     args = ["plan", "completep", "--width", "128", "--depth", "8", "--json"]
@@ -143,6 +147,7 @@ def test_fmt_check_prints_a_unified_diff_and_changes_nothing(tmp_path: Path):
     assert messy.read_text() == text
 
 
+@pytest.mark.slow
 def test_plan_builds_hf_llama_with_grouped_query_heads_and_its_own_mlp_width():
     pytest.importorskip("transformers")
     res = CliRunner().invoke(

@@ -189,6 +189,7 @@ def test_default_corpus_that_cannot_be_fetched_is_a_one_line_error(tmp_path, mon
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -215,6 +216,7 @@ def test_a_single_size_means_no_sweep_on_that_axis():
         CoordCheckConfig(widths=(64,), depths=(4,))
 
 
+@pytest.mark.slow
 def test_compare_empirical_checks_your_model(corpus, tmp_path, monkeypatch):
     """--model/--roles reach the coordinate checks of every compared rule; one depth means no depth sweep."""
     from tests.test_coord_check_any_model import MODEL_FILE, ROLES

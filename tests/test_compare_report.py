@@ -195,6 +195,7 @@ def test_one_check_is_one_row_whether_a_file_checks_it_once_or_per_role():
     assert verdict_grid([sp, cdp]) == [("batch", "embed, unembed sqrt rule", ["FAIL", "pass"])]
 
 
+@pytest.mark.slow
 def test_report_gives_base_shapes_citations_and_which_file_for_which_scaling(symbolic_report):
     result, out = symbolic_report
     md = (out / "report.md").read_text()

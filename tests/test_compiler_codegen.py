@@ -114,6 +114,7 @@ def test_one_function_per_distinct_rule_body_and_a_role_table():
     assert len(p.source.splitlines()) < 450
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLED)
 def test_every_function_argument_is_used(name):
     src = generate(compile_ir(name)[0])
@@ -145,6 +146,7 @@ def _citations(lines: list[str], start: int, end: int, name: str) -> set[str]:
     return set(re.findall(r"[\w.]+:\d+", text))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["completedp", "muon", "umup"])
 def test_every_value_cites_its_rule_lines_and_the_table_quotes_them(name):
     p = scalec.load(name)

@@ -106,6 +106,7 @@ def test_interior_pole_is_an_error(write_rule):
         scalec.load(path)
 
 
+@pytest.mark.slow
 def test_what_the_analysis_cannot_decide_is_a_warning(write_rule):
     # (m_N - m_L)^2 + 1 > 0, but written expanded, interval arithmetic cannot prove it and it has two variables.
     path = write_rule("w", "parameterisation W extends SP\n  role *: eps *= m_N^2 - 2*m_N*m_L + m_L^2 + 1\n")
@@ -113,6 +114,7 @@ def test_what_the_analysis_cannot_decide_is_a_warning(write_rule):
     assert any(w.startswith("cannot decide whether eps of role 'embed' keeps eps > 0") for w in p.report.warnings)
 
 
+@pytest.mark.slow
 def test_a_found_violation_in_two_variables_is_an_error(write_rule):
     # eps = 1e-8 * (m_N + m_L - 1) = -3.75e-9 at n = 16, L = 1 (m_N = 1/8, m_L = 1/2).
     path = write_rule("v", "parameterisation V extends SP\n  role *: eps *= m_N + m_L - 1\n")
@@ -129,6 +131,7 @@ def test_half_life_form_stays_in_the_unit_interval_without_a_step_condition():
         assert r.beta1 == pytest.approx(0.9 ** ((B / 2**12) / (D / 2**22)))
 
 
+@pytest.mark.slow
 def test_half_life_form_agrees_with_the_linear_rule_to_first_order():
     half, lin = scalec.load("completedp_halflife").ir, scalec.load("completedp").ir
     c, beta1 = sympy.symbols("c beta1", positive=True)
@@ -193,6 +196,7 @@ def test_accepted_shapes_give_in_domain_hps_and_refused_shapes_break_a_constrain
         assert not _breaks_something(p, shape, hp), (name, shape, hp)
 
 
+@pytest.mark.slow
 def test_cli_check_prints_the_feasible_region():
     res = subprocess.run(
         [sys.executable, "-m", "scalec.cli", "check", "completedp", "completedp_halflife"],
@@ -205,6 +209,7 @@ def test_cli_check_prints_the_feasible_region():
     assert "region: S = D/B >= 102.4 (at least 103 optimizer steps)" in res.stdout
 
 
+@pytest.mark.slow
 def test_cli_plans_complete_d_p_at_llm_batch_sizes():
     res = subprocess.run(
         [sys.executable, "-m", "scalec.cli", "plan", "completedp", "--model", "gpt", "--width", "512", "--depth", "8"]

@@ -15,6 +15,7 @@ def test_folding_mup_readout_gives_table3_form():
     assert equivalence(scalec.load("mup_table3").ir, folded).equivalent
 
 
+@pytest.mark.slow
 def test_folded_completedp_has_identity_sites_and_scaled_branch_ends():
     # n = 512 = 4 n0, L = 8 = 4 L0, alpha = 1, base B and D: hand-derived from design.md's Complete(d)P table.
     p = scalec.load("completedp", fold=True)

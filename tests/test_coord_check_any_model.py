@@ -21,10 +21,15 @@ from scalec.runtime.studies.coord_check import CoordCheckError, load_batches, ru
 from scalec.runtime.studies.coord_subject import ModelSubject
 from tests.test_compare_coord_check import CFG, synthetic_corpus
 
-try:  # transformers is the optional `hf` extra
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-except (ImportError, RuntimeError):  # pragma: no cover - depends on the environment
-    GPT2Config = None
+
+def _transformers():
+    """transformers (the optional `hf` extra), imported only by the (slow) HF cases; a broken install skips."""
+    try:
+        import transformers
+    except (ImportError, RuntimeError):  # pragma: no cover - depends on the environment
+        pytest.skip("transformers (the `hf` extra) is not importable")
+    return transformers
+
 
 # ---------------------------------------------------------------- a custom model, as a user would write it
 
@@ -104,7 +109,8 @@ def tiny(width: int, depth: int) -> Tiny:
 
 def llama(width: int, depth: int) -> nn.Module:
     """HF Llama, head dim 16 (muP's 1/d attention scale then differs from the model's and is folded into q)."""
-    cfg = LlamaConfig(
+    tf = _transformers()
+    cfg = tf.LlamaConfig(
         hidden_size=width,
         intermediate_size=4 * width,
         num_hidden_layers=depth,
@@ -116,12 +122,13 @@ def llama(width: int, depth: int) -> nn.Module:
         bos_token_id=0,
         eos_token_id=0,
     )
-    return LlamaForCausalLM(cfg)
+    return tf.LlamaForCausalLM(cfg)
 
 
 def gpt2(width: int, depth: int, head_dim: int = 32) -> nn.Module:
     """HF GPT-2: fused c_attn, biases everywhere, lm_head tied to wte; no dropout (a check measures, not trains)."""
-    cfg = GPT2Config(
+    tf = _transformers()
+    cfg = tf.GPT2Config(
         n_embd=width,
         n_layer=depth,
         n_head=width // head_dim,
@@ -133,15 +140,14 @@ def gpt2(width: int, depth: int, head_dim: int = 32) -> nn.Module:
         bos_token_id=0,
         eos_token_id=0,
     )
-    return GPT2LMHeadModel(cfg)
+    return tf.GPT2LMHeadModel(cfg)
 
 
 FACTORIES = {"custom": (tiny, ROLES), "llama": (llama, None), "gpt2": (gpt2, None)}
-hf = pytest.mark.skipif(GPT2Config is None, reason="transformers (the `hf` extra) is not importable")
 MODELS = [
     "custom",
-    pytest.param("llama", marks=[hf, pytest.mark.slow]),
-    pytest.param("gpt2", marks=[hf, pytest.mark.slow]),
+    pytest.param("llama", marks=pytest.mark.slow),
+    pytest.param("gpt2", marks=pytest.mark.slow),
 ]
 # Which sweeps each verdict needs: one size on the other axis means no sweep there.
 SIZES = {"sp": ((32, 64, 128), (2,)), "mup": ((32, 64, 128), (1, 2, 4)), "completep": ((64,), (1, 2, 4))}
@@ -180,6 +186,7 @@ def _sweep(result, sweep: str) -> list:
     return [(v.module, v.status, round(v.update_ratio, 2)) for v in result.verdicts if v.sweep == sweep]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_sp_fails_the_width_sweep(checks, model):
     r = checks(model, "sp")
@@ -188,6 +195,7 @@ def test_sp_fails_the_width_sweep(checks, model):
     assert r.verdict("width", "residual").update_ratio > 3, _sweep(r, "width")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_mup_passes_width_and_fails_depth(checks, model):
     r = checks(model, "mup")
@@ -196,6 +204,7 @@ def test_mup_passes_width_and_fails_depth(checks, model):
     assert r.verdict("depth", "residual").update_ratio > 2.5, _sweep(r, "depth")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_completep_passes_depth(checks, model):
     r = checks(model, "completep")
@@ -211,7 +220,7 @@ def _logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     return getattr(out, "logits", out)
 
 
-@hf
+@pytest.mark.slow  # HF GPT-2 (transformers)
 def test_tied_gpt2_readout_keeps_mups_one_over_m_n_as_a_hook():
     """mup's MuSharedReadout: the tied tensor trains as the embedding, the logits are divided by n / n0."""
     torch.manual_seed(0)
@@ -280,7 +289,7 @@ def test_mups_attention_scale_is_folded_into_the_queries_at_another_head_dim(dat
     assert lrs == {round(2**-6 * 4 * math.sqrt(2), 12)}
 
 
-@hf
+@pytest.mark.slow  # HF GPT-2 (transformers)
 def test_fused_qkv_cannot_take_a_folded_attention_scale(data):
     """GPT-2's c_attn holds q, k and v: folding the scale into it would scale keys and values too."""
     cfg = CFG.__class__(widths=(32, 64), depths=(1,), steps=1, seeds=1, batch=2, seq_len=8, head_dim=None)
@@ -305,6 +314,7 @@ def model_file(tmp_path, monkeypatch):
 TINY_RUN = ["--steps", "2", "--seeds", "1", "--batch", "2", "--seq-len", "16"]
 
 
+@pytest.mark.slow
 def test_cli_checks_your_model_and_writes_outputs(data, model_file, tmp_path):
     path, roles = model_file
     out = tmp_path / "out"
@@ -330,6 +340,7 @@ def test_api_runs_a_factory_with_patterns(data):
     assert r.model == "tiny" and list(r.sweeps) == ["depth"] and len(r.verdicts) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -128,8 +128,8 @@ GOLDEN = {
         "bad.scale:2:22: error: unexpected 'lgo'\n"
         "      hp a = 1 in [1, 2] lgo\n"
         "                         ^^^\n"
-        "hint: did you mean 'log'? (expected 'axis', 'cite', 'group', 'hp', 'let', 'log' or 'linear', 'param', "
-        "'role', ...)"
+        "hint: did you mean 'log'? (expected 'axis', 'cite', 'group', 'hp', 'knots', 'let', 'log' or 'linear', "
+        "'param', ...)"
     ),
     "parameterisation X\n  let y = (2\n": (
         "bad.scale:2:13: error: unexpected end of file\n      let y = (2\n                ^\nhint: expected ')'"

@@ -113,6 +113,7 @@ def test_muon_rule_matches_spectral_scaling_and_completep_depth():
     assert p.ir.sites["residual.attn"].expr.subs("alpha", alpha) != 1
 
 
+@pytest.mark.slow
 def test_mup_indep_wd_extends_mup_and_keeps_the_shrink_width_free():
     p = scalec.load("mup_indep_wd")
     assert p.ir.lineage == ("SP", "muP", "muP_indep_wd")
@@ -127,6 +128,7 @@ def test_mup_indep_wd_extends_mup_and_keeps_the_shrink_width_free():
 # ---- desiderata per optimizer ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_file_is_judged_by_its_own_optimizers_theory(write_rule):
     assert desiderata(scalec.load("mup_sgd")).width_class.startswith("muP-like")
     assert desiderata(scalec.load("muon")).width_class.startswith("muP-like")

@@ -42,7 +42,12 @@ def _mutate(text: str, rng: random.Random) -> str:
     return "".join(tokens)
 
 
-CASES = [(name, seed) for seed in range(100) for name in [sorted(bundled_rules())[seed % len(bundled_rules())]]]
+RULES = sorted(bundled_rules())
+# One mutant per bundled file in a quick run (`-m "not slow"`); all 100 in the full suite.
+CASES = [
+    pytest.param(RULES[seed % len(RULES)], seed, marks=() if seed < len(RULES) else pytest.mark.slow)
+    for seed in range(100)
+]
 
 
 @pytest.mark.parametrize("name,seed", CASES)

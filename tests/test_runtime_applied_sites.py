@@ -95,6 +95,7 @@ def test_infer_reads_attention_mlp_branch_ends_and_final_norm_off_the_module_gra
     assert (bound["wte.weight"].role, bound["head.weight"].role) == ("embed", "unembed")
 
 
+@pytest.mark.slow
 def test_issue_custom_transformer_gets_completeps_depth_rule_on_its_branch_ends():
     # n = 128 = n0 (m_N = 1), L = 8 = 4 * L0 (m_L = 4), alpha = 1: the branch end absorbs residual.mlp = 1/4.
     plan = _infer(scalec.load("completep", fold=True))
@@ -149,6 +150,7 @@ def _run(model: nn.Module, groups, steps: int = 3) -> torch.Tensor:
     return model(x)
 
 
+@pytest.mark.slow
 def test_folded_plan_trains_exactly_like_the_applied_multipliers_branch_biases_included():
     rules = scalec.load("completep", params={"alpha": "1/2"}, fold=True)
     shape = {"n": 64, "L": 8}
@@ -231,6 +233,7 @@ def test_final_norm_bias_is_grouped_like_nanogpt_mup_completep():
     assert plan.entry("ln_f.bias").eps == pytest.approx(EPS)  # no m_N^-1 m_L^-alpha: outside the blocks
 
 
+@pytest.mark.slow
 def test_qk_norm_follows_the_block_rule_in_completep_and_completedp_alike():
     # design.md, Complete(d)P Table 1: QK-norm gains lr m_L^(alpha-1), eps m_L^-alpha; at alpha = 1/2, m_L = 4
     # both are 1/2 (no batch factors at the base B, D).
@@ -257,6 +260,7 @@ def test_shape_that_does_not_describe_the_model_is_refused(shape, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_tied_readout_keeps_musharedreadouts_multiplier_for_every_rule():
     mup = pytest.importorskip("mup")
 

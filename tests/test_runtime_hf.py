@@ -10,23 +10,33 @@ from scalec.runtime.plan.binding import bind
 from scalec.runtime.plan.model_shape import reveal
 from scalec.runtime.plan.planner import PlanError, make_plan
 
-try:  # transformers is the optional `hf` extra; a broken install counts as missing too
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-except (ImportError, RuntimeError):  # pragma: no cover - depends on the environment
-    pytest.skip("transformers (the `hf` extra) is not importable", allow_module_level=True)
+# HF models (and importing transformers, ~5 s) are the slow part of a quick run: every test here is `slow`, and
+# transformers is imported only when one runs.
+pytestmark = pytest.mark.slow
 
 
-def gpt2(width: int = 32, layers: int = 2) -> GPT2LMHeadModel:
+def _transformers():
+    """transformers (the optional `hf` extra), or a skip: a broken install counts as missing too."""
+    try:
+        import transformers
+    except (ImportError, RuntimeError):  # pragma: no cover - depends on the environment
+        pytest.skip("transformers (the `hf` extra) is not importable")
+    return transformers
+
+
+def gpt2(width: int = 32, layers: int = 2) -> torch.nn.Module:
+    tf = _transformers()
     torch.manual_seed(0)
-    cfg = GPT2Config(
+    cfg = tf.GPT2Config(
         n_embd=width, n_layer=layers, n_head=2, vocab_size=64, n_positions=16, bos_token_id=0, eos_token_id=0
     )
-    return GPT2LMHeadModel(cfg)
+    return tf.GPT2LMHeadModel(cfg)
 
 
-def llama(width: int = 32, layers: int = 2, tied: bool = False) -> LlamaForCausalLM:
+def llama(width: int = 32, layers: int = 2, tied: bool = False) -> torch.nn.Module:
+    tf = _transformers()
     torch.manual_seed(0)
-    cfg = LlamaConfig(
+    cfg = tf.LlamaConfig(
         hidden_size=width,
         intermediate_size=2 * width,
         num_hidden_layers=layers,
@@ -38,7 +48,7 @@ def llama(width: int = 32, layers: int = 2, tied: bool = False) -> LlamaForCausa
         bos_token_id=0,
         eos_token_id=0,
     )
-    return LlamaForCausalLM(cfg)
+    return tf.LlamaForCausalLM(cfg)
 
 
 def test_gpt2_binds_every_parameter_with_conv1d_fans_from_the_preset():
@@ -115,8 +125,9 @@ def test_presets_bind_models_built_on_the_meta_device():
 
 
 def _llama(width: int, layers: int, heads: int, kv_heads: int | None = None, intermediate: int | None = None):
+    tf = _transformers()
     torch.manual_seed(0)
-    cfg = LlamaConfig(
+    cfg = tf.LlamaConfig(
         hidden_size=width,
         intermediate_size=intermediate or 2 * width,
         num_hidden_layers=layers,
@@ -127,7 +138,7 @@ def _llama(width: int, layers: int, heads: int, kv_heads: int | None = None, int
         bos_token_id=0,
         eos_token_id=0,
     )
-    return LlamaForCausalLM(cfg)
+    return tf.LlamaForCausalLM(cfg)
 
 
 def test_llama_without_fold_refuses_the_residual_multipliers_it_cannot_apply():

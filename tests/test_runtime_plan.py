@@ -240,6 +240,7 @@ def test_cli_plan_prints_json_with_parameters_and_multipliers():
     assert data["axes"]["n"] == 256
 
 
+@pytest.mark.slow
 def test_cli_plan_takes_rule_params_and_base_overrides():
     args = ["plan", "completep", "--width", "256", "--depth", "8", "--param", "alpha=1/2", "--base", "n=64,L=2"]
     result = runner.invoke(app, [*args, "--json"])
@@ -251,6 +252,7 @@ def test_cli_plan_takes_rule_params_and_base_overrides():
     assert mlp["lr"] == pytest.approx(2**-8 / 4 * 4**-0.5)
 
 
+@pytest.mark.slow
 def test_cli_plan_reads_token_counts_and_powers_like_train():
     args = ["plan", "completedp", "--width", "256", "--depth", "4", "--batch", "2^13", "--duration", "16M"]
     data = json.loads(runner.invoke(app, [*args, "--base", "n=2^6", "--json"]).stdout)

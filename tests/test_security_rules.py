@@ -26,6 +26,7 @@ EXPLOITS = [
 SCALEC = [sys.executable, "-m", "scalec.cli"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPLOITS, ids=["newline", "triple-quote"])
 @pytest.mark.parametrize("command", [["plan", "--width", "64", "--depth", "2"], ["compile", "-o", "m.py"]])
 def test_audit_file_names_run_nothing(tmp_path, name, command):
@@ -50,6 +51,7 @@ def test_audit_file_names_run_nothing(tmp_path, name, command):
 _FILENAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(_FILENAME_CHARS, min_size=1, max_size=40).filter(lambda s: s not in (".", "..")))
 def test_any_file_name_compiles_imports_and_round_trips(tmp_path, stem):

@@ -110,6 +110,7 @@ def test_crafted_checkpoint_runs_nothing_and_is_one_line(setup, run, tmp_path):
     assert not marker.exists() and _snapshot(run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change, needle",
     [
@@ -132,6 +133,7 @@ def test_checkpoint_that_does_not_fit_is_one_line_and_deletes_nothing(setup, run
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, content, needle",
     [
@@ -159,6 +161,7 @@ def test_run_file_that_does_not_fit_is_one_line_and_nothing_is_lost(setup, run, 
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_out_that_cannot_hold_a_run_is_one_line(setup, tmp_path):
     (tmp_path / "file").write_text("keep me")
     _one_line(_cli(setup, tmp_path / "file"), "is a file")
@@ -179,6 +182,7 @@ def test_second_training_process_on_a_run_dir_is_refused(setup, run):
     assert result.exit_code == 0 and "finished" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_unusable_corpus_cache_or_prepared_folder_is_one_line(setup, tmp_path):
     (tmp_path / "cache-file").write_text("")
     _one_line(_cli(setup, tmp_path / "a", env={"SCALEC_CACHE": str(tmp_path / "cache-file")}), "SCALEC_CACHE")

@@ -44,6 +44,7 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -363,17 +363,8 @@ def kill_and_rerun(s: SearchSettings, log: Path, workers: int, point: str) -> No
     assert_exact_budget(s, log)
 
 
-FAST = {("last-trial", 1)}  # the rerun that hung before; the rest are @slow
-
-
-@pytest.mark.parametrize(
-    ("point", "workers"),
-    [
-        pytest.param(p, w, marks=() if (p, w) in FAST else pytest.mark.slow, id=f"{p}-{w}w")
-        for p in KILL_POINTS
-        for w in (1, 2)
-    ],
-)
+@pytest.mark.slow  # each case spawns and kills worker processes (~3 s)
+@pytest.mark.parametrize(("point", "workers"), [(p, w) for p in KILL_POINTS for w in (1, 2)], ids=lambda v: str(v))
 def test_search_killed_at_any_point_reruns_to_the_exact_budget_journal(
     tmp_path, objective_env, monkeypatch, point, workers
 ):
@@ -398,7 +389,8 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in path.read_text().split()] if path.exists() else []
 
 
-@pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.slow  # spawns two workers and kills one
+@pytest.mark.parametrize("storage", ["journal", "postgresql"])
 def test_killing_one_of_two_workers_lets_the_search_finish(tmp_path, objective_env, monkeypatch, request, storage):
     """The second worker is killed mid-trial; its parent reaps it (no zombie that looks alive), the survivor
     retries its trial once, and the same `run_search` call finishes with the exact budget."""
@@ -428,6 +420,7 @@ def test_killing_one_of_two_workers_lets_the_search_finish(tmp_path, objective_e
     assert [t.user_attrs["worker"].split(":")[1] for t in failed] == [str(victim)]
 
 
+@pytest.mark.slow
 def test_a_budget_of_one_runs_the_enqueued_default_point(tmp_path, objective_env):
     """--trials 1: the default point is enqueued WAITING; a free worker must run it (it used to wait forever)."""
     s = settings(tmp_path, n_trials=1, sampler="random")
@@ -441,6 +434,7 @@ def test_a_budget_of_one_runs_the_enqueued_default_point(tmp_path, objective_env
     assert [t["params"] for t in result.trials] == [{"eta": 2**-8, "lr[mlp.down]": 1.0}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -191,14 +191,20 @@ def show_cmd(
         f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
     )
     t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
+    layered = getattr(p.module, "LAYERED_ROLES", frozenset())
     for role in p.module.ROLES:
-        values = p.role_hparams(role, shape, hparams)
+        # rules in the block index l (a depth profile, (1 + l) / L): the first and the last block's values
+        blocks = (0, max(0, round(shape.L) - 1)) if role in layered else (None,)
+        per_block = [p.module.role_hparams(role, shape, hparams, layer=b) for b in blocks]
+        values = per_block[0]
         for kind in ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "momentum", "mult"):
             if getattr(values, kind, None) is None:
                 continue  # a target this role's optimizer does not have
             label = f"1-{kind}" if kind.startswith("beta") or kind == "momentum" else kind
             row = table.get(role, label)
-            t.add_row(role, kind, f"{getattr(values, kind):.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+            shown = dict.fromkeys(f"{getattr(v, kind):.6g}" for v in per_block)
+            text = " .. ".join(shown) + (" (blocks 0 .. L-1)" if len(shown) > 1 else "")
+            t.add_row(role, kind, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
         t.add_section()
     sites = p.sites(shape, hparams).as_dict()
     for site, value in sites.items():
