@@ -273,6 +273,7 @@ def _mup_hf_gpt2(width: int, n0: int):
     return mup.set_base_shapes(twin(width), twin(n0))
 
 
+@pytest.mark.slow  # builds an HF model (imports transformers)
 @pytest.mark.parametrize("mult", MULTS)
 def test_hf_gpt2_plan_matches_mup(small, mult):
     rules, n0 = small, _n0(small)

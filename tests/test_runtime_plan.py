@@ -271,6 +271,7 @@ def _hf_plan(*args: str):
     return result
 
 
+@pytest.mark.slow  # builds an HF model (imports transformers)
 def test_cli_plan_hf_llama_on_the_meta_device():
     result = _hf_plan("mup", "--model", "hf-llama", "--width", "64", "--depth", "2", "--json")
     roles = {p["name"]: p["role"] for p in json.loads(result.stdout)["parameters"]}
@@ -283,6 +284,7 @@ def test_cli_plan_prints_a_table():
     assert "mlp.down" in result.stdout and "output.mult" in result.stdout and "muP plan at n=64" in result.stdout
 
 
+@pytest.mark.slow  # builds an HF model (imports transformers)
 def test_cli_plan_hf_gpt2_shows_the_tied_readout():
     refused = runner.invoke(app, ["plan", "mup", "--model", "hf-gpt2", "--width", "64", "--depth", "1"])
     if "needs transformers" not in refused.output:  # the readout shares wte: its 1/m_N cannot be folded
