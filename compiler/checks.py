@@ -82,7 +82,15 @@ def _coupled(wd: sympy.Expr, rules: dict[str, Rule], decay: str) -> sympy.Expr:
 
 def _equal_at(a: sympy.Expr, b: sympy.Expr, subs) -> bool:
     diff = sympy.expand(a.subs(subs) - b.subs(subs))
-    return diff == 0 or sympy.simplify(diff) == 0
+    return _is_zero(diff)
+
+
+def _is_zero(diff: sympy.Expr) -> bool:
+    """Exactly zero. `cancel` is canonical for rational functions (zero iff the numerator is), so only other
+    expressions (non-integer powers, functions) reach the slow `simplify`."""
+    if diff == 0 or sympy.cancel(diff) == 0:
+        return True
+    return False if diff.is_rational_function() else sympy.simplify(diff) == 0
 
 
 def _free_of_base(ir, rule: Rule, subs, what: str) -> None:
@@ -99,8 +107,7 @@ def _free_of_base(ir, rule: Rule, subs, what: str) -> None:
 
 def _same_at_base(ir, rule: Rule, root: Rule, subs, what: str) -> None:
     here, there = rule.expr.subs(subs), root.expr.subs(subs)
-    diff = sympy.expand(here - there)
-    if diff != 0 and sympy.simplify(diff) != 0:
+    if not _is_zero(sympy.expand(here - there)):
         raise error_at(
             ir,
             rule.origins,
