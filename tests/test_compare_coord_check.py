@@ -19,7 +19,6 @@ from scalec.runtime.studies.coord_check import (
     load_batches,
     run_coord_check,
 )
-from scalec.runtime.studies.coord_plot import plot_all
 
 # Small but telling: 8x range in both width and depth, eta = 2^-6 so differences show within 4 steps.
 CFG = CoordCheckConfig(
@@ -129,6 +128,8 @@ def test_results_save_as_json_csv_and_png(checks, tmp_path):
     rows = r.to_csv().splitlines()
     assert rows[0] == "rule,sweep,x,step,metric,module,mean,seed_std"
     assert len(rows) == 1 + 2 * 4 * (CFG.steps + 1) * 2 * len(MODULES)
+    from scalec.runtime.studies.coord_plot import plot_all  # matplotlib: imported by the one test that plots
+
     plots = plot_all(r, tmp_path)
     for sweep in ("width", "depth"):
         assert plots[sweep].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
