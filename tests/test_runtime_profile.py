@@ -111,3 +111,22 @@ def test_cli_show_prints_the_first_and_last_blocks_values():
     assert res.returncode == 0, res.stderr
     first, last = HIDDEN_LR * 2 ** (31 / 32), HIDDEN_LR * 2 ** (-31 / 32)
     assert f"{first:.6g} .. {last:.6g} (blocks 0 .. L-1)" in res.stdout
+
+
+def test_show_refuses_knots_outside_the_declared_range_that_leave_an_hp_domain(write_rule):
+    """(9 - p(l))/8 is proven positive over the declared [1/8, 8]; a knot of 100 makes block 0's lr negative
+    (hand-derived: eta 2^-8 x (9 - 100^(7/8) ...)/8 < 0), which `show` refuses as make_plan does, printing nothing."""
+    from typer.testing import CliRunner
+
+    from scalec.cli import app
+
+    path = write_rule(
+        "neg",
+        'parameterisation Neg extends CompleteP\n  "x"\n  hp p = 1 in [1/8, 8] log knots 2\n'
+        "  role hidden: lr *= (9 - p(l))/8\n",
+    )
+    ok = CliRunner().invoke(app, ["show", str(path), "-n", "64", "-L", "4", "--hp", "p_0=8"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, ["show", str(path), "-n", "64", "-L", "4", "--hp", "p_0=100"])
+    assert bad.exit_code == 1 and "Neg at n=64" not in bad.output
+    assert "role 'attn.q' gets lr = " in bad.output and "on block 0" in bad.output and "outside lr > 0" in bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -157,6 +158,23 @@ def fmt_cmd(
         raise typer.Exit(1)
 
 
+def _require_domains(role: str, per_block: list) -> None:
+    """Refuse, as make_plan does, a value outside its HP domain (compiler/domain.py): hp values given outside
+    the file's declared ranges can leave the region `scalec check` proved."""
+    from scalec.compiler.domain import domain_of
+
+    for block, values in enumerate(per_block):
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value is None or isinstance(value, (str, bool)) or domain_of(f.name).holds(value):
+                continue
+            where = f" on block {block}" if len(per_block) > 1 else ""
+            raise ScalecError(
+                f"error: role '{role}' gets {f.name} = {value:.6g}{where} at this shape, outside "
+                f"{domain_of(f.name).text}; check the hp values (keep them in the file's declared ranges) and the shape"
+            )
+
+
 @guarded
 def show_cmd(
     file: Annotated[str, typer.Argument(help="Rule file or bundled name.")],
@@ -185,17 +203,14 @@ def show_cmd(
     except ValueError as exc:
         raise ScalecError(f"error: {exc}") from None
     table = exponent_table(p.ir)
-    console.print(
-        f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
-        f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
-        f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
-    )
     t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
     layered = getattr(p.module, "LAYERED_ROLES", frozenset())
     for role in p.module.ROLES:
         # rules in the block index l (a depth profile, (1 + l) / L): the first and the last block's values
-        blocks = (0, max(0, round(shape.L) - 1)) if role in layered else (None,)
-        per_block = [p.module.role_hparams(role, shape, hparams, layer=b) for b in blocks]
+        every = range(max(1, round(shape.L))) if role in layered else (None,)
+        all_blocks = [p.module.role_hparams(role, shape, hparams, layer=b) for b in every]
+        _require_domains(role, all_blocks)  # every block, not only the two shown (as make_plan would refuse)
+        per_block = [all_blocks[0], all_blocks[-1]] if role in layered else all_blocks
         values = per_block[0]
         for kind in ("init_std", "lr", "weight_decay", "eps", "beta1", "beta2", "momentum", "mult"):
             if getattr(values, kind, None) is None:
@@ -210,6 +225,11 @@ def show_cmd(
     for site, value in sites.items():
         row = table.get(site, "site")
         t.add_row(site, "site", f"{value:.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+    console.print(
+        f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
+        f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
+        f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
+    )
     console.print(t)
     for line in region_lines(p.ir):
         console.print(f"feasible region: {line}", markup=False)
