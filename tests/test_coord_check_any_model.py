@@ -276,6 +276,7 @@ def test_hooks_refuse_an_attention_scale_the_model_does_not_apply():
         install(model, plan, example=torch.zeros(1, 4, dtype=torch.long))
 
 
+@pytest.mark.slow  # trains HF-sized head-dim variants (~2 s)
 def test_mups_attention_scale_is_folded_into_the_queries_at_another_head_dim(data):
     """muP's scale sqrt(d0)/d vs the model's 1/sqrt(d) at d = 16, d0 = 32: q's init std and lr x sqrt(2), from
     muP's 0.02 * m_N^-1/2 and 2^-6 * m_N^-1 at n = 32 (n0 = 128); k untouched."""

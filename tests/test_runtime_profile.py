@@ -113,6 +113,7 @@ def test_cli_show_prints_the_first_and_last_blocks_values():
     assert f"{first:.6g} .. {last:.6g} (blocks 0 .. L-1)" in res.stdout
 
 
+@pytest.mark.slow  # CLI run (~1 s)
 def test_show_refuses_knots_outside_the_declared_range_that_leave_an_hp_domain(write_rule):
     """(9 - p(l))/8 is proven positive over the declared [1/8, 8]; a knot of 100 makes block 0's lr negative
     (hand-derived: eta 2^-8 x (9 - 100^(7/8) ...)/8 < 0), which `show` refuses as make_plan does, printing nothing."""

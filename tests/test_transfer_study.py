@@ -77,6 +77,7 @@ def spiky(config, out_dir):
     return {"status": "finished", "final_val_loss": 9.0 if x == -4 else 3 + 0.01 * (x + 7) ** 2}
 
 
+@pytest.mark.slow  # imports matplotlib and renders (~1 s)
 def test_transfer_figure_shows_every_measured_point(tmp_path):
     import matplotlib.pyplot as plt
 
