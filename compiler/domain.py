@@ -5,6 +5,7 @@ Pure Python (no sympy), so the runtime can import it cheaply.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -70,3 +71,21 @@ SITE_DOMAIN = Domain("site", nonzero=True)
 def domain_of(kind: str) -> Domain:
     """The domain of a role HP kind (`lr`, `beta1`, ...); forward sites take SITE_DOMAIN."""
     return DOMAINS.get(kind, SITE_DOMAIN)
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # torch's optimizers hold every HP as a float32
+
+
+def first_violation(values: object) -> tuple[str, float, str] | None:
+    """The first numeric field of a role's values (a RoleHParams) outside its domain or beyond float32, as
+    (field, value, why: `outside lr > 0` / `beyond float32`); None when all hold. Word and absent settings skip."""
+    for f in dataclasses.fields(values):  # type: ignore[arg-type]
+        value = getattr(values, f.name)
+        if value is None or isinstance(value, (str, bool)):
+            continue  # a target the role's optimizer does not have, or a word-valued setting
+        domain = domain_of(f.name)
+        if not domain.holds(value):
+            return f.name, value, f"outside {domain.text}"
+        if abs(value) > FLOAT32_MAX:
+            return f.name, value, "beyond float32"
+    return None

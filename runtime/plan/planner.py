@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scalec.compiler.domain import domain_of
+from scalec.compiler.domain import first_violation
 from scalec.compiler.folding import FOLD_TARGETS, apply_symmetry, folded_module
 from scalec.errors import ScalecError
 from scalec.runtime.plan.binding import BoundParam, bind, listing_text, unique_parameters, unwrap
@@ -448,17 +448,12 @@ def make_plan(
         folded_lines.append(f"mult[{role}] -> {role} (x {c:.6g})")
     per_key = unfolded if planning is module else {k: _role_values(planning, k, shape, hp) for k in unfolded}
     for (role, *_), r in per_key.items():
-        for f in dataclasses.fields(r):
-            value, domain = getattr(r, f.name), domain_of(f.name)  # the checker's domains (compiler/domain.py)
-            if value is None or isinstance(value, (str, bool)):
-                continue  # a target the role's optimizer does not have, or a word-valued setting
-            beyond_float32 = abs(value) > 3.4028234663852886e38  # torch's optimizers hold it as a float32
-            if not domain.holds(value) or beyond_float32:
-                raise PlanError(
-                    f"error: role '{role}' gets {f.name} = {value} at this shape, "
-                    f"{'outside ' + domain.text if not domain.holds(value) else 'beyond float32'}; "
-                    "check the hp values and the shape"
-                )
+        bad = first_violation(r)  # the checker's domains (compiler/domain.py)
+        if bad is not None:
+            kind, value, why = bad
+            raise PlanError(
+                f"error: role '{role}' gets {kind} = {value} at this shape, {why}; check the hp values and the shape"
+            )
     entries = []
     for b in bound:
         r = per_key[keys[b.name]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -161,17 +160,16 @@ def fmt_cmd(
 def _require_domains(role: str, per_block: list) -> None:
     """Refuse, as make_plan does, a value outside its HP domain (compiler/domain.py): hp values given outside
     the file's declared ranges can leave the region `scalec check` proved."""
-    from scalec.compiler.domain import domain_of
+    from scalec.compiler.domain import first_violation
 
     for block, values in enumerate(per_block):
-        for f in dataclasses.fields(values):
-            value = getattr(values, f.name)
-            if value is None or isinstance(value, (str, bool)) or domain_of(f.name).holds(value):
-                continue
+        bad = first_violation(values)
+        if bad is not None:
+            kind, value, why = bad
             where = f" on block {block}" if len(per_block) > 1 else ""
             raise ScalecError(
-                f"error: role '{role}' gets {f.name} = {value:.6g}{where} at this shape, outside "
-                f"{domain_of(f.name).text}; check the hp values (keep them in the file's declared ranges) and the shape"
+                f"error: role '{role}' gets {kind} = {value:.6g}{where} at this shape, {why}; check the hp values "
+                "(keep them in the file's declared ranges) and the shape"
             )
 
 
