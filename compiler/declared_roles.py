@@ -110,8 +110,10 @@ def default_rules(
         _agreed(ir, width, kind, ("n", "B", "D") if not same_place else ("n", "L", "B", "D"), name, info.kind)
         expr = rule.expr
         notes = [f"{kind} of {compress_roles(width)}"]
+        origins = rule.origins
         if kind == "mult" and first in SITE_OF_ROLE:  # the site acting on the prototype becomes the role's own
-            expr = expr * ir.sites[SITE_OF_ROLE[first]].expr
+            site = ir.sites[SITE_OF_ROLE[first]]
+            expr, origins = expr * site.expr, origins + site.origins
             notes.append(f"x site {SITE_OF_ROLE[first]}")
         if LAYER in expr.free_symbols and not info.in_blocks:
             raise UndecidedRole(
@@ -126,10 +128,8 @@ def default_rules(
             shift = sympy.simplify(depth - own["L"]) if own is not None else sympy.Integer(0)
             if shift != 0:
                 factor = RATIO["L"] ** shift
-                expr = 1 - (1 - expr) * factor if kind in ONE_MINUS else expr * factor
-                notes.append(f"x m_L^({shift}) (depth rule of the {where} roles)")
-        rules[kind] = Rule(
-            expr, rule.origins + (Origin(origin.path, origin.line, f"{origin.text}: {' '.join(notes)}"),)
-        )
+                expr = 1 - sympy.powsimp((1 - expr) * factor) if kind in ONE_MINUS else sympy.powsimp(expr * factor)
+                notes.append(f"x m_L^({shift}) (depth rule of the {where} roles {compress_roles(placed)})")
+        rules[kind] = Rule(expr, origins + (Origin(origin.path, origin.line, f"{origin.text}: {' '.join(notes)}"),))
     settings = dict(ir.settings.get(first, {}))
     return rules, settings

@@ -101,6 +101,6 @@ def judge(ir: ParameterisationIR, d: Desiderata) -> list[ExpectationResult]:
             broken.insert(0, f"site residual: alpha = {d.alpha}, needs {level.alpha} [CompleteP, arXiv 2505.01618]")
         if not judged:
             broken.append(f"no {exp.area} conditions apply to this file (see `scalec check` notes)")
-        where = f"{exp.loc.path}:{exp.loc.line}"
+        where = f"{exp.loc.path.rsplit('/', 1)[-1]}:{exp.loc.line}"
         out.append(ExpectationResult(exp.area, exp.level, where, not broken, tuple(dict.fromkeys(broken))))
     return out

@@ -242,5 +242,21 @@ def show_cmd(
         f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
     )
     console.print(t)
+    for line in declared_role_lines(p.ir):
+        console.print(line, markup=False)
     for line in region_lines(p.ir):
         console.print(f"feasible region: {line}", markup=False)
+
+
+def declared_role_lines(ir) -> list[str]:
+    """Where each rule of a declared role (`new role NAME: KIND [in blocks]`) came from, one line per target."""
+    lines = []
+    for role, info in ir.role_table.items():
+        if info.declared is None:
+            continue
+        place = ", in blocks" if info.in_blocks else ""
+        lines.append(f"new role {role} ({info.kind}{place}; {info.declared.path}:{info.declared.line}):")
+        for kind, rule in ir.roles[role].items():
+            chain = "; ".join(f"{o.short()} {o.text}" for o in rule.origins) or "default"
+            lines.append(f"  {kind}: {chain}")
+    return lines
