@@ -326,10 +326,11 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
     blocks = ir.block_roles()
     for role in sorted(blocks):
         lr = role_exps(ir, role, "lr")
-        if role == "qk_norm" and lr is not None and lr["L"] == 0:
-            continue  # CompleteP states no QK-norm rule
-        if lr is None or ir.optimizer(role) == "sgd":
+        if ir.optimizer(role) == "sgd":
             continue  # CompleteP's depth rules are for scale-invariant updates (Adam; Muon likewise)
+        if lr is None:
+            d.verdicts.append(Verdict("depth", f"{role} lr", None, f"{role} lr: not a power law in m_L", role=role))
+            continue
         ok = lr["L"] == alpha - 1
         d.verdicts.append(
             Verdict(
@@ -345,11 +346,12 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 COMPLETEP,
             )
         )
-    for role in sorted(r for r in blocks if ir.width_class(r) == "hidden"):
+    for role in sorted(blocks):  # Complete(d)P Table 1: hidden weights, biases, norms and QK-norm gains
         if ir.optimizer(role) != "adamw":
             continue  # Muon's eps only guards the orthogonalisation; SGD has none
         eps = role_exps(ir, role, "eps")
         if eps is None:
+            d.verdicts.append(Verdict("depth", f"{role} eps", None, f"{role} eps: not a power law in m_L", role=role))
             continue
         ok = eps["L"] == -alpha
         d.verdicts.append(
@@ -418,6 +420,10 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
             continue  # the square-root rule and the beta half-life are Adam's
         lr, eps, b1, b2, wd = (role_exps(ir, role, k) for k in ("lr", "eps", "beta1", "beta2", "weight_decay"))
         if None in (lr, eps, b1, b2, wd):
+            for area in ("batch", "duration"):
+                d.verdicts.append(
+                    Verdict(area, f"{role} SDE rules", None, f"{role}: not a power law in m_B, m_D", role=role)
+                )
             continue
         wants = [("lr", lr, Fraction(1, 2)), ("eps", eps, Fraction(-1, 2)), ("1-beta1", b1, 1), ("1-beta2", b2, 1)]
         bad = [(k, e["B"], w) for k, e, w in wants if e["B"] != w]
@@ -433,6 +439,24 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 ", ".join(k for k, _, _ in bad),
                 ", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
                 ", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
+                SQRT_RULE,
+            )
+        )
+        # Complete(d)P extends the square-root rule to duration: lr m_D^-1/2, eps m_D^1/2.
+        bad_d = [
+            (k, e["D"], w) for k, e, w in (("lr", lr, Fraction(-1, 2)), ("eps", eps, Fraction(1, 2))) if e["D"] != w
+        ]
+        d.verdicts.append(
+            Verdict(
+                "duration",
+                f"{role} sqrt rule",
+                not bad_d,
+                f"{role}: lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}" + ("" if not bad_d else " (needs -1/2, 1/2)"),
+                None,
+                role,
+                ", ".join(k for k, _, _ in bad_d),
+                ", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
+                ", ".join(f"= {_f(w)}" for _, _, w in bad_d),
                 SQRT_RULE,
             )
         )
@@ -453,29 +477,25 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 TIMESCALE,
             )
         )
-        half_tokens = b2["B"] == 1 and b2["D"] == 0
-        half_frac = b2["B"] == 1 and b2["D"] == -1
-        d.verdicts.append(
-            Verdict(
-                "duration",
-                f"{role} beta2 half-life",
-                half_tokens or half_frac,
-                f"{role}: beta2 half-life fixed "
-                + (
-                    "in tokens (Marek et al.)"
-                    if half_tokens
-                    else "as a fraction of training"
-                    if half_frac
-                    else f"in neither (1-beta2 m_B^{_f(b2['B'])} m_D^{_f(b2['D'])})"
-                ),
-                None,
-                role,
-                "1-beta2",
-                f"m_B^{_f(b2['B'])} m_D^{_f(b2['D'])}",
-                "m_B^1 m_D^0 or m_B^1 m_D^-1",
-                HALF_LIFE,
+        for name, b in (("beta1", b1), ("beta2", b2)):
+            half_tokens = b["B"] == 1 and b["D"] == 0
+            half_frac = b["B"] == 1 and b["D"] == -1
+            fixed = "in tokens (Marek et al.)" if half_tokens else "as a fraction of training" if half_frac else ""
+            d.verdicts.append(
+                Verdict(
+                    "duration",
+                    f"{role} {name} half-life",
+                    bool(fixed),
+                    f"{role}: {name} half-life fixed "
+                    + (fixed or f"in neither (1-{name} m_B^{_f(b['B'])} m_D^{_f(b['D'])})"),
+                    None,
+                    role,
+                    f"1-{name}",
+                    f"m_B^{_f(b['B'])} m_D^{_f(b['D'])}",
+                    "m_B^1 m_D^0 or m_B^1 m_D^-1",
+                    HALF_LIFE,
+                )
             )
-        )
 
 
 def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
@@ -553,6 +573,51 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         )
 
 
+# Exponents the theories fix at 0: the rows their tables leave unscaled.  (area, axis, source, kinds of every role,
+# kinds of the roles outside the residual blocks, forward sites.)
+_FIXED: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    ("width", "n", "TP V Table 3 (betas, residual branches width-free)", ("beta1", "beta2", "momentum"), (),
+     ("residual.attn", "residual.mlp")),
+    ("depth", "L", "Complete(d)P Table 1 (rows without m_L)", ("init_std", "mult", "weight_decay", "beta1", "beta2",
+     "momentum"), ("lr", "eps"), ("output.mult", "embed.mult")),
+    ("batch", "B", "Complete(d)P Table 1 (init and multipliers batch-free)", ("init_std", "mult"), (),
+     ("residual.attn", "residual.mlp", "output.mult", "embed.mult")),
+    ("duration", "D", "Complete(d)P Table 1 (init and multipliers duration-free)", ("init_std", "mult"), (),
+     ("residual.attn", "residual.mlp", "output.mult", "embed.mult")),
+)  # fmt: skip
+
+
+def _fixed(ir: ParameterisationIR, d: Desiderata) -> None:
+    """Every exponent a theory leaves unscaled must be 0: one verdict per area when all are, else one per break."""
+    blocks = ir.block_roles()
+    for area, axis, source, kinds, outside, sites in _FIXED:
+        ratio = AXES[axis]
+        broken = []
+        for role in ir.roles:
+            for kind in kinds + (outside if role not in blocks else ()):
+                if kind not in ir.roles[role] or (kind in ("lr", "eps") and ir.optimizer(role) == "sgd"):
+                    continue
+                e = role_exps(ir, role, kind)
+                if e is None or e[axis] != 0:
+                    label = f"1-{kind}" if kind in ("beta1", "beta2", "momentum") else kind
+                    got = "not a power law" if e is None else f"{ratio}^{_f(e[axis])}"
+                    broken.append((role, label, got))
+        for site in sites:
+            e = exps(ir, ir.sites[site].expr)
+            if e is None or e[axis] != 0:
+                broken.append(("", f"site {site}", "not a power law" if e is None else f"{ratio}^{_f(e[axis])}"))
+        for role, label, got in broken:
+            d.verdicts.append(
+                Verdict(
+                    area, f"{role} {label} {ratio}-free".strip(), False,
+                    f"{role + ' ' if role else ''}{label} scales as {got}; the theory leaves it unscaled in {ratio}",
+                    None, role, label, got, f"= {ratio}^0", source,
+                )
+            )  # fmt: skip
+        if not broken:
+            d.verdicts.append(Verdict(area, f"other exponents {ratio}-free", True, "", source=source))
+
+
 def desiderata(ir_or_p) -> Desiderata:
     """All verdicts for one parameterisation (an IR or a loaded Parameterisation)."""
     ir = getattr(ir_or_p, "ir", ir_or_p)
@@ -561,6 +626,7 @@ def desiderata(ir_or_p) -> Desiderata:
     _depth(ir, d)
     _batch_duration(ir, d)
     _eps_and_wd(ir, d)
+    _fixed(ir, d)
     return d
 
 

@@ -85,6 +85,7 @@ def _conditions(bad: list[Verdict]) -> list[str]:
     for key, roles in groups.items():
         named = [r for r in roles if r]
         who = f"role{'s' if len(named) > 1 else ''} {compress_roles(named)}, " if named else ""
+        who = who or ("" if key.startswith(("site", "other")) else "all roles, ")  # a file-level verdict
         lines.append(who + key)
     return lines
 
