@@ -721,6 +721,10 @@ def equivalence(p, q) -> Equivalence:
             if a.settings[role].get(name) != b.settings.get(role, {}).get(name):
                 note(role, f"{name}: {a.settings[role].get(name)} vs {b.settings.get(role, {}).get(name)}")
                 eps_only = False
+    for role in b.roles:
+        if role not in a.roles:
+            note(role, f"declared in {b.name} only")
+            eps_only = False
     diffs = [f"{compress_roles(roles)} {text}" for text, roles in grouped.items()]
     for site in ("residual.attn", "residual.mlp", "attn.scale"):
         if sympy.simplify(a.sites[site].expr - b.sites[site].expr) != 0:

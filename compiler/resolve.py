@@ -285,8 +285,9 @@ class _FileResolver:
             where = self.ir.role_table[s.name].declared
             first = f" (declared at {where.path}:{where.line})" if where else " (a bundled role)"
             raise self.error(s.loc, f"role '{s.name}' already exists{first}", "pick another name")
-        if s.name in self.ir.groups:
-            raise self.error(s.loc, f"'{s.name}' is a group", "pick another name for the role")
+        taken = self.ir.groups.keys() | self.ir.hps.keys() | self.ir.params.keys() | self.lets.keys()
+        if s.name in taken:
+            raise self.error(s.loc, f"'{s.name}' is already a group, hp, param or let", "pick another role name")
         for part in s.name.split("."):
             if part in RESERVED or part in KEYWORDS_PY or part.startswith("_") or part in TARGET_ALIASES:
                 raise self.error(s.loc, f"'{s.name}' cannot name a role: '{part}' is reserved", "pick another name")
