@@ -106,7 +106,7 @@ def test_check_prints_the_depth_failures_its_class_refers_to(write_rule):
     assert (
         "broken: completep.scale:5: expect depth: complete: site residual: alpha = -1, needs in [1/2, 1]" in out.output
     )
-    assert "expect depth: complete: roles hidden, bias, norm, lr: m_L^0, needs = alpha-1 = -2" in out.output
+    assert "expect depth: complete: roles hidden, bias, norm, qk_norm, lr: m_L^0, needs = alpha-1 = -2" in out.output
     # without the expectation the same failures are listed as failures
     plain = write_rule("plain", "parameterisation P extends SP\n  site residual.attn, residual.mlp = m_L^(1/4)\n")
     out = _check(plain)
