@@ -73,6 +73,8 @@ def one_minus(expr: sympy.Expr) -> sympy.Expr:
 
 def to_fraction(value: sympy.Expr, params: dict[str, sympy.Rational]) -> Fraction | None:
     """A sympy exponent (possibly in params like alpha) evaluated at the params' values."""
+    if value.is_Rational:  # most exponents: no params to substitute
+        return Fraction(int(value.p), int(value.q))
     v = value.subs({param_symbol(k): q for k, q in params.items()})
     if not v.is_Rational:
         return None
