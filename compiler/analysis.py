@@ -190,7 +190,15 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
                 msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
             d.verdicts.append(
                 Verdict(
-                    "width", f"{role} init", ok, msg, None, role, "init_std", f"a+b = {_f(init)}", bound, TP4_STABLE
+                    "width",
+                    f"{role} init",
+                    ok,
+                    msg,
+                    role=role,
+                    target="init_std",
+                    exponent=f"a+b = {_f(init)}",
+                    bound=bound,
+                    source=TP4_STABLE,
                 )
             )
         u, need, what, source = _update_growth(ir, role, cls, a_, c_)
@@ -209,12 +217,12 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
                 f"{role} update",
                 u == 0,
                 msg,
-                u <= 0,
-                role,
-                "lr",
-                f"lr m_N^{_f(c['n'])}",
-                f"= {_f(need)}",
-                source,
+                stable=u <= 0,
+                role=role,
+                target="lr",
+                exponent=f"lr m_N^{_f(c['n'])}",
+                bound=f"= {_f(need)}",
+                source=source,
             )
         )
     _features(ir, d, abcs)
@@ -251,12 +259,12 @@ def _features(ir: ParameterisationIR, d: Desiderata, abcs: list[_Abc]) -> None:
                 f"{x.role} init (training)",
                 stable and x.a + x.b == 1,
                 msg,
-                stable,
-                x.role,
-                "init_std",
-                f"a+b+r = {_f(total)}",
-                ">= 1 (= 1 with r = 0)",
-                TP4_FEATURES,
+                stable=stable,
+                role=x.role,
+                target="init_std",
+                exponent=f"a+b+r = {_f(total)}",
+                bound=">= 1 (= 1 with r = 0)",
+                source=TP4_FEATURES,
             )
         )
 
@@ -293,12 +301,11 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 "residual",
                 False,
                 f"residual branches unscaled (m_L^0): the residual stream grows with depth; needs {need}",
-                None,
-                "",
-                "site residual",
-                "m_L^0",
-                "-alpha in [-1, -1/2]",
-                COMPLETEP,
+                role="",
+                target="site residual",
+                exponent="m_L^0",
+                bound="-alpha in [-1, -1/2]",
+                source=COMPLETEP,
             )
         )
         d.depth_class = "no depth scaling"
@@ -315,12 +322,11 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 if stable
                 else f"alpha = {_f(alpha)} outside [1/2, 1]; needs {need}"
             ),
-            None,
-            "",
-            "site residual",
-            f"alpha = {_f(alpha)}",
-            "in [1/2, 1]",
-            COMPLETEP,
+            role="",
+            target="site residual",
+            exponent=f"alpha = {_f(alpha)}",
+            bound="in [1/2, 1]",
+            source=COMPLETEP,
         )
     )
     blocks = ir.block_roles()
@@ -338,12 +344,12 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 f"{role} lr",
                 ok,
                 f"{role} lr depth exponent {_f(lr['L'])}" + ("" if ok else f"; needs alpha-1 = {_f(alpha - 1)}"),
-                lr["L"] <= alpha - 1,
-                role,
-                "lr",
-                f"m_L^{_f(lr['L'])}",
-                f"= alpha-1 = {_f(alpha - 1)}",
-                COMPLETEP,
+                stable=lr["L"] <= alpha - 1,
+                role=role,
+                target="lr",
+                exponent=f"m_L^{_f(lr['L'])}",
+                bound=f"= alpha-1 = {_f(alpha - 1)}",
+                source=COMPLETEP,
             )
         )
     for role in sorted(blocks):  # Complete(d)P Table 1: hidden weights, biases, norms and QK-norm gains
@@ -361,12 +367,12 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 ok,
                 f"{role} eps depth exponent {_f(eps['L'])}"
                 + ("" if ok else f"; residual-block eps needs -alpha = {_f(-alpha)}"),
-                eps["L"] <= -alpha,
-                role,
-                "eps",
-                f"m_L^{_f(eps['L'])}",
-                f"= -alpha = {_f(-alpha)}",
-                COMPLETEP,
+                stable=eps["L"] <= -alpha,
+                role=role,
+                target="eps",
+                exponent=f"m_L^{_f(eps['L'])}",
+                bound=f"= -alpha = {_f(-alpha)}",
+                source=COMPLETEP,
             )
         )
     ok = not d.failed("depth")
@@ -392,12 +398,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 False,
                 "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
                 "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2",
-                None,
-                "",
-                "lr",
-                "m_B^0",
-                "= 1/2",
-                SQRT_RULE,
+                role="",
+                target="lr",
+                exponent="m_B^0",
+                bound="= 1/2",
+                source=SQRT_RULE,
             )
         )
         d.verdicts.append(
@@ -406,12 +411,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 "tau invariant",
                 False,
                 "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D",
-                None,
-                "",
-                "lr*wd",
-                "m_D^0",
-                "= -1",
-                TIMESCALE,
+                role="",
+                target="lr*wd",
+                exponent="m_D^0",
+                bound="= -1",
+                source=TIMESCALE,
             )
         )
         return
@@ -434,12 +438,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 not bad,
                 f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
                 + ("" if not bad else " (square-root rule: 1/2, -1/2, 1)"),
-                None,
-                role,
-                ", ".join(k for k, _, _ in bad),
-                ", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
-                ", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
-                SQRT_RULE,
+                role=role,
+                target=", ".join(k for k, _, _ in bad),
+                exponent=", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
+                bound=", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
+                source=SQRT_RULE,
             )
         )
         # Complete(d)P extends the square-root rule to duration: lr m_D^-1/2, eps m_D^1/2.
@@ -452,12 +455,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 f"{role} sqrt rule",
                 not bad_d,
                 f"{role}: lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}" + ("" if not bad_d else " (needs -1/2, 1/2)"),
-                None,
-                role,
-                ", ".join(k for k, _, _ in bad_d),
-                ", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
-                ", ".join(f"= {_f(w)}" for _, _, w in bad_d),
-                SQRT_RULE,
+                role=role,
+                target=", ".join(k for k, _, _ in bad_d),
+                exponent=", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
+                bound=", ".join(f"= {_f(w)}" for _, _, w in bad_d),
+                source=SQRT_RULE,
             )
         )
         # tau_epoch = B / (lr * wd * D): exponents of m_B and m_D must vanish.
@@ -469,12 +471,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                 f"{role} tau",
                 ok,
                 f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}" + ("" if ok else " (needs 0, 0)"),
-                None,
-                role,
-                "lr*wd",
-                f"tau/T m_B^{_f(tb)} m_D^{_f(td)}",
-                "m_B^0 m_D^0",
-                TIMESCALE,
+                role=role,
+                target="lr*wd",
+                exponent=f"tau/T m_B^{_f(tb)} m_D^{_f(td)}",
+                bound="m_B^0 m_D^0",
+                source=TIMESCALE,
             )
         )
         for name, b in (("beta1", b1), ("beta2", b2)):
@@ -488,12 +489,11 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                     bool(fixed),
                     f"{role}: {name} half-life fixed "
                     + (fixed or f"in neither (1-{name} m_B^{_f(b['B'])} m_D^{_f(b['D'])})"),
-                    None,
-                    role,
-                    f"1-{name}",
-                    f"m_B^{_f(b['B'])} m_D^{_f(b['D'])}",
-                    "m_B^1 m_D^0 or m_B^1 m_D^-1",
-                    HALF_LIFE,
+                    role=role,
+                    target=f"1-{name}",
+                    exponent=f"m_B^{_f(b['B'])} m_D^{_f(b['D'])}",
+                    bound="m_B^1 m_D^0 or m_B^1 m_D^-1",
+                    source=HALF_LIFE,
                 )
             )
 
@@ -512,12 +512,11 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
                     ok,
                     f"{role}: independent decay, shrink wd width exponent {_f(wd['n'])}"
                     + ("" if ok else " (the per-step shrink should be width-free)"),
-                    None,
-                    role,
-                    "weight_decay",
-                    f"m_N^{_f(wd['n'])}",
-                    "= 0",
-                    WD_WIDTH,
+                    role=role,
+                    target="weight_decay",
+                    exponent=f"m_N^{_f(wd['n'])}",
+                    bound="= 0",
+                    source=WD_WIDTH,
                 )
             )
             continue
@@ -529,12 +528,11 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
                 ok,
                 f"{role}: lr*wd width exponent {_f(lr['n'] + wd['n'])}"
                 + ("" if ok else " (coupled decay should keep lr*wd width-free)"),
-                None,
-                role,
-                "weight_decay",
-                f"lr*wd m_N^{_f(lr['n'] + wd['n'])}",
-                "= 0",
-                WD_WIDTH,
+                role=role,
+                target="weight_decay",
+                exponent=f"lr*wd m_N^{_f(lr['n'] + wd['n'])}",
+                bound="= 0",
+                source=WD_WIDTH,
             )
         )
     # eps tracks the gradient in muP-like nets: gradient of a block/embedding tensor ~ mult * n^-1 (the
@@ -563,12 +561,11 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
                 ok,
                 f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
                 f"m_N^{_f(want_n)} m_L^{_f(want_l)}" + ("" if ok else " (eps does not track the gradient)"),
-                None,
-                role,
-                "eps",
-                f"m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}",
-                f"= m_N^{_f(want_n)} m_L^{_f(want_l)}",
-                EPS_GRADIENT,
+                role=role,
+                target="eps",
+                exponent=f"m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}",
+                bound=f"= m_N^{_f(want_n)} m_L^{_f(want_l)}",
+                source=EPS_GRADIENT,
             )
         )
 
@@ -608,13 +605,21 @@ def _fixed(ir: ParameterisationIR, d: Desiderata) -> None:
             if e is None or e[axis] != 0:
                 broken.append(("", f"site {site}", "not a power law" if e is None else f"{ratio}^{_f(e[axis])}"))
         for role, label, got in broken:
+            what = f"{role + ' ' if role else ''}{label}"
+            message = f"{what} scales as {got}; the theory leaves it unscaled in {ratio}"
             d.verdicts.append(
                 Verdict(
-                    area, f"{role} {label} {ratio}-free".strip(), False,
-                    f"{role + ' ' if role else ''}{label} scales as {got}; the theory leaves it unscaled in {ratio}",
-                    None, role, label, got, f"= {ratio}^0", source,
+                    area,
+                    f"{what} {ratio}-free",
+                    False,
+                    message,
+                    role=role,
+                    target=label,
+                    exponent=got,
+                    bound=f"= {ratio}^0",
+                    source=source,
                 )
-            )  # fmt: skip
+            )
 
 
 def desiderata(ir_or_p) -> Desiderata:
