@@ -554,17 +554,23 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         want_n = m["n"] - 1
         want_l = res["L"] if role in blocks else 0
         ok = eps["n"] == want_n and eps["L"] == want_l
+        # `stable` (the `eps: bounded` level): eps outgrows the gradient in width by at most the mup package's
+        # constant eps does (m_N^1); beyond that Adam's denominator is eps and the update vanishes with width.
+        bounded = 0 <= eps["n"] - want_n <= 1
         d.verdicts.append(
             Verdict(
                 "eps",
                 f"{role} eps",
                 ok,
                 f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
-                f"m_N^{_f(want_n)} m_L^{_f(want_l)}" + ("" if ok else " (eps does not track the gradient)"),
+                f"m_N^{_f(want_n)} m_L^{_f(want_l)}"
+                + ("" if ok else " (eps does not track the gradient)" if bounded else " (eps swamps the gradient)"),
+                stable=bounded,
                 role=role,
                 target="eps",
                 exponent=f"m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}",
-                bound=f"= m_N^{_f(want_n)} m_L^{_f(want_l)}",
+                bound=f"m_N^{_f(want_n)} m_L^{_f(want_l)} to track the gradient, at most m_N^{_f(want_n + 1)} to "
+                "stay bounded",
                 source=EPS_GRADIENT,
             )
         )

@@ -54,7 +54,14 @@ LEVELS: dict[str, dict[str, Level]] = {
     "duration": {
         "sde": Level(("duration",), True, "Complete(d)P: AdamW timescale B/(lr*wd*D) fixed, beta2 half-life fixed")
     },
-    "eps": {"tracks_gradient": Level(("eps",), True, "each role's eps scales like its gradient (Complete(d)P Eq. 40)")},
+    "eps": {
+        "tracks_gradient": Level(("eps",), True, "each role's eps scales like its gradient (Complete(d)P Eq. 40)"),
+        "bounded": Level(
+            ("eps",),
+            False,
+            "each role's eps outgrows its gradient in width by at most m_N^1 (the mup package's constant eps)",
+        ),
+    },
 }
 
 

@@ -115,10 +115,16 @@ def test_check_prints_the_depth_failures_its_class_refers_to(write_rule):
     assert "fails: depth / residual: residual multiplier m_L^1/4: alpha = -1/4 outside [1/2, 1]" in out.output
 
 
-def test_check_prints_an_eps_that_does_not_track_the_gradient(write_rule):
+def test_check_refuses_an_eps_that_swamps_the_gradient_under_mup(write_rule):
+    # muP's hidden gradients scale as m_N^-1; the `mup` package keeps eps fixed (eps/gradient ~ m_N^1, the bound
+    # muP's `eps: bounded` allows); eps m_N^2 outgrows the gradient as m_N^3 and Adam's update vanishes with width.
     path = write_rule("eps", "parameterisation E extends muP\n  role hidden: eps *= m_N^2\n")
     out = _check(path)
-    assert "eps / hidden eps: eps m_N^2 m_L^0; gradient scale m_N^-1 m_L^0" in out.output
+    assert out.exit_code == 1
+    assert (
+        "expect eps: bounded: roles hidden, eps: m_N^2 m_L^0, needs m_N^-1 m_L^0 to track the gradient, at most m_N^0"
+        in out.output
+    )
 
 
 def test_check_refuses_a_sign_error_in_the_hidden_lr_under_mup(write_rule):

@@ -24,14 +24,14 @@ from scalec.dsl.formatter import format_file
 from scalec.dsl.parser import parse
 
 DECLARED = {
-    "mup": {"width": "mup_like"},
-    "mup_table3": {"width": "mup_like"},
+    "mup": {"width": "mup_like", "eps": "bounded"},
+    "mup_table3": {"width": "mup_like", "eps": "bounded"},
     "mup_sgd": {"width": "mup_like"},
     "umup": {"width": "mup_like"},
-    "completep": {"width": "mup_like", "depth": "complete"},
-    "depth_mup": {"width": "mup_like", "depth": "maximal"},  # restates depth: alpha = 1/2 is not complete
-    "muon": {"width": "mup_like", "depth": "complete"},
-    "completedp": {
+    "completep": {"width": "mup_like", "depth": "complete", "eps": "bounded"},
+    "depth_mup": {"width": "mup_like", "depth": "maximal", "eps": "bounded"},  # alpha = 1/2 is not complete
+    "muon": {"width": "mup_like", "depth": "complete", "eps": "bounded"},
+    "completedp": {  # restates eps: tracks_gradient
         "width": "mup_like",
         "depth": "complete",
         "batch": "sde",
@@ -107,8 +107,8 @@ def test_check_results_are_plain_data():
 # Perturbing one exponent of a bundled rule (one role's target, or a forward site, along one axis its expectations
 # cover) either breaks one of its expectations or is proved equivalent by the abc-symmetry.  Exceptions, where the
 # authorities leave the exponent open: eps along width (the `mup` package scales none, Complete(d)P Eq. 40 tracks
-# the gradient; only `eps: tracks_gradient` pins it, for the roles it judges) and Muon's eps (it only guards the
-# orthogonalisation).
+# the gradient; `eps: bounded` allows either, only `eps: tracks_gradient` pins it, for the roles it judges) and
+# Muon's eps (it only guards the orthogonalisation).
 _AXIS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
 _ONE_MINUS = {"beta1", "beta2", "momentum"}
 
