@@ -93,8 +93,8 @@ def default_rules(
     width, placed = prototypes(ir, info)
     if not width:
         raise UndecidedRole(
-            f"cannot decide the rules of new role '{name}': no bundled role is of kind {info.kind}",
-            "give it rules: `role NAME: init_std = ...; lr = ...`",
+            f"cannot decide the rules of new role '{name}': no bundled role of kind {info.kind} has rules yet",
+            "declare it after the rules it should follow (in a root file: after `role *: ...`), or give it rules",
         )
     optimizers = {ir.optimizer(r) for r in width}
     if len(optimizers) > 1:

@@ -31,6 +31,13 @@ DECLARED = {
     "completep": {"width": "mup_like", "depth": "complete", "eps": "bounded"},
     "depth_mup": {"width": "mup_like", "depth": "maximal", "eps": "bounded"},  # alpha = 1/2 is not complete
     "muon": {"width": "mup_like", "depth": "complete", "eps": "bounded"},
+    "completedp_halflife": {
+        "width": "mup_like",
+        "depth": "complete",
+        "batch": "sde",
+        "duration": "sde",
+        "eps": "tracks_gradient",
+    },  # all inherited
     "completedp": {  # restates eps: tracks_gradient
         "width": "mup_like",
         "depth": "complete",
