@@ -87,9 +87,9 @@ def _agreed(ir: ParameterisationIR, roles: list[str], kind: str, axes: tuple[str
 
 def default_rules(
     ir: ParameterisationIR, name: str, info: RoleInfo, origin: Origin
-) -> tuple[dict[str, Rule], dict[str, str]]:
-    """The rules and settings a declared role gets by default, each rule's origins ending with `origin` (the
-    declaration, its text saying which prototypes it follows)."""
+) -> tuple[dict[str, Rule], dict[str, str], tuple[tuple[str, str], ...]]:
+    """The rules, settings and derivation notes ((target, how), for `show`) a declared role gets by default, each
+    rule's origins ending with `origin` (the declaration)."""
     width, placed = prototypes(ir, info)
     if not width:
         raise UndecidedRole(
@@ -106,6 +106,7 @@ def default_rules(
     first = width[0]
     same_place = ir.role_table[first].in_blocks == info.in_blocks
     rules: dict[str, Rule] = {}
+    derivation: list[tuple[str, str]] = []
     for kind, rule in ir.roles[first].items():
         _agreed(ir, width, kind, ("n", "B", "D") if not same_place else ("n", "L", "B", "D"), name, info.kind)
         expr = rule.expr
@@ -130,6 +131,7 @@ def default_rules(
                 factor = RATIO["L"] ** shift
                 expr = 1 - sympy.powsimp((1 - expr) * factor) if kind in ONE_MINUS else sympy.powsimp(expr * factor)
                 notes.append(f"x m_L^({shift}) (depth rule of the {where} roles {compress_roles(placed)})")
-        rules[kind] = Rule(expr, origins + (Origin(origin.path, origin.line, f"{origin.text}: {' '.join(notes)}"),))
+        rules[kind] = Rule(expr, origins + (origin,))
+        derivation.append((kind, " ".join(notes)))
     settings = dict(ir.settings.get(first, {}))
-    return rules, settings
+    return rules, settings, tuple(derivation)

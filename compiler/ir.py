@@ -48,6 +48,8 @@ class RoleInfo:
     kind: str
     in_blocks: bool
     declared: Loc | None = None
+    # For a declared role: (target, how its default rule was derived), e.g. ("lr", "lr of unembed x m_L^(alpha-1)").
+    derivation: tuple[tuple[str, str], ...] = ()
 
     @property
     def width_class(self) -> str:

@@ -301,10 +301,10 @@ class _FileResolver:
             )
         info = RoleInfo(s.kind, s.in_blocks, s.loc)
         try:
-            rules, settings = default_rules(self.ir, s.name, info, self.origin(s.loc))
+            rules, settings, derivation = default_rules(self.ir, s.name, info, self.origin(s.loc))
         except UndecidedRole as exc:
             raise self.error(s.loc, exc.message, exc.hint) from None
-        self.ir.role_table[s.name] = info
+        self.ir.role_table[s.name] = RoleInfo(s.kind, s.in_blocks, s.loc, derivation)
         self.ir.roles[s.name] = rules
         self.ir.settings[s.name] = settings
 

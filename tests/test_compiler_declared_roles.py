@@ -146,7 +146,7 @@ def test_show_prints_where_each_rule_of_a_declared_role_came_from(write_rule):
     out = CliRunner().invoke(app, ["show", str(path)], env={"COLUMNS": "300"})
     assert out.exit_code == 0, out.output
     assert "new role router (readout, in blocks; " in out.output
-    assert "lr: sp.scale:26 role *: lr = eta; router.scale:2 new role router: readout in blocks: lr of unembed x " in (
+    assert "lr: sp.scale:26 role *: lr = eta; router.scale:2 new role router: readout in blocks (lr of unembed x " in (
         out.output
     )
     assert "mult: mup.scale:9 site output.mult = m_N^-1; " in out.output

@@ -256,7 +256,9 @@ def declared_role_lines(ir) -> list[str]:
             continue
         place = ", in blocks" if info.in_blocks else ""
         lines.append(f"new role {role} ({info.kind}{place}; {info.declared.path}:{info.declared.line}):")
+        derived = dict(info.derivation)
         for kind, rule in ir.roles[role].items():
-            chain = "; ".join(f"{o.short()} {o.text}" for o in rule.origins) or "default"
-            lines.append(f"  {kind}: {chain}")
+            chain = [f"{o.short()} {o.text}" + (f" ({derived[kind]})" if o.line == info.declared.line and
+                     o.path == info.declared.path and kind in derived else "") for o in rule.origins]  # fmt: skip
+            lines.append(f"  {kind}: {'; '.join(chain) or 'default'}")
     return lines
