@@ -92,15 +92,17 @@ def _conditions(bad: list[Verdict]) -> list[str]:
     for key, roles in groups.items():
         named = [r for r in roles if r]
         who = f"role{'s' if len(named) > 1 else ''} {compress_roles(named)}, " if named else ""
-        who = who or ("" if key.startswith(("site", "other")) else "all roles, ")  # a file-level verdict
+        who = who or ("" if key.startswith("site") else "all roles, ")  # a file-level verdict
         lines.append(who + key)
     return lines
 
 
 def judge(ir: ParameterisationIR, d: Desiderata) -> list[ExpectationResult]:
-    """Every expectation of `ir` against its desiderata, in declaration order."""
+    """Every expectation of `ir` against its desiderata, root file's first, each file's in declaration order."""
     out = []
-    for exp in sorted(ir.expectations.values(), key=lambda e: (e.loc.path, e.loc.line, e.loc.col)):
+    rank = {path: i for i, path in enumerate(ir.paths)}
+    order = sorted(ir.expectations.values(), key=lambda e: (rank.get(e.loc.path, len(rank)), e.loc.line, e.loc.col))
+    for exp in order:
         level = LEVELS[exp.area][exp.level]
         judged = [v for v in d.verdicts if v.area in level.areas]
         bad = [v for v in judged if v.passed is None or (v.passed is False if level.exact else v.is_stable is False)]
@@ -108,7 +110,10 @@ def judge(ir: ParameterisationIR, d: Desiderata) -> list[ExpectationResult]:
         if level.alpha is not None and d.alpha is not None and d.alpha != level.alpha:
             broken.insert(0, f"site residual: alpha = {d.alpha}, needs {level.alpha} [CompleteP, arXiv 2505.01618]")
         if not judged:
-            broken.append(f"no {exp.area} conditions apply to this file (see `scalec check` notes)")
+            broken.append(
+                f"no {exp.area} condition applies to this file (eps is judged for muP-like files, batch and duration "
+                "for AdamW roles)"
+            )
         where = f"{exp.loc.path.rsplit('/', 1)[-1]}:{exp.loc.line}"
         out.append(ExpectationResult(exp.area, exp.level, where, not broken, tuple(dict.fromkeys(broken))))
     return out
