@@ -44,8 +44,9 @@ def check_cmd(
     files: Annotated[list[str], typer.Argument(help="Rule files or bundled names.")],
     param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
 ) -> None:
-    """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata)."""
-    from scalec.compiler.analysis import desiderata
+    """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata, expectations); exit 1
+    when a file has an error or breaks one of its `expect` lines."""
+    from scalec.compiler.expectations import LEVELS
     from scalec.compiler.parameterisation import compile_ir
     from scalec.compiler.region import region_lines
 
@@ -57,11 +58,23 @@ def check_cmd(
             err_console.print(format_error(exc), markup=False)
             failed += 1
             continue
-        d = desiderata(ir)
+        broken = report.broken
+        failed += bool(broken)
+        status = "[red]FAIL[/red]" if broken else "[green]ok[/green]"
         console.print(
-            f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
-            f"width: {d.width_class}; depth: {d.depth_class}"
+            f"{status} {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
+            f"width: {report.width_class}; depth: {report.depth_class}"
         )
+        held = [f"{e.area}: {e.level}" for e in report.expectations if e.holds]
+        if held:
+            console.print(f"  expect {', '.join(held)}: holds", markup=False)
+        for e in broken:
+            for line in e.broken:
+                console.print(f"  broken: {e.where}: expect {e.area}: {e.level}: {line}", markup=False)
+        covered = {a for e in broken for a in LEVELS[e.area][e.level].areas}
+        for line in report.failures:  # every failed desideratum the classes above refer to, and the rest
+            if line.split(" / ", 1)[0] not in covered:
+                console.print(f"  fails: {line}", markup=False)
         for line in region_lines(ir):
             console.print(f"  region: {line}", markup=False)
         for w in report.warnings:
@@ -229,5 +242,21 @@ def show_cmd(
         f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
     )
     console.print(t)
+    for line in declared_role_lines(p.ir):
+        console.print(line, markup=False)
     for line in region_lines(p.ir):
         console.print(f"feasible region: {line}", markup=False)
+
+
+def declared_role_lines(ir) -> list[str]:
+    """Where each rule of a declared role (`new role NAME: KIND [in blocks]`) came from, one line per target."""
+    lines = []
+    for role, info in ir.role_table.items():
+        if info.declared is None:
+            continue
+        place = ", in blocks" if info.in_blocks else ""
+        lines.append(f"new role {role} ({info.kind}{place}; {info.declared.path}:{info.declared.line}):")
+        for kind, rule in ir.roles[role].items():
+            chain = "; ".join(f"{o.short()} {o.text}" for o in rule.origins) or "default"
+            lines.append(f"  {kind}: {chain}")
+    return lines
