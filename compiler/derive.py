@@ -33,7 +33,8 @@ EPS_POLICIES: dict[str, str] = {
     "symmetry": "eps unscaled in the `mup` package's gauge, carried to this gauge by the abc-symmetry",
     "fixed": "eps never scales with width or depth (u-muP)",
     "gradient": "every role's eps tracks its gradient (Complete(d)P arXiv 2512.22382 Eq. 40; nanoGPT-mup completep)",
-    "blocks": "in-block roles' eps track their gradient, the rest as `symmetry` (CompleteP arXiv 2505.01618 Table 1)",
+    "blocks": "hidden matrices' and in-block roles' eps track their gradient, the rest as `symmetry` (CompleteP "
+    "arXiv 2505.01618 Table 1)",
 }
 DECAYS: tuple[str, ...] = ("coupled", "independent")
 AXIS_WORDS: dict[str, str] = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -72,6 +73,7 @@ class RoleSpec:
     size_axis: str = "n"
     zero_init: bool = False  # gains (init mean 1) and biases: no init-std rule
     shared_heads: bool = False  # one vector shared by the n/d_head heads (its gradient sums over them)
+    optimizer: str | None = None  # this role's own optimizer (None: the spec's)
 
 
 TRANSFORMER_ROLES: tuple[RoleSpec, ...] = (
@@ -102,6 +104,8 @@ class DeriveSpec:
 
     def optimizer_of(self, role: RoleSpec) -> str:
         """Muon drives the hidden matrices only; embeddings, readouts and vectors keep AdamW (as muon.scale)."""
+        if role.optimizer is not None:
+            return role.optimizer
         if self.optimizer == "muon" and role.kind != "hidden":
             return "adamw"
         return self.optimizer
@@ -430,7 +434,7 @@ def _eps_width(spec: DeriveSpec, role: RoleSpec, a, p, readout_p) -> sympy.Expr:
     symmetry = _mup_gauge_a(role, p) - a
     if spec.eps == "fixed":
         return sympy.Integer(0)
-    if spec.eps == "gradient" or (spec.eps == "blocks" and role.in_blocks):
+    if spec.eps == "gradient" or (spec.eps == "blocks" and (role.in_blocks or role.kind == "hidden")):
         return gradient
     return symmetry
 

@@ -232,3 +232,41 @@ def test_derived_files_always_pass_check(tmp_path, axes, optimizer, gauge, eps, 
     path.write_text(derive_file(spec))  # derive_file itself refuses output that fails the compiler's checks
     ir, report = compile_ir(path)
     assert ir.name == "Derived"
+
+
+MOE = """parameterisation MoE extends CompleteP
+  "CompleteP with an MoE router in every block and a conv stem."
+  new role router: readout in blocks
+  new role stem: hidden
+"""
+
+
+def test_derive_extends_gives_declared_roles_their_derived_exponents(tmp_path):
+    """By hand (TP4 Thm 3.3, TP5 Table 3, CompleteP): a readout in the blocks under the mup gauge takes the multiplier
+    1/m_N, an unscaled init and lr times m_L^(alpha-1); its gradient (eps) ~ m_N^-1 m_L^-alpha.  A hidden stem outside
+    the blocks: init var 1/m_N, lr 1/m_N, no depth factor."""
+    from scalec.compiler.derive_extends import derive_extends
+
+    (tmp_path / "moe.scale").write_text(MOE)
+    spec = DeriveSpec(axes=("width", "depth"), gauge="mup", eps="blocks", name="MoEDerived")
+    (tmp_path / "moe_derived.scale").write_text(derive_extends(tmp_path / "moe.scale", spec))
+    p = scalec.load(str(tmp_path / "moe_derived.scale"))
+    s0, s = p.shape(), p.shape(n=1024, L=16)  # m_N = 8, m_L = 8
+    r = {
+        k: getattr(p.role_hparams("router", s), k) / getattr(p.role_hparams("router", s0), k)
+        for k in ("mult", "init_std", "lr", "eps")
+    }
+    assert r == pytest.approx({"mult": 1 / 8, "init_std": 1.0, "lr": 1.0, "eps": 1 / 64})  # alpha = 1
+    st_ = {
+        k: getattr(p.role_hparams("stem", s), k) / getattr(p.role_hparams("stem", s0), k) for k in ("init_std", "lr")
+    }
+    assert st_ == pytest.approx({"init_std": 8**-0.5, "lr": 1 / 8})
+    assert "router" in (tmp_path / "moe_derived.scale").read_text()
+
+
+def test_derive_extends_refuses_a_file_without_declared_roles(tmp_path):
+    from scalec.compiler.derive_extends import derive_extends
+
+    (tmp_path / "plain.scale").write_text('parameterisation Plain extends muP\n  "nothing new"\n')
+    with pytest.raises(DeriveError, match="declares no role"):
+        derive_extends(tmp_path / "plain.scale", DeriveSpec())

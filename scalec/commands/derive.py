@@ -41,6 +41,10 @@ def derive_cmd(
     ] = "original",
     param: Annotated[list[str] | None, typer.Option("--param", help="Pin a param, e.g. alpha=1/2.")] = None,
     name: Annotated[str, typer.Option("--name", help="The derived parameterisation's name.")] = "Derived",
+    extends: Annotated[
+        Path | None,
+        typer.Option("--extends", help="Derive the rules of the roles this file declares (`new role NAME: KIND`)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the rule file here.")] = None,
 ) -> None:
     """Derive a parameterisation's exponents from the desiderata and write a rule file that passes `scalec check`."""
@@ -71,7 +75,16 @@ def derive_cmd(
         alpha=alpha,
         name=name,
     )
-    text = derive_file(spec)
+    if extends is not None:
+        from scalec.compiler.derive_extends import derive_extends
+
+        if output is not None and output.resolve().parent != extends.resolve().parent:
+            raise DeriveError(
+                f"error: -o {output}: write the derived file beside {extends} (its `extends` is resolved there)"
+            )
+        text = derive_extends(extends, spec)
+    else:
+        text = derive_file(spec)
     if output is None:
         typer.echo(text, nl=False)
         return
