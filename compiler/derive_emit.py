@@ -82,23 +82,23 @@ def render(d: Derivation) -> str:
     if s.optimizer == "muon":
         cites.append(_SPECTRAL_CITE)
     lines += [f'  cite "{c}"' for c in cites]
-    lines.append("")
-    for hp in _OPT_HPS.get(s.optimizer, ()):
-        lines.append(f"  {hp}")
+    decls = [f"  {hp}" for hp in _OPT_HPS.get(s.optimizer, ())]
     if "depth" in s.axes:
         lo, hi = s.alpha
-        lines.append(
+        decls.append(
             f"  param alpha = {_num(hi)} in [{_num(lo)}, {_num(hi)}]  # depth exponent of the branch multiplier"
         )
+    if s.decay == "independent":
+        decls += [
+            "  # Default = eta x lambda of SP (2^-8 x 0.1): the per-step shrink of coupled decay at the base shape.",
+            "  hp lambda_ind = 1/2560 in [0, 2^-4] linear  # independent weight decay (shrink per step at schedule 1)",
+        ]
+    if decls:
+        lines += ["", *decls]
     if s.optimizer == "sgd":
         lines += ["", "  role *: optimizer = sgd;  lr *= sgd_ratio;  momentum = mu"]
     if s.decay == "independent":
-        lines += [
-            "  # Default = eta x lambda of SP (2^-8 x 0.1): the per-step shrink of coupled decay at the base shape.",
-            "  hp lambda_ind = 1/2560 in [0, 2^-4] linear  # independent weight decay (shrink per step at schedule 1)",
-            "",
-            "  role *: decay = independent;  weight_decay = lambda_ind",
-        ]
+        lines += ["", "  role *: decay = independent;  weight_decay = lambda_ind"]
     shared = _shared_batch_duration(d)
     if shared:
         lines += ["", f"  # Batch and duration, every role: {SDE}; weight decay: {TIMESCALE}."]
