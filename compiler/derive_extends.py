@@ -125,7 +125,7 @@ def _render(ir: ParameterisationIR, spec: DeriveSpec, d: Derivation, parent: Pat
     if "n" in axes:
         axes.add("d_head")
     lines = [
-        f"# Derived by `scalec derive --extends {parent.name} --axes {','.join(spec.axes)} --gauge {spec.gauge} "
+        f"# Derived by `scalec derive --extends {_comment_safe(parent.name)} --axes {','.join(spec.axes)} --gauge {spec.gauge} "
         f"--eps {spec.eps} --decay {spec.decay}` (scalec {__version__}).",
         "# Each factor takes the declared role's rule in the parent to the exponents the desiderata give (exact",
         "# rational LPs, compiler/derive.py); its comment names the constraints that bind it.",
@@ -169,3 +169,8 @@ def _render(ir: ParameterisationIR, spec: DeriveSpec, d: Derivation, parent: Pat
             sep = ";" if i < len(body) - 1 else ""
             lines.append(f"      {text}{sep}  # {why}")
     return "\n".join(lines) + "\n"
+
+
+def _comment_safe(text: str) -> str:
+    """A file name as it may appear in a `#` comment: printable characters on one line, nothing else."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

@@ -270,3 +270,13 @@ def test_derive_extends_refuses_a_file_without_declared_roles(tmp_path):
     (tmp_path / "plain.scale").write_text('parameterisation Plain extends muP\n  "nothing new"\n')
     with pytest.raises(DeriveError, match="declares no role"):
         derive_extends(tmp_path / "plain.scale", DeriveSpec())
+
+
+def test_derive_extends_file_name_cannot_inject_rules(tmp_path):
+    """A newline in the parent's file name stays inside the header comment (never a statement of the output)."""
+    from scalec.compiler.derive_extends import derive_extends
+
+    parent = tmp_path / "moe\nrole embed: lr *= 1000.scale"
+    parent.write_text(MOE)
+    text = derive_extends(parent, DeriveSpec(axes=("width",), gauge="mup", name="Safe"))
+    assert not any(line.startswith("role embed") for line in text.splitlines())
