@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalec.runtime.plan.binding import normalise_name
-from scalec.runtime.plan.planner import Plan, PlanError
+from scalec.runtime.plan.plan_data import Plan, PlanError
 
 HOOK_SITES: tuple[str, ...] = ("output.mult", "embed.mult", "residual.attn", "residual.mlp")
 HOOK_ROLE_MULTS: tuple[str, ...] = ("mult[unembed]", "mult[embed]")
