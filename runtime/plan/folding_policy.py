@@ -75,8 +75,9 @@ def tied_readout_mult(module: Any, shape: Any, hp: Any) -> float:
     return float(u.mult * out * (u.lr / u0.lr) / (e.lr / e0.lr))
 
 
-def obstacle(key: str, bound: list[BoundParam], tied: list[BoundParam], optimizers: Mapping[str, str]) -> str | None:
-    """Why multiplier `key` cannot be folded exactly into this model, or None."""
+def obstacle(key: str, bound: list[BoundParam], tie: str | None, optimizers: Mapping[str, str]) -> str | None:
+    """Why multiplier `key` cannot be folded exactly into this model, or None (`tie`: how the readout is tied to
+    the embedding, one line, or None)."""
     target = fold_target(key)
     optimizer = optimizers.get(target, "adamw")
     if OPTIMIZERS[optimizer].symmetry is None:
@@ -88,12 +89,8 @@ def obstacle(key: str, bound: list[BoundParam], tied: list[BoundParam], optimize
             f"the module graph did not decide which matrices end the residual branches ({why}); name them with "
             "patterns={'<glob>': 'attn.o' / 'mlp.down' / 'attn.q'}"
         )
-    if key in TIED_BLOCKED and tied:
-        t = tied[0]
-        return (
-            f"the readout shares its tensor with the embedding ('{t.tied_with[0]}' = '{t.name}'), which trains as "
-            "the embedding (as mup's MuSharedReadout)"
-        )
+    if key in TIED_BLOCKED and tie:
+        return f"{tie}, which trains as the embedding (as mup's MuSharedReadout)"
     roles = {b.role for b in bound}
     if key in FOLD_INTO and target not in roles:
         return f"no parameter is bound as {target}, the tensor it would fold into"

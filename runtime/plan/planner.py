@@ -17,7 +17,7 @@ from typing import Any
 
 from scalec.compiler.domain import first_violation
 from scalec.compiler.vocabulary import BRANCH_SITES, FOLD_INTO, NORM_ROLES, SITE_ROLES, role_mult_key, site_identity
-from scalec.runtime.plan.binding import BoundParam, bind
+from scalec.runtime.plan.binding import BoundParam, bind, unwrap
 from scalec.runtime.plan.folding_policy import (
     Pending,
     absorb,
@@ -27,8 +27,9 @@ from scalec.runtime.plan.folding_policy import (
     refusal,
     tied_readout_mult,
 )
-from scalec.runtime.plan.inputs import check_region, module_of, resolve_hparams, resolve_shape
-from scalec.runtime.plan.model_shape import mismatch
+from scalec.runtime.plan.inputs import check_region, module_of, resolve_hparams, resolve_shape, shape_axes
+from scalec.runtime.plan.model_shape import declared_head_dim, mismatch
+from scalec.runtime.plan.model_trace import ModelTrace, trace_model
 from scalec.runtime.plan.plan_data import Plan, PlanEntry, PlanError
 
 __all__ = ["Plan", "PlanEntry", "PlanError", "make_plan"]
@@ -48,6 +49,8 @@ class _Setting:
     sites: dict[str, float]  # the rule's forward sites at this shape (output.mult: the tied readout's, if tied)
     role_mults: dict[str, float]  # the one forward multiplier of each role
     tied: list[BoundParam] = field(default_factory=list)  # embedding tensors that are also the readout
+    tie: str | None = None  # how the readout is tied (one line), for refusals
+    readout_unknown: str | None = None  # why the readout could not be located (the forward pass failed)
 
     def optimizer_of(self, role: str) -> str:
         return next((getattr(v, "optimizer", "adamw") for k, v in self.values.items() if k[0] == role), "adamw")
@@ -94,13 +97,101 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _head_dim_need(module: Any, shape: Any, hp: Any, bound: list[BoundParam]) -> str | None:
+    """Why the plan of these tensors depends on d_head: "values" (a role value does), "attention" (the attention
+    scale, relative to the 1/sqrt(d_head) a model applies, does and attention matrices are bound), "maybe" (it
+    does and the roles were inferred from width alone); None when it does not."""
+    other = dataclasses.replace(shape, d_head=2 * shape.d_head)
+    layered = getattr(module, "LAYERED_ROLES", frozenset())
+    for b in bound:
+        key = (b.role, b.fan_in, b.fan_out, 0 if b.role in layered else None)
+        if _role_values(module, key, shape, hp) != _role_values(module, key, other, hp):
+            return "values"
+    scale = [
+        module.sites(x).as_dict().get("attn.scale", 1.0) / site_identity("attn.scale", x.d_head) for x in (shape, other)
+    ]
+    if math.isclose(*scale, rel_tol=1e-12):
+        return None
+    if any(b.role in SITE_ROLES["attn.scale"] for b in bound):
+        return "attention"
+    return "maybe" if any(b.source == "inferred" for b in bound) else None
+
+
+class _Trace:
+    """One traced forward pass, run at most once and only when asked for."""
+
+    def __init__(self, model: Any, example_input: Any) -> None:
+        self.model, self.example_input, self._trace = model, example_input, None
+
+    def get(self) -> ModelTrace:
+        if self._trace is None:
+            self._trace = trace_model(self.model, self.example_input)
+        return self._trace
+
+
+def _given_shape(module: Any, model: Any, shape: Any) -> tuple[Any, bool]:
+    """The checked shape, a d_head the caller leaves out read from the model's config or `head_dim` attribute;
+    and whether d_head is still open (neither the caller nor the model gave it)."""
+    axes = shape_axes(module, shape)
+    declared = declared_head_dim(model)
+    if "d_head" not in axes and declared is not None:
+        axes["d_head"] = declared[0]
+    return resolve_shape(module, axes), "d_head" not in axes
+
+
+def _traced_head_dim(module: Any, model: Any, shape: Any, hp: Any, bound: list[BoundParam], trace: _Trace) -> Any:
+    """The shape at the head dimension of the traced attention calls when the plan depends on d_head and nothing
+    else gave it; refused when the rule needs one and the model shows none."""
+    need = _head_dim_need(module, shape, hp, bound)
+    if need is None:
+        return shape
+    seen = trace.get()
+    if len(seen.head_dims) == 1:
+        return resolve_shape(module, {**dataclasses.asdict(shape), "d_head": float(next(iter(seen.head_dims)))})
+    if need == "maybe" and not seen.failed and not seen.head_dims:
+        return shape  # traced: no attention anywhere, so the attention scale reaches no tensor
+    why = seen.failed or (
+        f"its attention calls use head dimensions {sorted(seen.head_dims)}"
+        if seen.head_dims
+        else "no scaled_dot_product_attention call was traced"
+    )
+    raise PlanError(
+        f"error: {module.NAME} depends on the head dimension and {type(unwrap(model)).__name__} declares none "
+        f"(config.head_dim or a head_dim attribute; {why}); pass d_head in the shape (or example_input= so the "
+        "attention calls can be traced)"
+    )
+
+
+def _readout_tie(bound: list[BoundParam], trace: _Trace) -> tuple[list[BoundParam], str | None, str | None]:
+    """The embedding tensors that are also the readout, how (one line), and why the readout is unknown (None when
+    known): a tensor shared under two names, or the embedding's tensor read by the op producing the logits."""
+    shared = [b for b in bound if b.role == "embed" and "unembed" in b.tied_roles]
+    if shared:
+        t = shared[0]
+        return shared, f"the readout shares its tensor with the embedding ('{t.tied_with[0]}' = '{t.name}')", None
+    if any(b.role == "unembed" for b in bound) or not any(b.role == "embed" for b in bound):
+        return [], None, None
+    seen = trace.get()
+    if seen.failed:
+        return [], None, seen.failed
+    names = {n: b for b in bound for n in (b.name, *b.tied_with)}
+    b = names.get(seen.readout) if seen.readout is not None else None
+    if b is not None and b.role == "embed":
+        return [b], f"the logits are read from the embedding's tensor '{b.name}' in forward (a tied readout)", None
+    return [], None, None
+
+
 def _setting(rules: Any, model: Any, shape: Any, hp: Any, fold: bool | None, binding: Mapping[str, Any]) -> _Setting:
     """Phase 1, inputs and binding: the checked shape and HPs, every parameter bound to a role, its rule values."""
     module = module_of(rules)
-    shape = resolve_shape(module, shape)
+    shape, open_head_dim = _given_shape(module, model, shape)
     hp = resolve_hparams(module, hp)
     check_region(module, shape, hp)
     bound = bind(model, roles=module.ROLES, **binding)
+    trace = _Trace(model, binding.get("example_input"))
+    if open_head_dim:
+        shape = _traced_head_dim(module, model, shape, hp, bound, trace)
+        check_region(module, shape, hp)
     wrong = mismatch(model, bound, shape)
     if wrong:
         raise PlanError(f"error: {wrong}")
@@ -109,21 +200,12 @@ def _setting(rules: Any, model: Any, shape: Any, hp: Any, fold: bool | None, bin
     keys = {b.name: (b.role, b.fan_in, b.fan_out, _block_index(b.name) if b.role in layered else None) for b in bound}
     values = {k: _role_values(module, k, shape, hp) for k in sorted(set(keys.values()), key=str)}
     sites = {k: float(v) for k, v in module.sites(shape).as_dict().items()}
-    s = _Setting(
-        module,
-        shape,
-        hp,
-        bound,
-        bool(getattr(rules, "fold", False)) if fold is None else bool(fold),
-        keys,
-        values,
-        sites,
-        {},
-    )
+    fold = bool(getattr(rules, "fold", False)) if fold is None else bool(fold)
+    s = _Setting(module, shape, hp, bound, fold, keys, values, sites, {})
     s.role_mults = {r: _role_mult(s, r) for r in module.ROLES}
-    s.tied = [b for b in bound if b.role == "embed" and "unembed" in b.tied_roles]
-    if s.tied:  # the readout's whole multiplier is the output site; the shared tensor trains as the embedding
-        s.sites["output.mult"] = tied_readout_mult(module, shape, hp)
+    s.tied, s.tie, s.readout_unknown = _readout_tie(bound, trace)
+    if s.tied or s.readout_unknown:  # the readout's whole multiplier is the output site (the tensor trains as
+        s.sites["output.mult"] = tied_readout_mult(module, shape, hp)  # the embedding, if it is the readout)
         s.role_mults["unembed"] = 1.0
     return s
 
@@ -140,11 +222,14 @@ def _folds(s: _Setting, model: Any, applied_sites: Any) -> _Folds:
     optimizers = {k[0]: getattr(v, "optimizer", "adamw") for k, v in s.values.items()}
     pending: list[Pending] = []
     for key, value, site_roles in candidates:
-        relevant = bool(roles & set(site_roles)) or (key == "output.mult" and bool(s.tied))
+        relevant = bool(roles & set(site_roles)) or (key == "output.mult" and bool(s.tied or s.readout_unknown))
         relevant = relevant or (guessing and key in BRANCH_SITES)
         if not relevant or key in taken or math.isclose(value, site_identity(key, s.shape.d_head), rel_tol=1e-12):
             continue
-        pending.append((key, value, obstacle(key, s.bound, s.tied, optimizers)))
+        why = obstacle(key, s.bound, s.tie, optimizers)
+        if key == "output.mult" and s.readout_unknown:
+            why = f"no parameter binds to unembed and the readout could not be located: {s.readout_unknown}"
+        pending.append((key, value, why))
     if pending and (not s.fold or any(why for _, _, why in pending)):
         raise refusal(str(s.module.NAME), model, pending, s.fold)
     folds = _Folds()
