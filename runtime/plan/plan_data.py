@@ -29,8 +29,12 @@ class PlanEntry:
     """What one parameter tensor gets: init N(init_mean, init_std), its optimizer (adamw, sgd or muon) with lr,
     weight_decay and that optimizer's own settings (betas/eps for adamw, momentum/nesterov for sgd, plus
     eps/ns_steps/adjust_lr for muon; None where it has none), and its forward multiplier `mult` (applied by the
-    model, see `Plan.multipliers`). weight_decay is always torch's decoupled form, a per-step shrink
-    lr_t * weight_decay; `decay` records the file's convention (independent decay arrives divided by lr)."""
+    model, see `Plan.multipliers`).
+
+    Weight decay, one meaning per number: `weight_decay` is what torch's optimizer receives, its decoupled form
+    (a per-step shrink lr_t * weight_decay; JSON key `weight_decay_torch`); `weight_decay_rule` is the rule's value
+    in the rule's own convention `decay` (coupled: the same number; independent: the shrink per step at schedule
+    factor 1, so weight_decay = weight_decay_rule / lr)."""
 
     name: str
     shape: tuple[int, ...]
@@ -51,6 +55,7 @@ class PlanEntry:
     nesterov: bool | None = None
     ns_steps: int | None = None
     adjust_lr: str | None = None
+    weight_decay_rule: float | None = None  # None only in plans written before the field existed
 
     def optim_key(self) -> tuple:
         """The settings param groups are merged on ((lr, weight_decay, betas, eps) for AdamW)."""
@@ -138,10 +143,11 @@ class Plan:
         return build_optimizer(self, self._tensors(model), torch_options)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: {"rule", "axes", "preset", "parameters": [...], "multipliers": {...}}."""
+        """Plain data: {"rule", "axes", "preset", "parameters": [...], "multipliers": {...}}; each parameter's
+        weight decay as `weight_decay_torch` (what torch receives) and `weight_decay_rule` (in `decay`'s convention)."""
         params = []
         for e in self.entries:
-            d = asdict(e)
+            d = {("weight_decay_torch" if k == "weight_decay" else k): v for k, v in asdict(e).items()}
             d["shape"], d["tied_with"] = list(e.shape), list(e.tied_with)
             d["betas"] = list(e.betas) if e.betas is not None else None
             params.append(d)
@@ -160,12 +166,13 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict` (also reads the single `weight_decay` key of plans written before the split)."""
         names = {f.name for f in dataclasses.fields(PlanEntry)}
         entries = [
             PlanEntry(
                 **{
                     **{k: v for k, v in d.items() if k in names},
+                    "weight_decay": d["weight_decay_torch"] if "weight_decay_torch" in d else d["weight_decay"],
                     "shape": tuple(d["shape"]),
                     "betas": tuple(d["betas"]) if d.get("betas") is not None else None,
                     "tied_with": tuple(d.get("tied_with", ())),

@@ -301,6 +301,7 @@ def _entries(s: _Setting, by_role: Mapping[str, float], extra: Mapping[str, floa
             values["mult"] = 1.0
         if b.name in extra:
             values = absorb(values, extra[b.name], optimizer, decay)
+        values["weight_decay_rule"] = values["weight_decay"]  # in the rule's convention `decay`
         if decay == "independent":  # torch's decoupled form shrinks lr_t * wd per step: independent decay is wd / lr
             values["weight_decay"] /= values["lr"]
         entries.append(
