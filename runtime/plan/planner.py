@@ -52,9 +52,6 @@ class _Setting:
     tie: str | None = None  # how the readout is tied (one line), for refusals
     readout_unknown: str | None = None  # why the readout could not be located (the forward pass failed)
 
-    def optimizer_of(self, role: str) -> str:
-        return next((getattr(v, "optimizer", "adamw") for k, v in self.values.items() if k[0] == role), "adamw")
-
 
 @dataclass
 class _Folds:
