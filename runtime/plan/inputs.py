@@ -65,3 +65,11 @@ def check_region(module: Any, shape: Any, hp: Any) -> None:
         module.check_shape(shape, hp)
     except module.ShapeError as exc:
         raise PlanError(f"error: shape: {exc}") from None
+
+
+def role_values(module: Any, key: tuple, shape: Any, hp: Any) -> Any:
+    """A role's values (the module's RoleHParams) for a tensor key (role, fan_in, fan_out, block or None)."""
+    role, fan_in, fan_out, layer = key
+    if not hasattr(module, "LAYERED_ROLES"):  # a module generated before per-tensor symbols
+        return module.role_hparams(role, shape, hp)
+    return module.role_hparams(role, shape, hp, fan_in=fan_in or None, fan_out=fan_out or None, layer=layer)

@@ -1,10 +1,11 @@
 """make_plan: per parameter of a model, the init, optimizer settings and forward multiplier a parameterisation
 prescribes at one shape (`plan_data.Plan`).
 
-Four phases: the inputs and the binding (`_setting`); the multipliers the model does not apply, to fold or refuse
-(`_folds`); the factor each tensor absorbs (`_factors`); the entries and the multipliers left to the model
-(`_entries`, `_multipliers`).  Everything is numeric: the generated module gives the values, the folding policy
-(`folding_policy.py`) the one abc-symmetry law; nothing here imports sympy.
+Four phases: the inputs and the binding (`_setting`, with what the model itself reveals: `model_facts.py`);
+the multipliers the model does not apply, to fold or refuse (`_folds`); the factor each tensor absorbs
+(`_factors`); the entries and the multipliers left to the model (`_entries`, `_multipliers`).  Everything is
+numeric: the generated module gives the values, the folding policy (`folding_policy.py`) the one abc-symmetry
+law; nothing here imports sympy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from scalec.compiler.domain import first_violation
 from scalec.compiler.vocabulary import BRANCH_SITES, FOLD_INTO, NORM_ROLES, SITE_ROLES, role_mult_key, site_identity
-from scalec.runtime.plan.binding import BoundParam, bind, unwrap
+from scalec.runtime.plan.binding import BoundParam, bind
 from scalec.runtime.plan.folding_policy import (
     Pending,
     absorb,
@@ -27,9 +28,9 @@ from scalec.runtime.plan.folding_policy import (
     refusal,
     tied_readout_mult,
 )
-from scalec.runtime.plan.inputs import check_region, module_of, resolve_hparams, resolve_shape, shape_axes
-from scalec.runtime.plan.model_shape import declared_head_dim, mismatch
-from scalec.runtime.plan.model_trace import ModelTrace, trace_model
+from scalec.runtime.plan.inputs import check_region, module_of, resolve_hparams, role_values
+from scalec.runtime.plan.model_facts import LazyTrace, given_shape, readout_tie, traced_head_dim
+from scalec.runtime.plan.model_shape import mismatch
 from scalec.runtime.plan.plan_data import Plan, PlanEntry, PlanError
 
 __all__ = ["Plan", "PlanEntry", "PlanError", "make_plan"]
@@ -69,13 +70,6 @@ def _block_index(name: str) -> int:
     raise PlanError(f"error: parameter '{name}' has no block index in its name, but its role's rules use l")
 
 
-def _role_values(module: Any, key: tuple, shape: Any, hp: Any) -> Any:
-    role, fan_in, fan_out, layer = key
-    if not hasattr(module, "LAYERED_ROLES"):  # a module generated before per-tensor symbols
-        return module.role_hparams(role, shape, hp)
-    return module.role_hparams(role, shape, hp, fan_in=fan_in or None, fan_out=fan_out or None, layer=layer)
-
-
 def _role_mult(s: _Setting, role: str) -> float:
     """The one forward multiplier of `role` (the model applies one per role): equal across its bound tensors."""
     mults = {float(v.mult) for k, v in s.values.items() if k[0] == role}
@@ -86,7 +80,7 @@ def _role_mult(s: _Setting, role: str) -> float:
         )
     if not mults:
         layer = 0 if role in getattr(s.module, "LAYERED_ROLES", ()) else None
-        mults = {float(_role_values(s.module, (role, 0, 0, layer), s.shape, s.hp).mult)}
+        mults = {float(role_values(s.module, (role, 0, 0, layer), s.shape, s.hp).mult)}
     return mults.pop()
 
 
@@ -94,100 +88,16 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _head_dim_need(module: Any, shape: Any, hp: Any, bound: list[BoundParam]) -> str | None:
-    """Why the plan of these tensors depends on d_head: "values" (a role value does), "attention" (the attention
-    scale, relative to the 1/sqrt(d_head) a model applies, does and attention matrices are bound), "maybe" (it
-    does and the roles were inferred from width alone); None when it does not."""
-    other = dataclasses.replace(shape, d_head=2 * shape.d_head)
-    layered = getattr(module, "LAYERED_ROLES", frozenset())
-    for b in bound:
-        key = (b.role, b.fan_in, b.fan_out, 0 if b.role in layered else None)
-        if _role_values(module, key, shape, hp) != _role_values(module, key, other, hp):
-            return "values"
-    scale = [
-        module.sites(x).as_dict().get("attn.scale", 1.0) / site_identity("attn.scale", x.d_head) for x in (shape, other)
-    ]
-    if math.isclose(*scale, rel_tol=1e-12):
-        return None
-    if any(b.role in SITE_ROLES["attn.scale"] for b in bound):
-        return "attention"
-    return "maybe" if any(b.source == "inferred" for b in bound) else None
-
-
-class _Trace:
-    """One traced forward pass, run at most once and only when asked for."""
-
-    def __init__(self, model: Any, example_input: Any) -> None:
-        self.model, self.example_input, self._trace = model, example_input, None
-
-    def get(self) -> ModelTrace:
-        if self._trace is None:
-            self._trace = trace_model(self.model, self.example_input)
-        return self._trace
-
-
-def _given_shape(module: Any, model: Any, shape: Any) -> tuple[Any, bool]:
-    """The checked shape, a d_head the caller leaves out read from the model's config or `head_dim` attribute;
-    and whether d_head is still open (neither the caller nor the model gave it)."""
-    axes = shape_axes(module, shape)
-    declared = declared_head_dim(model)
-    if "d_head" not in axes and declared is not None:
-        axes["d_head"] = declared[0]
-    return resolve_shape(module, axes), "d_head" not in axes
-
-
-def _traced_head_dim(module: Any, model: Any, shape: Any, hp: Any, bound: list[BoundParam], trace: _Trace) -> Any:
-    """The shape at the head dimension of the traced attention calls when the plan depends on d_head and nothing
-    else gave it; refused when the rule needs one and the model shows none."""
-    need = _head_dim_need(module, shape, hp, bound)
-    if need is None:
-        return shape
-    seen = trace.get()
-    if len(seen.head_dims) == 1:
-        return resolve_shape(module, {**dataclasses.asdict(shape), "d_head": float(next(iter(seen.head_dims)))})
-    if need == "maybe" and not seen.failed and not seen.head_dims:
-        return shape  # traced: no attention anywhere, so the attention scale reaches no tensor
-    why = seen.failed or (
-        f"its attention calls use head dimensions {sorted(seen.head_dims)}"
-        if seen.head_dims
-        else "no scaled_dot_product_attention call was traced"
-    )
-    raise PlanError(
-        f"error: {module.NAME} depends on the head dimension and {type(unwrap(model)).__name__} declares none "
-        f"(config.head_dim or a head_dim attribute; {why}); pass d_head in the shape (or example_input= so the "
-        "attention calls can be traced)"
-    )
-
-
-def _readout_tie(bound: list[BoundParam], trace: _Trace) -> tuple[list[BoundParam], str | None, str | None]:
-    """The embedding tensors that are also the readout, how (one line), and why the readout is unknown (None when
-    known): a tensor shared under two names, or the embedding's tensor read by the op producing the logits."""
-    shared = [b for b in bound if b.role == "embed" and "unembed" in b.tied_roles]
-    if shared:
-        t = shared[0]
-        return shared, f"the readout shares its tensor with the embedding ('{t.tied_with[0]}' = '{t.name}')", None
-    if any(b.role == "unembed" for b in bound) or not any(b.role == "embed" for b in bound):
-        return [], None, None
-    seen = trace.get()
-    if seen.failed:
-        return [], None, seen.failed
-    names = {n: b for b in bound for n in (b.name, *b.tied_with)}
-    b = names.get(seen.readout) if seen.readout is not None else None
-    if b is not None and b.role == "embed":
-        return [b], f"the logits are read from the embedding's tensor '{b.name}' in forward (a tied readout)", None
-    return [], None, None
-
-
 def _setting(rules: Any, model: Any, shape: Any, hp: Any, fold: bool | None, binding: Mapping[str, Any]) -> _Setting:
     """Phase 1, inputs and binding: the checked shape and HPs, every parameter bound to a role, its rule values."""
     module = module_of(rules)
-    shape, open_head_dim = _given_shape(module, model, shape)
+    shape, open_head_dim = given_shape(module, model, shape)
     hp = resolve_hparams(module, hp)
     check_region(module, shape, hp)
     bound = bind(model, roles=module.ROLES, **binding)
-    trace = _Trace(model, binding.get("example_input"))
+    trace = LazyTrace(model, binding.get("example_input"))
     if open_head_dim:
-        shape = _traced_head_dim(module, model, shape, hp, bound, trace)
+        shape = traced_head_dim(module, model, shape, hp, bound, trace)
         check_region(module, shape, hp)
     wrong = mismatch(model, bound, shape)
     if wrong:
@@ -195,12 +105,12 @@ def _setting(rules: Any, model: Any, shape: Any, hp: Any, fold: bool | None, bin
     # Rules may use each tensor's fans and block index (fan_in, fan_out, l): values per (role, fans, block).
     layered = getattr(module, "LAYERED_ROLES", frozenset())
     keys = {b.name: (b.role, b.fan_in, b.fan_out, _block_index(b.name) if b.role in layered else None) for b in bound}
-    values = {k: _role_values(module, k, shape, hp) for k in sorted(set(keys.values()), key=str)}
+    values = {k: role_values(module, k, shape, hp) for k in sorted(set(keys.values()), key=str)}
     sites = {k: float(v) for k, v in module.sites(shape).as_dict().items()}
     fold = bool(getattr(rules, "fold", False)) if fold is None else bool(fold)
     s = _Setting(module, shape, hp, bound, fold, keys, values, sites, {})
     s.role_mults = {r: _role_mult(s, r) for r in module.ROLES}
-    s.tied, s.tie, s.readout_unknown = _readout_tie(bound, trace)
+    s.tied, s.tie, s.readout_unknown = readout_tie(bound, trace)
     if s.tied or s.readout_unknown:  # the readout's whole multiplier is the output site (the tensor trains as
         s.sites["output.mult"] = tied_readout_mult(module, shape, hp)  # the embedding, if it is the readout)
         s.role_mults["unembed"] = 1.0
