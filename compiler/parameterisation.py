@@ -30,7 +30,7 @@ class Parameterisation:
     report: CheckReport
     source: str
     module: types.ModuleType
-    fold: bool = False  # make_plan may fold the forward multipliers a model does not apply (compiler/folding.py)
+    fold: bool = False  # make_plan may fold what a model does not apply (runtime/plan/folding_policy.py)
 
     @property
     def name(self) -> str:
@@ -113,7 +113,7 @@ def load(
     """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
 
     `fold=True` lets `make_plan` fold each forward multiplier the model does not apply into init/LR (exact under
-    the Adam abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
+    each role's optimizer's abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
     """
     params = {name: str(parse_exact(value, f"param {name}")) for name, value in (params or {}).items()}
     base = {axis: parse_int(value, f"base {axis}") for axis, value in (base or {}).items()}
