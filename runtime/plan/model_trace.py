@@ -48,10 +48,14 @@ def trace_model(model: Any, example_input: Any = None) -> ModelTrace:
     for raw, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), normalise_name(raw))
     outputs: list[Any] = []
+    was_training = model.training
+    model.eval()  # planning changes nothing: no dropout draws from the RNG, no norm statistics move
     try:
         ops = record(model, default_example(model) if example_input is None else example_input, names, outputs)
     except Exception as exc:  # noqa: BLE001 - any failure of a foreign forward pass means: unknown
         return ModelTrace(failed=f"the forward pass failed ({type(exc).__name__}; pass example_input=)")
+    finally:
+        model.train(was_training)
     logits = _output_tensor(outputs[0])
     readout = readout_of(ops, id(logits)) if logits is not None else None
     return ModelTrace(readout=readout, head_dims=frozenset(attention_head_dims(ops)))
