@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from scalec.errors import ScalecError
+from scalec.runtime.plan.model_shape import declared_head_dim
 from scalec.runtime.studies.coord_check import CoordCheckError
 from scalec.runtime.trainer.data import Batch
 
@@ -111,17 +112,10 @@ def _with_branch_sums(out: dict[str, torch.Tensor], depth: int) -> dict[str, tor
 
 
 def head_dim_of(model: Any) -> int | None:
-    """The attention head dimension a model declares (config.head_dim, hidden_size / num_attention_heads, or a
-    `head_dim` attribute), None when it declares none."""
-    config = getattr(model, "config", None)
-    for obj in (config, model):
-        value = getattr(obj, "head_dim", None)
-        if isinstance(value, int) and value > 0:
-            return value
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
-    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0:
-        return hidden // heads
-    return None
+    """The attention head dimension a model declares (its config, or a `head_dim` attribute; the planner's one
+    reader, runtime/plan/model_shape.declared_head_dim), None when it declares none."""
+    declared = declared_head_dim(model)
+    return None if declared is None else int(declared[0])
 
 
 class ModelSubject:

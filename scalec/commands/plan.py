@@ -163,7 +163,11 @@ def _print_table(result: Any) -> None:
     axes = ", ".join(f"{k}={v:g}" for k, v in result.axes.items())
     table = Table(title=f"{result.rule} plan at {axes}", title_justify="left", box=None, pad_edge=False)
     table.add_column("parameter", no_wrap=True)
-    for col in ("shape", "role", "optimizer", "init", "lr", "wd", "betas/momentum", "eps", "mult"):
+    # wd (torch): what torch's optimizer receives (a per-step shrink lr_t * wd); wd (rule): the rule's own value
+    # where its convention differs (independent decay: the shrink per step, wd (torch) x lr).
+    independent = any(e.decay != "coupled" for e in result.entries)
+    cols = ("shape", "role", "optimizer", "init", "lr", "wd (torch)", *(("wd (rule)",) if independent else ()))
+    for col in (*cols, "betas/momentum", "eps", "mult"):
         table.add_column(col, justify="left" if col in ("shape", "role") else "right", no_wrap=True)
     for e in result.entries:
         name = e.name + (f" (= {', '.join(e.tied_with)})" if e.tied_with else "")
@@ -180,6 +184,7 @@ def _print_table(result: Any) -> None:
             init,
             _fmt(e.lr),
             _fmt(e.weight_decay),
+            *((_fmt(e.weight_decay_rule) if e.weight_decay_rule is not None else "-",) if independent else ()),
             betas,
             _fmt(e.eps) if e.eps is not None else "-",
             _fmt(e.mult),

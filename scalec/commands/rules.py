@@ -230,7 +230,10 @@ def show_cmd(
             row = table.get(role, label)
             shown = dict.fromkeys(f"{getattr(v, kind):.6g}" for v in per_block)
             text = " .. ".join(shown) + (" (blocks 0 .. L-1)" if len(shown) > 1 else "")
-            t.add_row(role, kind, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+            # weight decay in the rule's own convention: name it when it is not torch's (plan's wd (torch) = / lr)
+            decay = getattr(values, "decay", "coupled")
+            name = f"{kind} ({decay})" if kind == "weight_decay" and decay != "coupled" else kind
+            t.add_row(role, name, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
         t.add_section()
     sites = p.sites(shape, hparams).as_dict()
     for site, value in sites.items():
