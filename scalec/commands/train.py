@@ -1,4 +1,4 @@
-"""`scalec train RULE ...`: train the bundled GPT under a rule's plan (data-parallel under torchrun)."""
+"""`scalec train RULE ...`: train the bundled GPT, or your model, under a rule's plan (data-parallel under torchrun)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Depth, Device, QkNorm, RuleArg, real, whole
+from scalec.commands._options import Depth, Device, Model, QkNorm, Roles, RuleArg, real, whole
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 
 
@@ -43,8 +43,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seq_len: Annotated[int, typer.Option(parser=whole(), help="Sequence length T.")] = 256,
         head_dim: Annotated[
-            int, typer.Option(parser=whole(), help="Attention head dimension (heads = width / head_dim).")
-        ] = 32,
+            int | None,
+            typer.Option(
+                parser=whole(),
+                help="Attention head dimension (heads = width / head_dim); default 32, or --model's own.",
+            ),
+        ] = None,
         qk_norm: QkNorm = False,
         hp: Annotated[
             list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, lr\\[mlp.down]=2 (repeatable).")
@@ -76,10 +80,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to <out>/tb.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+        model: Model = None,
+        roles: Roles = None,
     ) -> None:
-        """Train the bundled GPT (bytes, Llama-style) with the rule's init, per-parameter AdamW settings and
-        forward multipliers; writes config.json, plan.json, metrics.jsonl, summary.json and a checkpoint."""
+        """Train the bundled GPT (bytes, Llama-style), or --model FILE.py:FUNC, with the rule's init, per-parameter
+        optimizer settings and forward multipliers; writes config.json, plan.json (with --model also binding.json:
+        roles, folds, hooks), metrics.jsonl, summary.json and a checkpoint."""
         import scalec
+        from scalec.runtime.studies.user_model import model_settings
         from scalec.runtime.trainer.train import train
         from scalec.runtime.trainer.train_config import TrainConfig
 
@@ -87,6 +95,7 @@ def register(app: typer.Typer) -> None:
         tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
         rules = scalec.load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
+            **model_settings(model, roles, None),
             rule=rule,
             width=width,
             depth=depth,
@@ -97,7 +106,7 @@ def register(app: typer.Typer) -> None:
             params=params,
             base=bases,
             seq_len=seq_len,
-            head_dim=head_dim,
+            head_dim=head_dim if head_dim is not None or model is not None else 32,
             qk_norm=qk_norm,
             seed=seed,
             device=device,
@@ -111,7 +120,8 @@ def register(app: typer.Typer) -> None:
             tensorboard=tensorboard,
             progress=not quiet,
         )
-        rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), d_head=head_dim)  # before any work
+        head = {"d_head": cfg.head_dim} if cfg.head_dim is not None else {}  # None: --model's own, read later
+        rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), **head)  # before any work
         cfg.out_dir = out or default_out(cfg)
         summary = train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:
