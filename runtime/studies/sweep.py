@@ -8,6 +8,7 @@ in tests).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from scalec.errors import ScalecError
 from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
+from scalec.runtime.studies.user_objective import run_objective
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -239,8 +241,6 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     from scalec.runtime.trainer.train import train
 
     if config.get("objective"):
-        from scalec.runtime.studies.user_objective import run_objective
-
         return run_objective(config, out_dir)
     from scalec.runtime.trainer.train_config import TrainConfig
 
@@ -256,6 +256,8 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     if "progress" in names:
         kwargs.setdefault("progress", False)
     summary = train(TrainConfig(**kwargs))
-    if dataclasses.is_dataclass(summary):
-        return dataclasses.asdict(summary)
-    return dict(summary)
+    out = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+    binding = Path(out_dir) / "binding.json"
+    if config.get("model") and binding.is_file():  # your model: what the plan bound, folded and hooked
+        out["binding"] = json.loads(binding.read_text())
+    return out

@@ -223,13 +223,15 @@ class UserModel:
             return {"preset": "auto"}
         return {"preset": "infer", "base_model": self.make(2 * width, depth, meta=True)}
 
-    def check_head_dim(self, rules: Any, d_head: int | None) -> None:
-        """A rule whose attention scale depends on d_head needs the model's head dimension (else the plan would
-        silently assume the rule's base d_head)."""
+    def check_head_dim(self, rules: Any, d_head: int | None, plan: Any) -> None:
+        """A rule whose attention scale depends on d_head needs the head dimension of a model with attention (else
+        the plan would silently assume the rule's base d_head); a model without attn.q/attn.k needs none."""
         import sympy
 
         from scalec.compiler.folding import DEFAULT_ATTN_SCALE
 
+        if not {e.role for e in plan.entries} & {"attn.q", "attn.k"}:
+            return
         if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / DEFAULT_ATTN_SCALE) != 1:
             raise self.Error(
                 f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
@@ -244,7 +246,6 @@ class UserModel:
 
         model = self.make(width, depth, meta=True)
         d_head = head_dim or head_dim_of(model)
-        self.check_head_dim(rules, d_head)
         shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         try:
             plan = make_plan(
@@ -258,6 +259,7 @@ class UserModel:
             )
         except ScalecError as exc:
             raise self.Error(f"error: {self.label}({width}, {depth}): {str(exc).removeprefix('error: ')}") from None
+        self.check_head_dim(rules, d_head, plan)
         return model, plan
 
     def bind(
@@ -284,9 +286,14 @@ class UserModel:
         torch.manual_seed(seed)
         model = self.make(width, depth)
         d_head = head_dim or head_dim_of(model)
-        self.check_head_dim(rules, d_head)
-        shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         label = f"{self.label}({width}, {depth})"
+        if example is not None:  # the forward's own failure first, not as an undecided binding
+            try:
+                with torch.no_grad():
+                    model(example)
+            except Exception as exc:  # the user's forward
+                raise self.Error(f"error: {label} forward raised {one_line(exc)}") from None
+        shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         try:  # every refusal names the model it refused
             # The hooks apply the output, embedding and residual multipliers; make_plan folds the rest (the
             # attention scale into the queries, per-role multipliers) where exact, and refuses otherwise.
@@ -300,6 +307,7 @@ class UserModel:
                 example_input=example,
                 **self.binding(model, width, depth),
             )
+            self.check_head_dim(rules, d_head, plan)
             torch.manual_seed(seed)
             plan.init_(model, generator=generator)
             if before_hooks is not None:

@@ -200,7 +200,7 @@ def _plan_user_model(
         return
     _print_table(result)
     for site, hook in binding["hooks"].items():
-        console.print(f"hook {site}: x {hook['factor']:.6g} (applied by a forward hook)", highlight=False)
+        console.print(f"hook {site}: x {hook['factor']:.6g} (applied by a forward hook)", markup=False)
 
 
 def _sha(spec: str) -> str:
