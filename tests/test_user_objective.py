@@ -187,3 +187,63 @@ def test_bad_objectives_are_one_line_and_a_study_keeps_its_finished_runs(tmp_pat
         scalec.sweep(
             rule, {"eta": [2**-8]}, objective=returns_nan, roles={"0.weight": "embed"}, out=tmp_path / "e", **common
         )
+
+
+@pytest.mark.slow
+def test_transfer_of_your_loop_records_each_sizes_binding(tmp_path, rule):
+    out = tmp_path / "tr"
+    results = scalec.transfer(
+        rule,
+        {"eta": "2^-9..2^-5:3"},
+        {"width": 16},
+        {"width": 32},
+        build=mlp,
+        objective=regression,
+        depth=1,
+        steps=10,
+        out=out,
+    )
+    assert [c.size for c in results[0].curves] == [16, 32]
+    data = json.loads((out / "transfer.json").read_text())
+    bindings = data["binding"][rule]
+    assert sorted(bindings) == ["16", "32"] and bindings["16"]["parameters"]["2.weight"] == "mlp.up"
+    # The readout multiplier 1/m_N: 128/16 = 8 at the base, 128/32 = 4 at the target.
+    assert bindings["16"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(8.0)
+    assert bindings["32"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(4.0)
+    assert data["model"].endswith("test_user_objective.mlp") and len(data["model_sha256"]) == 64
+
+
+def slow_to_learn(model, optimizer, run):
+    """Reports a loss that only a high eta brings down: the median pruner stops the low-eta trials early."""
+    for step in range(1, run.steps + 1):
+        run.report(step, 1.0 / (1.0 + step * run.hp["eta"]))
+    return 1.0 / (1.0 + run.steps * run.hp["eta"])
+
+
+@pytest.mark.slow
+def test_search_runs_your_loop_and_prunes_through_run_report(tmp_path, rule):
+    pytest.importorskip("optuna")
+    result = scalec.search(
+        rule,
+        "eta",
+        build=mlp,
+        objective=slow_to_learn,
+        trials=8,
+        sampler="random",
+        width=32,
+        depth=1,
+        steps=20,
+        out=tmp_path / "se",
+    )
+    assert len(result.trials) >= 1 and result.best_value is not None and math.isfinite(result.best_value)
+    import optuna
+
+    study = optuna.load_study(
+        study_name=result.study_name,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "se" / "study.journal"))
+        ),
+    )
+    states = [t.state.name for t in study.trials]
+    assert any(t.state.name == "PRUNED" and t.user_attrs.get("pruned") for t in study.trials), states
+    assert states.count("COMPLETE") == 8, states

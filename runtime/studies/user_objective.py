@@ -141,10 +141,11 @@ def run_objective(config: Mapping[str, Any], out_dir: Path | None) -> dict[str, 
         raise UserModelError(f"error: {where} raised {one_line(exc)}") from None
     finally:
         hooks.remove()
-    if not math.isfinite(value):
-        status = "diverged"
+    pruned = status == "pruned"  # kept as finished at its last reported loss; the search marks the trial PRUNED
+    status = "diverged" if not math.isfinite(value) else "finished"
     summary = {
         "status": status,
+        "pruned": pruned,
         "final_val_loss": value if math.isfinite(value) else None,
         "final_train_loss": run.reports[-1][1] if run.reports else None,
         "steps": run.reports[-1][0] if run.reports else config.get("steps"),
