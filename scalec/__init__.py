@@ -24,14 +24,32 @@ def load(name_or_path, params=None, base=None, fold=False):
 
 
 def coord_check(
-    factory=None, rule=None, widths=(64, 128, 256, 512), depths=(2, 4, 8, 16), patterns=None, *, build=None, **options
+    factory=None,
+    rule=None,
+    widths=(64, 128, 256, 512),
+    depths=(2, 4, 8, 16),
+    patterns=None,
+    *,
+    build=None,
+    objective=None,
+    example=None,
+    **options,
 ):
-    """Coordinate check of `rule` on the models `build(width, depth)` (or `factory`) builds (byte ids -> logits);
-    see `scalec.runtime.studies.coord_check.coord_check` for `options` (steps, seeds, corpus, out, ...)."""
-    from scalec.runtime.studies.coord_check import coord_check as _coord_check
-
+    """Coordinate check of `rule` on the models `build(width, depth)` (or `factory`) builds: byte-level language
+    models trained by the bundled loop (see `scalec.runtime.studies.coord_check.coord_check` for `options`: steps,
+    seeds, corpus, out, ...), or any model trained by your `objective(model, optimizer, run)` and probed on `example`
+    (see `scalec.runtime.studies.objective_coord_check`)."""
     if build is not None and factory is not None:
         raise TypeError("coord_check: give build= or factory, not both")
+    if objective is not None:
+        from scalec.runtime.studies.objective_coord_check import objective_coord_check
+
+        rules = load(rule, options.pop("params", None)) if isinstance(rule, str) else rule
+        return objective_coord_check(
+            build or factory, objective, rules, example, widths, depths, patterns=patterns, **options
+        )
+    from scalec.runtime.studies.coord_check import coord_check as _coord_check
+
     return _coord_check(build or factory, rule, widths=widths, depths=depths, patterns=patterns, **options)
 
 

@@ -247,3 +247,19 @@ def test_search_runs_your_loop_and_prunes_through_run_report(tmp_path, rule):
     states = [t.state.name for t in study.trials]
     assert any(t.state.name == "PRUNED" and t.user_attrs.get("pruned") for t in study.trials), states
     assert states.count("COMPLETE") == 8, states
+
+
+@pytest.mark.slow
+def test_coord_check_of_your_loop_fails_sp_and_passes_mup(tmp_path):
+    """An MLP trained 3 Adam steps at eta 2^-6 by `regression`, widths 32..256: under SP the hidden layer's and the
+    output's update grow with width (Adam's update of an n-wide matrix moves its output ~n), under muP they do not."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = {"build": mlp, "objective": regression, "example": x, "widths": (32, 64, 128, 256), "depths": (1,)}
+    kwargs.update(steps=3, seeds=1, hp={"eta": 2**-6})
+    sp = scalec.coord_check(rule="sp", **kwargs)
+    assert sp.status("width") == "unstable"
+    assert sp.verdict("width", "mlp.up").update_ratio > 2.5 and sp.verdict("width", "output").update_ratio > 4
+    mup = scalec.coord_check(rule="mup", out=tmp_path, **kwargs)
+    assert mup.status("width") == "pass", mup.verdicts
+    data = json.loads((tmp_path / "coord_check.json").read_text())
+    assert data["bindings"]["n=256,L=1"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(0.5)
