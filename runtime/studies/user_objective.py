@@ -122,7 +122,8 @@ def run_objective(config: Mapping[str, Any], out_dir: Path | None) -> dict[str, 
     model.to(device)
     optimizer = plan.optimizer(model)
     binding = binding_record(plan, hooks.sites)
-    run = Run({**plan.axes}, seed, config.get("steps"), device, dict(config.get("hp") or {}), out_dir)
+    steps = config.get("steps") or (int(config["duration"]) // int(config["batch"]) if "D" in axes else None)
+    run = Run({**plan.axes}, seed, steps, device, dict(config.get("hp") or {}), out_dir)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # a rerun starts the objective again from step 0
