@@ -38,6 +38,7 @@ from scalec.runtime.studies.transfer import RuleResult, TransferSpec, run_transf
 from scalec.runtime.studies.user_model import UserModel, UserModelError, model_settings, resolve
 
 OnRecord = Callable[[int, RunRecord], None]
+Runner = Callable[[list[dict[str, Any]], RunStore], list[RunRecord]]
 AXES = ("width", "depth", "batch", "duration")
 
 
@@ -85,9 +86,14 @@ class SweepStudy:
     out: Path
     seeds: int = 1
 
-    def run(self, on_record: OnRecord | None = None) -> list[SweepRow]:
-        """Train (or reuse) every run, write `<out>/sweep.md`; rows best first."""
-        records = run_sweep(self.configs, RunStore(self.out), train_run_fn, _stop_on_user_failure(on_record))
+    def run(self, on_record: OnRecord | None = None, runner: Runner | None = None) -> list[SweepRow]:
+        """Train (or reuse) every run, write `<out>/sweep.md`; rows best first. `runner` (`grid_study.grid_runner`)
+        shares the runs out among worker processes instead."""
+        store = RunStore(self.out)
+        if runner is not None:
+            records = runner(self.configs, store)
+        else:
+            records = run_sweep(self.configs, store, train_run_fn, _stop_on_user_failure(on_record))
         rows = summarize(records)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "sweep.md").write_text(rows_markdown(rows, self.names) + "\n")
@@ -126,10 +132,11 @@ class TransferStudy:
     title: str | None = None
     bindings: dict[str, Any] = field(default_factory=dict)
 
-    def run(self, on_record: OnRecord | None = None) -> list[RuleResult]:
+    def run(self, on_record: OnRecord | None = None, runner: Runner | None = None) -> list[RuleResult]:
         """Train (or reuse) every run; write transfer.{json,md,png} (transfer.json also records the binding of
-        each rule's first run at each size when the study trains your model)."""
-        results = run_transfer(self.spec, self.out, train_run_fn, _stop_on_user_failure(on_record), self.title)
+        each rule's first run at each size when the study trains your model). `runner` as `SweepStudy.run`."""
+        on_record = _stop_on_user_failure(on_record)
+        results = run_transfer(self.spec, self.out, train_run_fn, on_record, self.title, runner)
         bindings = transfer_bindings(self.spec, self.out)
         if bindings:
             path = self.out / "transfer.json"
@@ -319,15 +326,20 @@ def sweep(
     sample_seed: int = 0,
     params: Mapping[str, str] | None = None,
     on_record: OnRecord | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
     **settings: Any,
 ) -> list[SweepRow]:
     """Sweep `rule`'s HPs: every grid point (or `random` samples) x `seeds`, each run once and kept in `out` (a
     rerun resumes). `build(width, depth)` is your model (default: the bundled GPT), `objective(model, optimizer,
     run) -> loss` your training loop (default: the bundled loop); `settings` are TrainConfig's (width, depth,
-    steps, ...). Returns rows best first (`.hp`, `.loss`, `.status`)."""
+    steps, ...). Returns rows best first (`.hp`, `.loss`, `.status`). `workers` > 1 or a `storage` (journal file
+    or RDB URL, as `search`) shares the runs out among worker processes (build/objective then as 'FILE.py:FUNC')."""
     run = _run_args(rule, build, objective, roles, params, settings)
     rules = load_rules(str(rule), params)
-    return sweep_study(rules, hp_items(hp), run, out, seeds, random, sample_seed).run(on_record)
+    study_ = sweep_study(rules, hp_items(hp), run, out, seeds, random, sample_seed)
+    return study_.run(on_record, shared_runner(workers, storage, study))
 
 
 def transfer(
@@ -347,6 +359,9 @@ def transfer(
     title: str | None = None,
     params: Mapping[str, str] | None = None,
     on_record: OnRecord | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
     **settings: Any,
 ) -> list[RuleResult]:
     """Does the best value of one HP at the `base` shape ({"width": 64}) stay best at `target` ({"width": 256})?
@@ -356,8 +371,21 @@ def transfer(
     names = [*vs, run.settings["rule"]]
     loaded = {n: load_rules(n, params) for n in vs}
     loaded[run.settings["rule"]] = load_rules(str(rule), params)
-    study = transfer_study(names, hp_items(hp), base, target, run, out, axis, sizes, seeds, title, loaded)
-    return study.run(on_record)
+    checked = transfer_study(names, hp_items(hp), base, target, run, out, axis, sizes, seeds, title, loaded)
+    return checked.run(on_record, shared_runner(workers, storage, study))
+
+
+def shared_runner(
+    workers: int, storage: str | None, study: str | None = None, progress: Callable[..., None] | None = None
+) -> Runner | None:
+    """The shared-out runner (`grid_study`) when `workers` > 1 or a `storage` is given, else None (in-process)."""
+    if workers < 1:
+        raise StudySpecError("error: --workers must be at least 1")
+    if workers == 1 and storage is None:
+        return None
+    from scalec.runtime.studies.grid_study import grid_runner
+
+    return grid_runner(storage, workers, study, progress)
 
 
 def search(

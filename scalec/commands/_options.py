@@ -73,6 +73,19 @@ Objective = Annotated[
     typer.Option(help="Your training function FILE.py:FUNC(model, optimizer, run) -> final loss (needs --model)."),
 ]
 
+Workers = Annotated[
+    int, typer.Option(parser=whole(), help="Worker processes on this machine sharing the runs (as search's).")
+]
+Storage = Annotated[
+    str | None,
+    typer.Option(
+        help="Share the runs through an Optuna storage: a journal file (default <out>/study.journal when --workers "
+        "> 1) or an RDB URL (postgresql://user@host/db); workers elsewhere join with python -m "
+        "scalec.runtime.studies.grid_study <out>/grid_settings.json."
+    ),
+]
+StudyName = Annotated[str | None, typer.Option(help="Study name in --storage (default: derived from the runs).")]
+
 
 @dataclass(frozen=True)
 class StudyOptions:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import RuleArg, StudyOptions, study_options, whole
+from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
 
 
@@ -76,27 +76,30 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
         sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
         top: Annotated[int | None, typer.Option(help="Show only the best K rows.")] = None,
+        workers: Workers = 1,
+        storage: Storage = None,
+        study: StudyName = None,
         options: StudyOptions = None,  # type: ignore[assignment]  # the shared run settings (study_options)
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config.
         --model FILE.py:FUNC trains your model in the bundled loop, --objective FILE.py:FUNC with your own."""
-        from scalec.runtime.studies.studies import sweep_study
+        from scalec.runtime.studies.studies import shared_runner, sweep_study
         from scalec.runtime.studies.sweep import best_row, load_rules
 
         rules = load_rules(rule, options.params())
-        study = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
-        n = len(study.configs)
+        checked = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
+        n, names = len(checked.configs), checked.names
         console.print(f"sweep: {n} runs ({n // seeds} points x {seeds} seeds) in {out}", markup=False, soft_wrap=True)
         t0 = [time.perf_counter()]
         with StudyProgress("sweep", n) as bar:
 
             def report(i: int, record: Any) -> None:
-                bar.advance(fmt_record(i, n, record, study.names, t0[0]))
+                bar.advance(fmt_record(i, n, record, names, t0[0]))
                 t0[0] = time.perf_counter()
 
-            rows = study.run(report)
-        print_rows(rows, study.names, top)
+            rows = checked.run(report, shared_runner(workers, storage, study, bar.update))
+        print_rows(rows, names, top)
         best = best_row(rows)
         if best is None:
             console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)

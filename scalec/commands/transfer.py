@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import RuleArg, StudyOptions, study_options, whole
+from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import fmt_record
 
@@ -63,19 +63,22 @@ def register(app: typer.Typer) -> None:
             "sweeps/transfer"
         ),
         title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+        workers: Workers = 1,
+        storage: Storage = None,
+        study: StudyName = None,
         options: StudyOptions = None,  # type: ignore[assignment]  # the shared run settings (study_options)
     ) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         from scalec.parsing import parse_shape, parse_sizes
-        from scalec.runtime.studies.studies import transfer_study
+        from scalec.runtime.studies.studies import shared_runner, transfer_study
         from scalec.runtime.studies.sweep import load_rules
 
         params = options.params()
         rule_names = [*(r.strip() for r in (vs or "").split(",") if r.strip()), rule]
         loaded = {r: load_rules(r, params) for r in rule_names}
         base, target = parse_shape(base_shape, "--base-shape"), parse_shape(target_shape, "--target-shape")
-        study = transfer_study(
+        checked = transfer_study(
             rule_names,
             hp,
             base,
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
             title,
             loaded,
         )
-        spec, configs = study.spec, study.configs
+        spec, configs = checked.spec, checked.configs
         swept, size_list, axis = spec.hp, list(spec.sizes), spec.axis
         console.print(
             f"transfer: {axis} {size_list} x {len(swept.grid())} values of {swept.name} x "
@@ -105,7 +108,7 @@ def register(app: typer.Typer) -> None:
                 bar.advance(fmt_record(i, len(configs), record, [swept.name], t0[0]))
                 t0[0] = time.perf_counter()
 
-            results = study.run(report)
+            results = checked.run(report, shared_runner(workers, storage, study, bar.update))
         console.print(to_markdown(spec, results), markup=False, soft_wrap=True)
         console.print(
             f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
