@@ -190,3 +190,19 @@ def test_bad_models_are_one_error_line(files, corpus, tmp_path, args, needle):  
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
+
+
+@pytest.mark.slow
+def test_coord_check_json_records_the_binding_and_the_files_hash(files, corpus, tmp_path):  # noqa: F811
+    model = files / "user_cli_model.py"
+    args = ["coord-check", files / "tiny_mup.scale", "--model", f"{model}:build", "--roles", files / "roles.json"]
+    args += ["--widths", "32,64", "--depths", "1", "--steps", "1", "--seeds", "1", "--seq-len", "16"]
+    result = invoke(*args, "--corpus", corpus, "--out", tmp_path / "cc")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "cc" / "coord_check.json").read_text())
+    assert data["model_sha256"] == _sha(model) and data["roles"]["tok.weight"] == "embed"
+    assert sorted(data["binding"]) == ["n=32,L=1", "n=64,L=1"]
+    # muP's readout multiplier 1/m_N with base width 128: x4 at width 32, x2 at 64, applied by a hook.
+    assert data["binding"]["n=32,L=1"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(4.0)
+    assert data["binding"]["n=64,L=1"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(2.0)
+    assert data["binding"]["n=32,L=1"]["parameters"]["blocks.0.fc2.weight"] == "mlp.down"

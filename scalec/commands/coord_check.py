@@ -142,7 +142,8 @@ def record_binding(path: Path, subject: Any, model: str, rule_name: str) -> None
     from scalec.runtime.studies.user_model import file_sha256
 
     data = json.loads(path.read_text())
-    data["model"] = {"spec": model, "sha256": file_sha256(model.rpartition(":")[0]), "roles": subject.patterns}
+    data["model_sha256"] = file_sha256(model.rpartition(":")[0])
+    data["roles"] = subject.patterns
     data["binding"] = subject.bindings.get(str(rule_name), {})
     path.write_text(json.dumps(data, indent=2) + "\n")
 
