@@ -135,7 +135,7 @@ def test_sweep_with_your_objective_stores_the_binding(files, tmp_path):
     args += ["--model", f"{model}:build", "--objective", f"{model}:fit", "--roles", files / "roles.json"]
     result = invoke(*args, "--out", tmp_path / "sw")
     assert result.exit_code == 0, result.output
-    assert result.output.count("(finished,") == 2 and "best: final val loss" in result.output
+    assert result.output.count("(finished,") == 2 and "best: objective" in result.output
     runs = [json.loads(p.read_text()) for p in (tmp_path / "sw").glob("runs/*/run.json")]
     assert {r["config"]["objective_sha256"] for r in runs} == {_sha(model)}
     results = [json.loads(p.read_text()) for p in (tmp_path / "sw").glob("runs/*/result.json")]

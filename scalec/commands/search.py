@@ -98,4 +98,5 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         hp_text = " ".join(f"--hp '{k}={v:.6g}'" for k, v in result.best_params.items())
-        console.print(f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)
+        what = "objective" if options.objective else "final val loss"
+        console.print(f"best: {what} {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)

@@ -105,4 +105,5 @@ def register(app: typer.Typer) -> None:
             console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)
             raise typer.Exit(2)
         hp_text = " ".join(f"--hp {k}={v:.6g}" for k, v in sorted(best.hp.items()))
-        console.print(f"best: final val loss {best.loss:.4f} with {hp_text}", markup=False, soft_wrap=True)
+        what = "objective" if options.objective else "final val loss"
+        console.print(f"best: {what} {best.loss:.4f} with {hp_text}", markup=False, soft_wrap=True)
