@@ -144,6 +144,14 @@ def register(app: typer.Typer) -> None:
                 raise PlanCommandError(f"error: --width {width} is not divisible by --heads {heads}")
             head_dim = width // heads
         if model not in MODELS:
+            given = {"--applied": applied, "--fold/--no-fold": fold, "--intermediate": intermediate}
+            given.update({"--kv-heads": kv_heads, "--qk-norm": qk_norm or None, "--vocab": None if vocab == 256 else 1})
+            ignored = [name for name, value in given.items() if value is not None]
+            if ignored:
+                raise PlanCommandError(
+                    f"error: {', '.join(ignored)} describe the bundled or HF models; your model's plan leaves the "
+                    "multipliers hooks apply to hooks and folds the rest (as the studies train it)"
+                )
             _plan_user_model(rule, model, roles, width, depth, head_dim, batch, duration, base, hp, param, as_json)
             return
         head_dim = head_dim or 32
