@@ -3,8 +3,10 @@ settings sweep, search and transfer share are one object, StudyOptions (`study_o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,27 +89,34 @@ Storage = Annotated[
 StudyName = Annotated[str | None, typer.Option(help="Study name in --storage (default: derived from the runs).")]
 
 
+ModelHeadDim = Annotated[
+    int | None, typer.Option(parser=whole(), help="Attention head dimension (default 32, or --model's own).")
+]
+FirstSeed = Annotated[int, typer.Option(help="First seed.")]
+
+
 @dataclass(frozen=True)
 class StudyOptions:
-    """The run settings sweep, search and transfer share, as one object (each command's own options stay its own)."""
+    """The run settings sweep, search and transfer share, declared once: each field is a CLI option (its annotation
+    and default; `study_options` adds them to a command), and the command receives them as this one object."""
 
-    width: int
-    depth: int
-    batch: str
-    duration: str | None
-    steps: int | None
-    seq_len: int
-    head_dim: int | None
-    qk_norm: bool
-    param: list[str] | None
-    seed: int
-    device: str
-    corpus: str | None
-    eval_every: int | None
-    eval_batches: int | None
-    model: str | None
-    roles: Path | None
-    objective: str | None
+    width: Width = 128
+    depth: Depth = 2
+    batch: Batch = "4096"
+    duration: Duration = None
+    steps: Steps = None
+    seq_len: SeqLen = 128
+    head_dim: ModelHeadDim = None
+    qk_norm: QkNorm = False
+    param: Params = None
+    seed: FirstSeed = 0
+    device: Device = "auto"
+    corpus: Corpus = None
+    eval_every: EvalEvery = None
+    eval_batches: EvalBatches = None
+    model: Model = None
+    roles: Roles = None
+    objective: Objective = None
 
     def params(self) -> dict[str, str]:
         """The rule-file params (--param NAME=VALUE)."""
@@ -140,32 +149,13 @@ class StudyOptions:
         return RunArgs(**{**settings, **changes})
 
 
-# name -> (annotation, default); a command may change a default or a help text (study_options(**overrides)).
-STUDY_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "width": (Width, 128),
-    "depth": (Depth, 2),
-    "batch": (Batch, "4096"),
-    "duration": (Duration, None),
-    "steps": (Steps, None),
-    "seq_len": (SeqLen, 128),
-    "head_dim": (
-        Annotated[
-            int | None,
-            typer.Option(parser=whole(), help="Attention head dimension (default 32, or --model's own)."),
-        ],
-        None,
-    ),
-    "qk_norm": (QkNorm, False),
-    "param": (Params, None),
-    "seed": (Annotated[int, typer.Option(help="First seed.")], 0),
-    "device": (Device, "auto"),
-    "corpus": (Corpus, None),
-    "eval_every": (EvalEvery, None),
-    "eval_batches": (EvalBatches, None),
-    "model": (Model, None),
-    "roles": (Roles, None),
-    "objective": (Objective, None),
-}
+def _study_options() -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(StudyOptions, include_extras=True)
+    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(StudyOptions)}
+
+
+# name -> (annotation, default) of each shared option, read off StudyOptions.
+STUDY_OPTIONS: dict[str, tuple[Any, Any]] = _study_options()
 
 
 def study_options(**overrides: Any) -> Callable[[Callable], Callable]:
