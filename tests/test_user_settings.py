@@ -64,3 +64,16 @@ def test_sweep_search_and_transfer_take_the_one_shared_options_object(command):
     cmd = typer.main.get_command(app).commands[command]
     names = {p.name for p in cmd.params}
     assert set(STUDY_OPTIONS) <= names
+
+
+def test_a_model_file_edited_after_its_runs_were_keyed_is_refused(tmp_path):
+    from scalec.runtime.studies.user_model import UserModelError, check_unchanged, model_settings
+
+    path = tmp_path / "net.py"
+    path.write_text("from torch import nn\n\ndef build(width, depth):\n    return nn.Linear(width, width)\n")
+    settings = model_settings(f"{path}:build", None, None)
+    assert settings["model_sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    check_unchanged(settings["model"], settings["model_sha256"], "--model")
+    path.write_text(path.read_text() + "# edited\n")
+    with pytest.raises(UserModelError, match="the file changed since this run was keyed"):
+        check_unchanged(settings["model"], settings["model_sha256"], "--model")

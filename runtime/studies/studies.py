@@ -244,8 +244,8 @@ def _shape_text(shape: Mapping[str, Any]) -> str:
 
 
 def model_roles(run: RunArgs, rules: Any) -> list[str] | None:
-    """The roles a study's model has (the bundled GPT's, or --model's bound on the meta device); None when the
-    binding needs a forward pass the meta device cannot run (then every role's multiplier is searched)."""
+    """The roles a study's model has (the bundled GPT's, or --model's bound on the meta device); None when binding
+    fails there (then every role's multiplier is searched, and the first run reports the failure in one line)."""
     from scalec.runtime.plan.binding import bind
 
     given = run.settings
@@ -257,10 +257,7 @@ def model_roles(run: RunArgs, rules: Any) -> list[str] | None:
     width, depth = int(given.get("width", 128)), int(given.get("depth", 2))
     model = user.make(width, depth, meta=True)
     try:
-        options = user.binding(model, width, depth)
-        if options.get("base_model") is not None:
-            return None
-        return sorted({b.role for b in bind(model, roles=rules.module.ROLES, **options)})
+        return sorted({b.role for b in bind(model, roles=rules.module.ROLES, **user.binding(model, width, depth))})
     except Exception:  # noqa: BLE001 - the run itself binds again and reports any failure in one line
         return None
 

@@ -100,6 +100,17 @@ def resolve(ref: str, option: str, signature: str) -> Callable:
     return load_function(ref, option, signature)
 
 
+def check_unchanged(ref: str | None, sha256: str | None, option: str) -> None:
+    """Refuse a FILE.py whose content changed since its runs were keyed (the run would be mislabelled)."""
+    if ref and sha256 and not ref.startswith(PYTHON_REF):
+        path = Path(ref.rpartition(":")[0])
+        if path.is_file() and file_sha256(path) != sha256:
+            raise UserModelError(
+                f"error: {option} {ref}: the file changed since this run was keyed by its content; rerun the "
+                "command to key the runs on the new content"
+            )
+
+
 def load_roles(path: str | Path) -> dict[str, str]:
     """ROLES.json: a JSON object {glob: role} (as make_plan's `patterns=`)."""
     try:

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalec.runtime.studies.user_model import UserModel, UserModelError, binding_record, file_sha256, one_line, resolve
+from scalec.runtime.studies.user_model import (
+    UserModel,
+    UserModelError,
+    binding_record,
+    check_unchanged,
+    one_line,
+    resolve,
+)
 
 OBJECTIVE_SIGNATURE = "(model, optimizer, run)"
 # report(step, loss) -> True when the run should stop (a search's pruner); set by the search worker around a trial.
@@ -73,18 +80,6 @@ def _device(name: str | None) -> Any:
     return torch.device(name)
 
 
-def _check_unchanged(config: Mapping[str, Any], ref_key: str, hash_key: str, option: str) -> None:
-    """A FILE.py whose content changed since the study keyed its runs is refused (the run would be mislabelled)."""
-    ref, want = config.get(ref_key), config.get(hash_key)
-    if ref and want and not ref.startswith("python:"):
-        path = Path(ref.rpartition(":")[0])
-        if path.is_file() and file_sha256(path) != want:
-            raise UserModelError(
-                f"error: {option} {ref}: the file changed since this study keyed its runs; rerun the command to "
-                "key them on the new content"
-            )
-
-
 def _loss_value(value: Any, where: str) -> float:
     """The objective's result as a float, or one line saying what it returned."""
     if isinstance(value, bool) or value is None:
@@ -102,8 +97,8 @@ def run_objective(config: Mapping[str, Any], out_dir: Path | None) -> dict[str, 
     import scalec
 
     t0 = time.perf_counter()
-    _check_unchanged(config, "model", "model_sha256", "--model")
-    _check_unchanged(config, "objective", "objective_sha256", "--objective")
+    check_unchanged(config.get("model"), config.get("model_sha256"), "--model")
+    check_unchanged(config.get("objective"), config.get("objective_sha256"), "--objective")
     build = resolve(config["model"], "--model", "(width, depth)")
     objective = resolve(config["objective"], "--objective", OBJECTIVE_SIGNATURE)
     rules = scalec.load(

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalec.runtime.studies.user_model import UserModel, UserModelError, binding_record, one_line, resolve
+from scalec.runtime.studies.user_model import (
+    UserModel,
+    UserModelError,
+    binding_record,
+    check_unchanged,
+    one_line,
+    resolve,
+)
 from scalec.runtime.trainer.train_config import TrainConfig
 
 BYTE_VOCAB = 256
@@ -62,6 +69,7 @@ def byte_logits(out: Any, idx: torch.Tensor, label: str) -> torch.Tensor:
 
 def build_byte_model(cfg: TrainConfig, rules: Any, example: torch.Tensor, device: torch.device) -> tuple:
     """(ByteLM on `device`, plan, binding record) of `cfg.model` at the config's shape, initialised with its seed."""
+    check_unchanged(cfg.model, cfg.model_sha256, "--model")
     build = resolve(cfg.model, "--model", "(width, depth)")
     user = UserModel(build, cfg.roles or None, label=cfg.model.removeprefix("python:"))
     axes = {"B": float(cfg.batch), "D": float(cfg.total_tokens())}
