@@ -151,9 +151,11 @@ def run_worker(settings: SearchSettings, worker: int = 0, progress: ProgressFn |
             prune(trial, "duplicate")
         if committed_before(trials, trial.number) >= settings.n_trials:
             prune(trial, "over_budget")
-        with pruning(
-            lambda step, loss: (trial.report(loss, step), trial.should_prune())[1]
-        ):  # run.report in --objective
+        def report(step: int, loss: float) -> bool:  # run.report(step, loss) in a user's objective
+            trial.report(loss, step)
+            return trial.should_prune()
+
+        with pruning(report):
             record = store.run(config, run_fn)
         trial.set_user_attr("status", record.status)
         if record.summary.get("pruned"):
