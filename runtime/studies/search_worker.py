@@ -151,6 +151,7 @@ def run_worker(settings: SearchSettings, worker: int = 0, progress: ProgressFn |
             prune(trial, "duplicate")
         if committed_before(trials, trial.number) >= settings.n_trials:
             prune(trial, "over_budget")
+
         def report(step: int, loss: float) -> bool:  # run.report(step, loss) in a user's objective
             trial.report(loss, step)
             return trial.should_prune()
