@@ -206,3 +206,19 @@ def test_coord_check_json_records_the_binding_and_the_files_hash(files, corpus, 
     assert data["binding"]["n=32,L=1"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(4.0)
     assert data["binding"]["n=64,L=1"]["hooks"]["output.mult x mult[unembed]"]["factor"] == pytest.approx(2.0)
     assert data["binding"]["n=32,L=1"]["parameters"]["blocks.0.fc2.weight"] == "mlp.down"
+
+
+@pytest.mark.slow
+def test_train_runs_your_objective_once_into_the_run_dir(files, tmp_path):
+    model = files / "user_cli_model.py"
+    args = ["train", files / "tiny_mup.scale", "--model", f"{model}:build", "--objective", f"{model}:fit"]
+    args += ["--roles", files / "roles.json", "--steps", "3", *TINY, "--out", tmp_path / "run"]
+    first = invoke(*args)
+    assert first.exit_code == 0 and first.output.startswith("finished: objective "), first.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["reports"] == 3 and summary["binding"]["parameters"]["head.weight"] == "unembed"
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    (tmp_path / "run" / "metrics.jsonl").write_text("kept\n")
+    again = invoke(*args)
+    assert again.exit_code == 0 and again.output == first.output
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == "kept\n"  # finished: not run again

@@ -220,6 +220,11 @@ def train(cfg: TrainConfig, rules: Any = None, on_step: OnStep | None = None) ->
     `on_step(step, record)` is called after every optimizer step; `record` is the logged metrics at log steps
     and None between them (tests use it to interrupt a run).
     """
+    if cfg.objective is not None:
+        raise TrainConfigError(
+            "error: TrainConfig.objective is your own loop, which the bundled loop does not run; run it with "
+            "scalec.runtime.studies.user_objective.run_objective (scalec train/sweep --objective)"
+        )
     t_start = time.perf_counter()
     at = _placement(cfg.device)
     own_group = at.world > 1 and not dist.is_initialized()

@@ -6,13 +6,28 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Depth, Device, Model, QkNorm, Roles, RuleArg, real, whole
+from scalec.commands._options import Depth, Device, Model, Objective, QkNorm, Roles, RuleArg, real, whole
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
+
+# What a run of your objective reads (the bundled loop's own settings do not reach it).
+RUN_KEYS = ("rule", "width", "depth", "batch", "duration", "steps", "hp", "params", "base", "head_dim", "seed")
+RUN_KEYS += ("device", "model", "roles", "model_sha256", "objective", "objective_sha256")
+
+
+def _finished_objective(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the same objective run already finished in `out` (then it is not run again), else None."""
+    try:
+        same = json.loads((out / "config.json").read_text()) == json.loads(json.dumps(config))
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if same and summary.get("status") in ("finished", "diverged") else None
 
 
 def default_out(cfg: Any) -> str:
@@ -82,6 +97,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
         model: Model = None,
         roles: Roles = None,
+        objective: Objective = None,
     ) -> None:
         """Train the bundled GPT (bytes, Llama-style), or --model FILE.py:FUNC, with the rule's init, per-parameter
         optimizer settings and forward multipliers; writes config.json, plan.json (with --model also binding.json:
@@ -95,7 +111,7 @@ def register(app: typer.Typer) -> None:
         tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
         rules = scalec.load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
-            **model_settings(model, roles, None),
+            **model_settings(model, roles, objective),
             rule=rule,
             width=width,
             depth=depth,
@@ -123,6 +139,20 @@ def register(app: typer.Typer) -> None:
         head = {"d_head": cfg.head_dim} if cfg.head_dim is not None else {}  # None: --model's own, read later
         rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), **head)  # before any work
         cfg.out_dir = out or default_out(cfg)
+        if objective is not None:  # your loop: one run, as a sweep's, into the run dir
+            from scalec.runtime.studies.user_objective import run_objective
+
+            config = {k: v for k, v in cfg.to_dict().items() if k in RUN_KEYS}
+            done = _finished_objective(Path(cfg.out_dir), config) or run_objective(config, Path(cfg.out_dir))
+            loss = "n/a" if done["final_val_loss"] is None else f"{done['final_val_loss']:.4f}"
+            console.print(
+                f"{done['status']}: objective {loss} after {done['steps']} steps | {done['wall_s']:.1f}s | "
+                f"{cfg.out_dir}",
+                markup=False,
+            )
+            if done["status"] == "diverged":
+                raise typer.Exit(2)
+            return
         summary = train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:
             return
