@@ -50,7 +50,16 @@ def coord_check(
         )
     from scalec.runtime.studies.coord_check import coord_check as _coord_check
 
-    return _coord_check(build or factory, rule, widths=widths, depths=depths, patterns=patterns, **options)
+    build = build or factory
+    result = _coord_check(build, rule, widths=widths, depths=depths, patterns=patterns, **options)
+    if build is not None and options.get("out") is not None:  # coord_check.json records the binding at each shape
+        from pathlib import Path
+
+        from scalec.runtime.studies.coord_subject import ModelSubject, record_binding
+
+        rules = load(rule, options.get("params")) if isinstance(rule, str) else rule
+        record_binding(Path(options["out"]) / "coord_check.json", ModelSubject(build, patterns), rules, result.config)
+    return result
 
 
 def sweep(rule, hp, **options):

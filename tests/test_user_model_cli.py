@@ -222,3 +222,26 @@ def test_train_runs_your_objective_once_into_the_run_dir(files, tmp_path):
     again = invoke(*args)
     assert again.exit_code == 0 and again.output == first.output
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == "kept\n"  # finished: not run again
+
+
+@pytest.mark.slow
+def test_the_api_coord_check_records_the_binding_at_each_shape(corpus, tmp_path):  # noqa: F811
+    import scalec
+    from tests.test_coord_check_any_model import tiny
+
+    scalec.coord_check(
+        build=tiny,
+        rule="sp",
+        widths=(32,),
+        depths=(1, 2),
+        patterns=ROLES,
+        corpus=corpus,
+        steps=1,
+        seeds=1,
+        seq_len=16,
+        out=tmp_path,
+    )
+    data = json.loads((tmp_path / "coord_check.json").read_text())
+    assert sorted(data["binding"]) == ["n=32,L=1", "n=32,L=2"]
+    assert data["binding"]["n=32,L=2"]["parameters"]["blocks.1.proj.weight"] == "attn.o"
+    assert data["roles"] == ROLES

@@ -9,8 +9,10 @@ make_plan into the queries where that is exact, refused otherwise. The recorded 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,10 +20,18 @@ import torch.nn.functional as F
 
 from scalec.errors import ScalecError
 from scalec.runtime.studies.coord_check import CoordCheckError
-from scalec.runtime.studies.user_model import UserModel, binding_record, head_dim_of, load_function, load_roles
+from scalec.runtime.studies.user_model import (
+    UserModel,
+    binding_record,
+    file_sha256,
+    head_dim_of,
+    load_function,
+    load_roles,
+)
 from scalec.runtime.trainer.data import Batch
 
-__all__ = ["GPTSubject", "Instance", "ModelSubject", "head_dim_of", "load_factory", "load_roles"]
+__all__ = ["GPTSubject", "Instance", "ModelSubject", "coord_bindings", "head_dim_of", "load_factory", "load_roles"]
+__all__ += ["record_binding"]
 
 BYTE_VOCAB = 256
 
@@ -105,14 +115,9 @@ def _with_branch_sums(out: dict[str, torch.Tensor], depth: int) -> dict[str, tor
 
 
 class ModelSubject(UserModel):
-    """A user's model factory `FUNC(width, depth) -> nn.Module` (see `user_model.UserModel`) in a coordinate check;
-    `bindings` records, per rule and (width, depth) built, what the plan bound, folded and hooked."""
+    """A user's model factory `FUNC(width, depth) -> nn.Module` (see `user_model.UserModel`) in a coordinate check."""
 
     Error = CoordCheckError
-
-    def __init__(self, factory: Callable[[int, int], Any], patterns: Mapping[str, str] | None = None, label=None):
-        super().__init__(factory, patterns, label)
-        self.bindings: dict[str, dict[str, Any]] = {}
 
     def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
         """Build FUNC(width, depth) with `seed`, plan it, initialise it, hook its multipliers and modules."""
@@ -129,8 +134,6 @@ class ModelSubject(UserModel):
             example=probe,
             before_hooks=lambda m, p: _check_branch_count(locate(m, p), depth),
         )
-        per_shape = self.bindings.setdefault(str(rules.name), {})
-        per_shape.setdefault(f"n={width},L={depth}", binding_record(plan, hooks.sites))
         try:
             recorder = SiteRecorder(model, hooks.sites)
         except ScalecError as exc:
@@ -159,6 +162,30 @@ class ModelSubject(UserModel):
 
         model.train()
         return Instance(model, plan.optimizer(model), loss, capture, close)
+
+
+def coord_bindings(subject: UserModel, rules: Any, cfg: Any) -> dict[str, dict[str, Any]]:
+    """What the plan binds, folds and hooks at each (width, depth) a coordinate check builds, planned again on the
+    meta device (so it holds wherever, and in however many processes, the check trained)."""
+    from scalec.runtime.plan.multiplier_hooks import locate
+
+    shapes = [(w, cfg.depth_for_width_sweep) for w in cfg.widths] if "width" in cfg.sweeps else []
+    shapes += [(cfg.width_for_depth_sweep, d) for d in cfg.depths] if "depth" in cfg.sweeps else []
+    out = {}
+    for width, depth in dict.fromkeys(shapes):
+        model, plan = subject.plan(rules, width, depth, cfg.hparams(rules), cfg.head_dim)
+        out[f"n={width},L={depth}"] = binding_record(plan, locate(model, plan))
+    return out
+
+
+def record_binding(path: Path, subject: UserModel, rules: Any, cfg: Any, spec: str | None = None) -> None:
+    """Add to coord_check.json the binding at each shape, and for a FILE.py:FUNC model its content hash and roles."""
+    data = json.loads(path.read_text())
+    if spec is not None and not spec.startswith("python:"):
+        data["model_sha256"] = file_sha256(spec.rpartition(":")[0])
+    data["roles"] = subject.patterns
+    data["binding"] = coord_bindings(subject, rules, cfg)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _check_branch_count(sites: Any, depth: int) -> None:

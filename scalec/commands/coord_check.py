@@ -134,20 +134,6 @@ def model_subject(model: str | None, roles: Path | None) -> Any:
     return ModelSubject(load_factory(model), load_roles(roles) if roles is not None else None, label=model)
 
 
-def record_binding(path: Path, subject: Any, model: str, rule_name: str) -> None:
-    """Add to coord_check.json the model file, its content hash and the binding of each (width, depth) built
-    under the rule."""
-    import json
-
-    from scalec.runtime.studies.user_model import file_sha256
-
-    data = json.loads(path.read_text())
-    data["model_sha256"] = file_sha256(model.rpartition(":")[0])
-    data["roles"] = subject.patterns
-    data["binding"] = subject.bindings.get(str(rule_name), {})
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
     """A rich table: a row per module, a column per rule, cells 'status xR (slope)' of the update RMS."""
     from rich.table import Table
@@ -241,7 +227,9 @@ def register(app: typer.Typer) -> None:
         with torch_threads(threads):
             result, plots = run_and_save(rules, cfg, data, out, rule, subject)
         if subject is not None:  # what the plan bound, folded and hooked, per model built
-            record_binding(out / "coord_check.json", subject, model, rules.name)
+            from scalec.runtime.studies.coord_subject import record_binding
+
+            record_binding(out / "coord_check.json", subject, rules, cfg, model)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)
