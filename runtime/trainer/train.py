@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.plan.schedule import scale_lrs
+from scalec.runtime.trainer.byte_model import build_byte_model
 from scalec.runtime.trainer.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore, save_checkpoint
 from scalec.runtime.trainer.data import ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
@@ -106,7 +107,7 @@ class BatchSplit:
 class Trainee:
     """What the loop trains: the model, the callable that runs it (compiled and/or DDP-wrapped), the optimizer."""
 
-    model: GPT
+    model: GPT | Any  # the bundled GPT, or your model as a byte_model.ByteLM
     forward: Any
     ddp: Any
     optimizer: torch.optim.Optimizer
@@ -139,11 +140,16 @@ def _model_config(cfg: TrainConfig) -> GPTConfig:
         raise TrainConfigError(f"error: model shape: {exc}") from None
 
 
-def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
+def _load_rules(cfg: TrainConfig, rules: Any) -> Any:
     if rules is None:
         import scalec
 
         rules = scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+    return rules
+
+
+def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
+    rules = _load_rules(cfg, rules)
     shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
     with torch.device("meta"):
         return make_plan(rules, GPT(gcfg), shape, hp=dict(cfg.hp) or None)
@@ -214,6 +220,11 @@ def train(cfg: TrainConfig, rules: Any = None, on_step: OnStep | None = None) ->
     `on_step(step, record)` is called after every optimizer step; `record` is the logged metrics at log steps
     and None between them (tests use it to interrupt a run).
     """
+    if cfg.objective is not None:
+        raise TrainConfigError(
+            "error: TrainConfig.objective is your own loop, which the bundled loop does not run; run it with "
+            "scalec.runtime.studies.user_objective.run_objective (scalec train/sweep --objective)"
+        )
     t_start = time.perf_counter()
     at = _placement(cfg.device)
     own_group = at.world > 1 and not dist.is_initialized()
@@ -258,8 +269,9 @@ def _train(
             return done
         if (run_dir.path / CHECKPOINT).exists():
             ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
-    gcfg = _model_config(cfg)
-    plan = _make_plan(cfg, rules, gcfg)
+    if cfg.model is None:
+        gcfg = _model_config(cfg)
+        plan = _make_plan(cfg, rules, gcfg)
     if at.main:
         folder = resolve_corpus(cfg.corpus)
     if at.world > 1:
@@ -268,10 +280,15 @@ def _train(
         folder = resolve_corpus(cfg.corpus, fetch=False)
     data = ByteData(folder, cfg.seq_len, cfg.seed)
 
-    model = GPT(gcfg, plan.multipliers).to(at.device)
-    torch.manual_seed(cfg.seed)
-    plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
-    optimizer = build_optimizer(plan, model, at.device)
+    binding = None
+    if cfg.model is None:
+        model = GPT(gcfg, plan.multipliers).to(at.device)
+        torch.manual_seed(cfg.seed)
+        plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
+    else:  # your model: bound, planned, initialised and hooked on the CPU (byte_model)
+        example = data.eval_batches(1, 2)[0].x
+        model, plan, binding = build_byte_model(cfg, _load_rules(cfg, rules), example, at.device)
+    optimizer = build_optimizer(plan, model if binding is None else model.model, at.device)
     if ckpt is not None:
         restore(ckpt, model, optimizer)
     compile_ = cfg.compile and at.device.type == "cuda"  # inductor on CPU costs more than it saves here
@@ -282,7 +299,11 @@ def _train(
     try:
         if at.main and run_dir is not None:
             run_dir.write_json("config.json", cfg.to_dict())
-            run_dir.write_text("plan.json", plan.to_json() + "\n")
+            if binding is None:
+                run_dir.write_text("plan.json", plan.to_json() + "\n")
+            else:  # what the plan bound, folded and hooked, also on its own
+                run_dir.write_json("plan.json", {**plan.to_dict(), "binding": binding})
+                run_dir.write_json("binding.json", binding)
         loop = _Loop(cfg, at, trainee, data, split, run_dir, ckpt, t_start)
     except BaseException:
         log.close()

@@ -226,6 +226,10 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         with torch_threads(threads):
             result, plots = run_and_save(rules, cfg, data, out, rule, subject)
+        if subject is not None:  # what the plan bound, folded and hooked, per model built
+            from scalec.runtime.studies.coord_subject import record_binding
+
+            record_binding(out / "coord_check.json", subject, rules, cfg, model)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)
