@@ -52,6 +52,11 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     peak_flops: float | None = None  # per device, for MFU; None = detect known GPUs
+    # What the run reads beyond these settings, as content hashes (run_inputs.py): the trainer fills them in,
+    # records them in config.json and refuses a resume whose inputs changed; a study presets them (its store key).
+    rule_sha256: str | None = None  # the rule's `extends` chain with the params and base overrides
+    corpus_sha256: str | None = None  # the prepared corpus's bytes
+    model_sha256: str | None = None  # a user model file (--model FILE.py:FUNC); None for the bundled GPT
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):
