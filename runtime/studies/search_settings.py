@@ -64,6 +64,20 @@ class SearchSettings:
     poll_s: float = 1.0
     startup_trials: int = 8
 
+    def __post_init__(self) -> None:
+        """Pin the inputs: when the run function declares `key_inputs` (the trainer's does), the fixed run config
+        is stamped with the hashes of its rule chain and corpus as they are now (kept when already there, as in
+        settings read back), so every worker keys its runs on the same inputs and the study name changes with
+        them: an edited rule is a new study, never mixed into the old one."""
+        from scalec.runtime.studies.search_worker import load_run_fn
+
+        try:
+            factory = getattr(load_run_fn(self.run_fn), "key_inputs", None)
+        except (ImportError, AttributeError, ValueError):
+            factory = None  # importable only where the workers run (their own error then says so)
+        if factory is not None:
+            self.fixed = factory()(self.fixed)
+
     def to_json(self) -> str:
         """JSON text of the settings."""
         return json.dumps(asdict(self))

@@ -16,6 +16,7 @@ from typing import Any
 
 from scalec.runtime.studies.search_samplers import make_sampler
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
+from scalec.runtime.trainer.run_inputs import INPUT_FIELDS, INPUT_NAMES
 
 RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
 
@@ -150,7 +151,6 @@ def open_study(settings: SearchSettings, worker: int = 0, sampler_seed: int | No
                 direction="minimize",
                 load_if_exists=True,
             )
-            return OpenStudy(study, storage, is_rdb(settings.storage))
         except Exception as exc:  # sqlalchemy errors from the race; one line on the last try
             if attempt == 4:
                 raise SearchError(
@@ -159,4 +159,26 @@ def open_study(settings: SearchSettings, worker: int = 0, sampler_seed: int | No
                 ) from None
             time.sleep(0.5 + random.random())
             storage = make_storage(settings)
+            continue
+        check_inputs(study, settings)
+        return OpenStudy(study, storage, is_rdb(settings.storage))
     raise AssertionError("unreachable")
+
+
+def check_inputs(study: Any, settings: SearchSettings) -> None:
+    """Record the input hashes the study's runs are keyed on (the first time) and refuse, in one line, to add
+    trials of other inputs to it (a study named with --study whose rule or corpus has changed since)."""
+    pinned = {k: settings.fixed[k] for k in INPUT_FIELDS if settings.fixed.get(k)}
+    if not pinned:
+        return
+    held = study.user_attrs.get("inputs")
+    if held == pinned:
+        return
+    if held is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr("inputs", pinned)
+        return
+    changed = ", ".join(INPUT_NAMES[k] for k in INPUT_FIELDS if (held or {}).get(k) != pinned.get(k))
+    raise SearchError(
+        f"error: study {study.study_name} holds trials of other inputs ({changed} changed, or not recorded); pass "
+        "another --study or --out to search the current inputs apart from the old results"
+    )

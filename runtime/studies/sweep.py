@@ -18,6 +18,7 @@ from typing import Any
 from scalec.errors import ScalecError
 from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
+from scalec.runtime.trainer.run_inputs import InputHasher
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -221,3 +222,7 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     if dataclasses.is_dataclass(summary):
         return dataclasses.asdict(summary)
     return dict(summary)
+
+
+# The store keys each run on the hashes of the rule chain and corpus it reads (run_inputs), not just their names.
+train_run_fn.key_inputs = InputHasher  # type: ignore[attr-defined]

@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scalec.errors import ScalecError
+from scalec.errors import InputsChangedError
 
 INPUT_FIELDS = ("rule_sha256", "corpus_sha256", "model_sha256")
 INPUT_NAMES = {"rule_sha256": "the rule chain", "corpus_sha256": "the corpus", "model_sha256": "the model file"}
 _FILE_MEMO: dict[tuple, str] = {}
 
 
-class RunInputsError(ScalecError):
+class RunInputsError(InputsChangedError):
     """The inputs a run was keyed on are not the inputs it would read now."""
 
 

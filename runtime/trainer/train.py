@@ -38,6 +38,7 @@ from scalec.runtime.trainer.run_dir import RunDir
 from scalec.runtime.trainer.run_inputs import (
     INPUT_FIELDS,
     INPUT_NAMES,
+    RunInputsError,
     check_planned,
     loaded_rule_sha256,
     prepared_sha256,
@@ -234,7 +235,7 @@ def _check_resumable(run_dir: RunDir, cfg: TrainConfig) -> None:
             f"{str(new.get(k))[:12]} now)"
             for k in changed
         ]
-        raise TrainConfigError(
+        raise RunInputsError(
             f"error: {run_dir.path} was trained on other inputs: {'; '.join(parts)} changed since; resuming would "
             "mix the two, so pass another --out to start over (the run there is kept as it is)"
         )
