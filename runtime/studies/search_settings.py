@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from scalec.errors import ScalecError
+from scalec.redact import without_password
 from scalec.runtime.studies.run_store import config_key
 
 
@@ -79,8 +80,9 @@ class SearchSettings:
             self.fixed = factory()(self.fixed)
 
     def to_json(self) -> str:
-        """JSON text of the settings."""
-        return json.dumps(asdict(self))
+        """JSON text of the settings; a storage URL's password is left out (scalec.redact: the workers take it from
+        SCALEC_STORAGE_PASSWORD)."""
+        return json.dumps({**asdict(self), "storage": without_password(self.storage)})
 
     @classmethod
     def from_json(cls, text: str) -> SearchSettings:

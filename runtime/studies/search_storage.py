@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalec.redact import mask_secrets, with_password
 from scalec.runtime.studies.search_samplers import make_sampler
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
 from scalec.runtime.trainer.run_inputs import INPUT_FIELDS, INPUT_NAMES
@@ -94,8 +95,8 @@ def make_storage(settings: SearchSettings) -> Any:
         )
     from sqlalchemy.exc import SQLAlchemyError
 
-    given = url
-    url = with_driver(url)
+    given = mask_secrets(url)  # what messages show
+    url = with_driver(with_password(url))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -110,7 +111,7 @@ def make_storage(settings: SearchSettings) -> Any:
             f"error: --storage {given}: driver missing ({exc}); for PostgreSQL install scalec[postgres]"
         ) from None
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-        raise SearchError(f"error: --storage {given}: cannot connect ({_first_line(exc)})") from None
+        raise SearchError(f"error: --storage {given}: cannot connect ({mask_secrets(_first_line(exc))})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -154,8 +155,10 @@ def open_study(settings: SearchSettings, worker: int = 0, sampler_seed: int | No
         except Exception as exc:  # sqlalchemy errors from the race; one line on the last try
             if attempt == 4:
                 raise SearchError(
-                    f"error: --storage {settings.storage}: cannot open study {settings.study_name()} "
-                    f"({_first_line(exc)})"
+                    mask_secrets(
+                        f"error: --storage {settings.storage}: cannot open study {settings.study_name()} "
+                        f"({_first_line(exc)})"
+                    )
                 ) from None
             time.sleep(0.5 + random.random())
             storage = make_storage(settings)
