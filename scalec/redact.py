@@ -47,4 +47,4 @@ def with_password(url: str | None, environ: dict | None = None) -> str | None:
     m = re.match(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+)@", url)
     if m is None:
         return url
-    return f"{m['head']}:{quote(password, safe='')}@{url[m.end():]}"
+    return f"{m['head']}:{quote(password, safe='')}@{url[m.end() :]}"

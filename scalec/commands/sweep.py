@@ -30,6 +30,7 @@ from scalec.commands._options import (
 )
 from scalec.commands._progress import StudyProgress
 from scalec.errors import ScalecError
+from scalec.runtime.atomic_io import ensure_dir, write_text_atomic
 
 
 class SweepArgsError(ScalecError):
@@ -186,6 +187,7 @@ def register(app: typer.Typer) -> None:
         configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
         check_shapes(rules, configs)
         names = [s.name for s in swept]
+        ensure_dir(out)  # a folder that cannot hold the store is refused before any training
         store = RunStore(out)
         console.print(
             f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
@@ -202,7 +204,7 @@ def register(app: typer.Typer) -> None:
             records = run_sweep(configs, store, train_run_fn, report)
         rows = summarize(records)
         print_rows(rows, names, top)
-        (out / "sweep.md").write_text(rows_markdown(rows, names) + "\n")
+        write_text_atomic(out / "sweep.md", rows_markdown(rows, names) + "\n")
         best = best_row(rows)
         if best is None:
             console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)
