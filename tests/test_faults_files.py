@@ -174,11 +174,20 @@ def test_sweep_out_that_is_a_file_is_one_line(tmp_path):
     assert (tmp_path / "file").read_text() == "keep me"
 
 
-def test_any_os_error_that_escapes_a_command_is_one_located_line(monkeypatch):
-    from scalec.cli_support import os_error_line
+def test_any_os_error_that_escapes_a_command_is_one_located_line(capsys):
+    import typer
 
-    line = os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/x.json"))
-    assert line == "error: /data/x.json: No space left on device; free some space and run the command again"
+    from scalec.cli_support import guarded
+
+    @guarded
+    def command() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/x.json")
+
+    with pytest.raises(typer.Exit) as stop:
+        command()
+    assert stop.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err == "error: /data/x.json: No space left on device; free some space and run the command again\n"
 
 
 # ---- the study store --------------------------------------------------------------------------------------------
