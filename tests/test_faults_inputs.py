@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from scalec.runtime.studies.run_store import RunStore
-from scalec.runtime.trainer.run_inputs import InputHasher, corpus_sha256, rule_sha256
+from scalec.runtime.trainer.run_inputs import InputHasher, corpus_sha256, file_sha256, rule_sha256
 
 RULE = """parameterisation TinyMuP extends muP
   "muP with batch and duration ranges wide enough for tiny test runs."
@@ -203,3 +203,23 @@ def test_a_named_study_refuses_trials_of_edited_inputs(tmp_path):
     rule.write_text(RULE + EDIT)
     with pytest.raises(SearchError, match="study mine holds trials of other inputs .the rule chain changed"):
         open_study(SearchSettings(dims, dict(fixed), 4, str(tmp_path / "s"), study="mine"))
+
+
+def test_a_changed_model_file_refuses_the_resume(tmp_path):
+    """The slot a `--model FILE.py:FUNC` fills: its hash is compared like the rule's and the corpus's."""
+    from scalec.runtime.trainer.run_dir import RunDir
+    from scalec.runtime.trainer.run_inputs import RunInputsError
+    from scalec.runtime.trainer.train import _check_resumable
+    from scalec.runtime.trainer.train_config import TrainConfig
+
+    model = tmp_path / "model.py"
+    model.write_text("def build(width, depth): ...\n")
+    old = TrainConfig(steps=4, rule_sha256="r" * 64, corpus_sha256="c" * 64, model_sha256=file_sha256(model))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(old.to_dict()))
+    _check_resumable(RunDir(tmp_path / "run"), old)  # the same inputs resume
+    model.write_text("def build(width, depth): return None\n")
+    new = TrainConfig(**{**old.to_dict(), "model_sha256": file_sha256(model)})
+    with pytest.raises(RunInputsError, match="the model file --model .* changed since"):
+        _check_resumable(RunDir(tmp_path / "run"), new)
+    assert RunStore(tmp_path / "s").run_dir(old.to_dict()) != RunStore(tmp_path / "s").run_dir(new.to_dict())

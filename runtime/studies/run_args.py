@@ -33,6 +33,7 @@ class RunArgs:
     corpus: str | None = None
     eval_every: int | None = None
     eval_batches: int | None = None
+    model_sha256: str | None = None  # run_inputs.file_sha256 of a --model file: part of every run's store key
 
     def config(self) -> dict[str, Any]:
         """The run config (defaults left out, so configs stay short and their keys stable); validated by
@@ -62,6 +63,7 @@ class RunArgs:
             "corpus": self.corpus,
             "eval_every": self.eval_every,
             "eval_batches": self.eval_batches,
+            "model_sha256": self.model_sha256,
         }
         config.update({k: v for k, v in optional.items() if v is not None})
         TrainConfig(**config)  # validates batch/seq_len/head_dim/length
