@@ -158,21 +158,33 @@ def read_json(
     return value
 
 
-def ensure_dir(path: str | os.PathLike, option: str = "--out") -> Path:
-    """Create the output folder `path` and prove a file can be written in it, before any work; WriteError (one
-    line naming `option`) for a path that is a file, lies under one, or is read-only."""
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work and without creating anything, an output folder that is a file, lies under one, or
+    cannot be written (probed in it, or in its nearest existing parent); WriteError is one line naming `option`."""
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             where = "is a file" if p == path else f"lies under {p}, which is a file"
             raise WriteError(f"error: {option} {path} {where}; pass a folder as {option}")
-    probe = path / f".scalec-write-test.{os.getpid()}"
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    probe = existing / f".scalec-write-test.{os.getpid()}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         os.unlink(probe)
     except OSError as exc:
         raise WriteError(
             f"error: {option} {path}: cannot write there ({exc.strerror or exc}); pass a writable {option}"
+        ) from None
+    return path
+
+
+def ensure_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """`check_output_dir`, then create the folder."""
+    path = check_output_dir(path, option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(
+            f"error: {option} {path}: cannot create it ({exc.strerror or exc}); pass a writable {option}"
         ) from None
     return path

@@ -30,7 +30,7 @@ from scalec.commands._options import (
 )
 from scalec.commands._progress import StudyProgress
 from scalec.errors import ScalecError
-from scalec.runtime.atomic_io import ensure_dir, write_text_atomic
+from scalec.runtime.atomic_io import check_output_dir, write_text_atomic
 
 
 class SweepArgsError(ScalecError):
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
         configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
         check_shapes(rules, configs)
         names = [s.name for s in swept]
-        ensure_dir(out)  # a folder that cannot hold the store is refused before any training
+        check_output_dir(out)  # a folder that cannot hold the store is refused before any training
         store = RunStore(out)
         console.print(
             f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
