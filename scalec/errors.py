@@ -11,7 +11,3 @@ class ScalecError(Exception):
 
 class InputsChangedError(ScalecError):
     """A run's inputs (rule chain, corpus, model file) are not those it was keyed on or started with."""
-
-
-class SecretError(ScalecError):
-    """A storage URL or setting would put a password where scalec never writes one."""

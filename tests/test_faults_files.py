@@ -218,3 +218,12 @@ def test_corrupt_store_file_is_one_line_naming_it(tmp_path, name, content, needl
         store.run(config, lambda c, out: pytest.fail("a corrupt result must not be retrained over"))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     assert path.read_text() == content
+
+
+@pytest.mark.parametrize("text", [DEEP, '{"dims": 3}', "not json"], ids=["deep", "wrong-shape", "not-json"])
+def test_corrupt_search_settings_are_one_line(tmp_path, text):
+    from scalec.runtime.studies.search_settings import SearchError, SearchSettings
+
+    with pytest.raises(SearchError, match="settings.json") as err:
+        SearchSettings.from_json(text, str(tmp_path / "settings.json"))
+    assert "\n" not in str(err.value)

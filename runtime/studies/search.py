@@ -172,7 +172,15 @@ def main(argv: list[str]) -> int:
     if parent is not None and parent.isdigit():
         die_with_parent(int(parent))  # started by `scalec search`: never outlive it
     try:
-        run_worker(SearchSettings.from_json(Path(argv[0]).read_text()), int(argv[1]) if len(argv) > 1 else 0)
+        path = Path(argv[0])
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SearchError(
+                f"error: {path} is unreadable ({exc.strerror if isinstance(exc, OSError) else exc}); pass the "
+                "search_settings.json a search wrote"
+            ) from None
+        run_worker(SearchSettings.from_json(text, str(path)), int(argv[1]) if len(argv) > 1 else 0)
     except ScalecError as exc:
         print(mask_secrets(str(exc)), file=sys.stderr)
         return 1

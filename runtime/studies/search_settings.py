@@ -12,6 +12,7 @@ from typing import Any
 
 from scalec.errors import ScalecError
 from scalec.redact import without_password
+from scalec.runtime.atomic_io import ReadError, parse_json
 from scalec.runtime.studies.run_store import config_key
 
 
@@ -85,11 +86,17 @@ class SearchSettings:
         return json.dumps({**asdict(self), "storage": without_password(self.storage)})
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSettings:
-        """Settings from `to_json` text."""
-        data = json.loads(text)
-        data["dims"] = [Dim(**d) for d in data["dims"]]
-        return cls(**data)
+    def from_json(cls, text: str, where: str = "search settings") -> SearchSettings:
+        """Settings from `to_json` text (read from `where`); text that is not such settings is one SearchError."""
+        fix = "write it again with `scalec search ... --out` or pass the search_settings.json it wrote"
+        try:
+            data = parse_json(text, where, fix)
+            data["dims"] = [Dim(**d) for d in data["dims"]]
+            return cls(**data)
+        except ReadError as exc:
+            raise SearchError(str(exc)) from None
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise SearchError(f"error: {where} is not a scalec search's settings ({exc}); {fix}") from None
 
     def study_name(self) -> str:
         """The given study name, or one derived from the rule, fixed settings and search space."""
