@@ -76,10 +76,12 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=True)
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            if exc.errno in READ_ONLY and path.is_dir() and (path / "config.json").is_file():
-                yield cls(path, writable=False)  # a finished run can still be reported; anything else refuses
-                return
-            raise _unusable(path, exc) from None
+            if exc.errno not in READ_ONLY or not path.is_dir() or not (path / "config.json").is_file():
+                raise _unusable(path, exc) from None
+            fd = None
+        if fd is None:  # a read-only run dir: a finished run can still be reported; anything else refuses
+            yield cls(path, writable=False)
+            return
         try:
             if fcntl is not None:
                 try:
