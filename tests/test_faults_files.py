@@ -205,7 +205,7 @@ def _finished_store(root: Path) -> tuple[RunStore, dict]:
     [
         ("result.json", DEEP, "nests deeper than"),
         ("run.json", DEEP, "nests deeper than"),
-        ("result.json", '{"status": "finished", "summary": {"final_val_loss": NaN}, "error": null}', "not a finite number"),
+        ("result.json", '{"status": "finished", "summary": {"final_val_loss": NaN}}', "not a finite number"),
         ("result.json", '{"status": "done"}', "not a run result"),
     ],
     ids=["result-deep", "run-deep", "result-nan", "result-status"],
