@@ -143,7 +143,7 @@ def run_worker(settings: SearchSettings, worker: int = 0, progress: ProgressFn |
     def objective(trial: Any) -> float:
         trial.set_user_attr("worker", me)
         params = {d.name: trial.suggest_float(d.name, d.low, d.high, log=d.log) for d in settings.dims}
-        config = settings.run_config(params)
+        config = store.keyed(settings.run_config(params), run_fn)
         key = config_key(config)
         trial.set_user_attr("run", key)
         trials = study.get_trials(deepcopy=False)

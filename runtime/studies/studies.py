@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scalec.parsing import parse_hp_specs
+from scalec.runtime.atomic_io import write_text_atomic
 from scalec.runtime.studies.hp_grid import HPRange, resolve_specs
 from scalec.runtime.studies.run_args import DEFAULTS, RunArgs
 from scalec.runtime.studies.run_store import RunRecord, RunStore
@@ -96,7 +97,7 @@ class SweepStudy:
             records = run_sweep(self.configs, store, train_run_fn, _stop_on_user_failure(on_record))
         rows = summarize(records)
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "sweep.md").write_text(rows_markdown(rows, self.names) + "\n")
+        write_text_atomic(self.out / "sweep.md", rows_markdown(rows, self.names) + "\n")
         return rows
 
 

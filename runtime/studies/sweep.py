@@ -20,6 +20,7 @@ from scalec.errors import ScalecError
 from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
 from scalec.runtime.studies.user_objective import run_objective
+from scalec.runtime.trainer.run_inputs import InputHasher
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -261,3 +262,7 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     if config.get("model") and binding.is_file():  # your model: what the plan bound, folded and hooked
         out["binding"] = json.loads(binding.read_text())
     return out
+
+
+# The store keys each run on the hashes of the rule chain and corpus it reads (run_inputs), not just their names.
+train_run_fn.key_inputs = InputHasher  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ device), `checkpoint`, `metrics` (log, progress, throughput). The loop reads the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,14 @@ from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.metrics import MetricsLog, Progress, Throughput, peak_flops
 from scalec.runtime.trainer.prefetch import Prefetcher
 from scalec.runtime.trainer.run_dir import RunDir
+from scalec.runtime.trainer.run_inputs import (
+    INPUT_FIELDS,
+    INPUT_NAMES,
+    RunInputsError,
+    check_planned,
+    loaded_rule_sha256,
+    prepared_sha256,
+)
 from scalec.runtime.trainer.step import StepReading, StepStats, train_step
 from scalec.runtime.trainer.train_config import RESUME_FREE, RunSummary, TrainConfig, TrainConfigError
 
@@ -148,8 +157,19 @@ def _load_rules(cfg: TrainConfig, rules: Any) -> Any:
     return rules
 
 
+def _with_inputs(cfg: TrainConfig, rules: Any, corpus_folder: Path) -> TrainConfig:
+    """`cfg` with the hashes of the rule chain and corpus this run reads; a preset hash (a study's key) that the
+    inputs no longer match is refused in one line."""
+    actual = {
+        "rule_sha256": loaded_rule_sha256(rules, cfg.params, cfg.base),
+        "corpus_sha256": prepared_sha256(corpus_folder),
+        "model_sha256": cfg.model_sha256,
+    }
+    check_planned(cfg.to_dict(), actual, {"rule_sha256": cfg.rule, "corpus_sha256": cfg.corpus or "(default)"})
+    return dataclasses.replace(cfg, **actual)
+
+
 def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
-    rules = _load_rules(cfg, rules)
     shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
     with torch.device("meta"):
         return make_plan(rules, GPT(gcfg), shape, hp=dict(cfg.hp) or None)
@@ -200,13 +220,26 @@ def _evaluate(forward: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], at
 
 
 def _check_resumable(run_dir: RunDir, cfg: TrainConfig) -> None:
-    """Refuse to resume a run dir whose config.json differs in anything that changes the result."""
+    """Refuse to resume a run dir whose config.json differs in anything that changes the result: a setting, or
+    the content of an input (the rule chain, the corpus, the model file)."""
     if cfg.resume == "never":
         raise TrainConfigError(
             f"error: {run_dir.path} already holds a run; pass --resume auto to continue it or another --out"
         )
     old, new = run_dir.config(), json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
+    changed = [k for k in INPUT_FIELDS if k in diff]
+    if changed:
+        what = {"rule_sha256": cfg.rule, "corpus_sha256": cfg.corpus or "(default)", "model_sha256": "--model"}
+        parts = [
+            f"{INPUT_NAMES[k]} {what[k]} ({'not recorded' if old.get(k) is None else str(old[k])[:12]} then, "
+            f"{str(new.get(k))[:12]} now)"
+            for k in changed
+        ]
+        raise RunInputsError(
+            f"error: {run_dir.path} was trained on other inputs: {'; '.join(parts)} changed since; resuming would "
+            "mix the two, so pass another --out to start over (the run there is kept as it is)"
+        )
     if diff:
         raise TrainConfigError(
             f"error: {run_dir.path} holds a run with different settings ({', '.join(diff)}); pass "
@@ -261,23 +294,28 @@ def _train(
     split = _split_batch(cfg, at.world)
 
     # Everything that can refuse to run does so before the run dir is written.
-    ckpt = None
-    if run_dir is not None and run_dir.has_run():
-        _check_resumable(run_dir, cfg)
-        done = run_dir.summary(total)
-        if done is not None:
-            return done
-        if (run_dir.path / CHECKPOINT).exists():
-            ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
-    if cfg.model is None:
-        gcfg = _model_config(cfg)
-        plan = _make_plan(cfg, rules, gcfg)
     if at.main:
         folder = resolve_corpus(cfg.corpus)
     if at.world > 1:
         dist.barrier()  # rank 0 fetches / prepares the corpus once; the others then find it prepared
     if not at.main:
         folder = resolve_corpus(cfg.corpus, fetch=False)
+    rules = _load_rules(cfg, rules)
+    cfg = _with_inputs(cfg, rules, folder)
+    ckpt = None
+    if run_dir is not None and run_dir.has_run():
+        _check_resumable(run_dir, cfg)
+        done = run_dir.summary(total)
+        if done is not None:
+            return done
+        run_dir.require_writable()
+        if (run_dir.path / CHECKPOINT).exists():
+            ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
+    elif run_dir is not None and at.main:
+        run_dir.require_writable()
+    if cfg.model is None:
+        gcfg = _model_config(cfg)
+        plan = _make_plan(cfg, rules, gcfg)
     data = ByteData(folder, cfg.seq_len, cfg.seed)
 
     binding = None
@@ -287,7 +325,7 @@ def _train(
         plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
     else:  # your model: bound, planned, initialised and hooked on the CPU (byte_model)
         example = data.eval_batches(1, 2)[0].x
-        model, plan, binding = build_byte_model(cfg, _load_rules(cfg, rules), example, at.device)
+        model, plan, binding = build_byte_model(cfg, rules, example, at.device)
     optimizer = build_optimizer(plan, model if binding is None else model.model, at.device)
     if ckpt is not None:
         restore(ckpt, model, optimizer)

@@ -54,9 +54,13 @@ class TrainConfig:
     peak_flops: float | None = None  # per device, for MFU; None = detect known GPUs
     model: str | None = None  # your model FILE.py:FUNC, FUNC(width, depth) -> nn.Module (byte ids -> logits)
     roles: dict[str, str] = field(default_factory=dict)  # {glob: role} for --model (default: a preset, else inferred)
-    model_sha256: str | None = None  # content hash of the --model file: an edited file is another run
     objective: str | None = None  # your training function FILE.py:FUNC(model, optimizer, run) -> final loss
     objective_sha256: str | None = None  # content hash of the --objective file
+    # What the run reads beyond these settings, as content hashes (run_inputs.py): the trainer fills them in,
+    # records them in config.json and refuses a resume whose inputs changed; a study presets them (its store key).
+    rule_sha256: str | None = None  # the rule's `extends` chain with the params and base overrides
+    corpus_sha256: str | None = None  # the prepared corpus's bytes
+    model_sha256: str | None = None  # a user model file (--model FILE.py:FUNC); None for the bundled GPT
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):
@@ -116,7 +120,7 @@ class TrainConfig:
 
 
 # Settings added after run dirs existed: written only when set (to_dict).
-OPTIONAL_KEYS = ("model", "roles", "model_sha256", "objective", "objective_sha256")
+OPTIONAL_KEYS = ("model", "roles", "model_sha256", "objective", "objective_sha256", "rule_sha256", "corpus_sha256")
 
 # Settings that may differ between an interrupted run and its resumption without changing the result.
 RESUME_FREE = (

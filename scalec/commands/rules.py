@@ -127,14 +127,13 @@ def check_output_file(path: Path, option: str) -> None:
 
 def write_atomic(path: Path, text: str, option: str) -> None:
     """Write through a temporary file beside `path`, then rename; on failure nothing is left behind."""
+    from scalec.runtime.atomic_io import WriteError, write_text_atomic
+
     check_output_file(path, option)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputPathError(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
+        write_text_atomic(path, text, fix=f"pass a writable {option} path")
+    except WriteError as exc:
+        raise OutputPathError(f"{exc}".replace("error: cannot write", f"error: {option}: cannot write", 1)) from None
 
 
 @guarded

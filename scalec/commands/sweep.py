@@ -12,6 +12,7 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
+from scalec.runtime.atomic_io import check_output_dir
 
 
 def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
@@ -87,6 +88,7 @@ def register(app: typer.Typer) -> None:
         from scalec.runtime.studies.studies import shared_runner, sweep_study
         from scalec.runtime.studies.sweep import best_row, load_rules
 
+        check_output_dir(out)  # a folder that cannot hold the store is refused before any training
         rules = load_rules(rule, options.params())
         checked = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
         n, names = len(checked.configs), checked.names
