@@ -13,7 +13,7 @@ import sympy
 
 from scalec.compiler.checks import CheckReport, run_checks
 from scalec.compiler.codegen import generate
-from scalec.compiler.hp_domains import domain_violation
+from scalec.compiler.hp_domains import derive_hp_domains, domain_violation
 from scalec.compiler.ir import ParameterisationIR, Quantity
 from scalec.compiler.loader import load_chain
 from scalec.compiler.resolve import resolve
@@ -33,18 +33,33 @@ class HParamError(ScalecError, KeyError):
     __str__ = ScalecError.__str__  # one plain line, not KeyError's quoted repr
 
 
-def make_shape(module: types.ModuleType, axes: Mapping[str, float | str]) -> object:
+class RuleValueError(ScalecError, ValueError):
+    """A value the rules give outside its domain at this shape and these HPs (the module's DomainError)."""
+
+
+def guarded_call(module: types.ModuleType, fn, *args, **kwargs):
+    """Call a function of the generated module, its refusals as ScalecErrors (one `error: ...` line): a shape
+    outside the region at these HPs, an HP outside its domain, a value outside its domain."""
+    try:
+        return fn(*args, **kwargs)
+    except module.ShapeError as exc:
+        raise ShapeValueError(f"error: {exc}") from None
+    except module.HParamError as exc:
+        raise HParamError(f"error: {exc}") from None
+    except module.DomainError as exc:
+        raise RuleValueError(f"error: {exc}") from None
+
+
+def make_shape(module: types.ModuleType, axes: Mapping[str, float | str], hp: object | None = None) -> object:
     """module.Shape from axis values (numbers or number text such as "2^14"); missing axes take the base values.
-    Every value must be a positive finite number and the shape must pass the module's `check_shape`."""
+    Every value must be a positive finite number and the shape must pass the module's `check_shape` at `hp`
+    (default HParams(): the region's constraints may depend on the HPs)."""
     base = module.BASE
     values = {a: getattr(base, a) for a in AXES}
     for axis, raw in axes.items():
         values[axis] = parse_number(raw, f"axis {axis}", positive=True)
     shape = module.Shape(**{a: float(v) for a, v in values.items()})
-    try:
-        module.check_shape(shape)
-    except ValueError as exc:
-        raise ShapeValueError(f"error: {exc}") from None
+    guarded_call(module, module.check_shape, shape, hp)
     return shape
 
 
@@ -81,9 +96,10 @@ class Parameterisation:
     def name(self) -> str:
         return self.ir.name
 
-    def shape(self, **axes: float | str):
+    def shape(self, hp: object | None = None, **axes: float | str):
         """A checked module.Shape; axes not given take their base values. Raises ShapeValueError (a ValueError)
-        for a value that is not a positive finite number or a shape outside the rule's feasible region."""
+        for a value that is not a positive finite number or a shape outside the rule's feasible region at `hp`
+        (HParams, default the file's: the region may depend on the HPs; role_hparams checks it again)."""
         unknown = set(axes) - set(AXES)
         if unknown:
             raise RuleError(
@@ -92,20 +108,25 @@ class Parameterisation:
                 f"axes: {', '.join(AXES)}",
                 self.ir.sources[-1],
             )
-        return make_shape(self.module, axes)
+        return make_shape(self.module, axes, hp)
 
     def hparams(self, **overrides: float | str):
         """module.HParams with defaults from the file, `overrides` by name (`eta`, `lr[mlp.down]`); an unknown
         name or a value outside the HP's domain raises HParamError (a KeyError)."""
         return make_hparams(self.module, overrides)
 
-    def role_hparams(self, role: str, shape, hp=None):
-        return self.module.role_hparams(role, shape, hp)
+    def role_hparams(self, role: str, shape, hp=None, **tensor):
+        """One role's values at `shape` (module.RoleHParams; `tensor`: fan_in, fan_out, layer); every value lies
+        in its domain, else ShapeValueError (the shape leaves the region at these HPs), HParamError or
+        RuleValueError, each one line."""
+        if role not in self.module.ROLES:
+            raise HParamError(f"error: {self.name} has no role '{role}'; roles: {', '.join(self.module.ROLES)}")
+        return guarded_call(self.module, self.module.role_hparams, role, shape, hp, **tensor)
 
     def sites(self, shape, hp=None):
-        """Forward multipliers at `shape`; `hp` is accepted for symmetry with `role_hparams` (sites depend on the
-        shape only)."""
-        return self.module.sites(shape)
+        """Forward multipliers at `shape` (they depend on the shape only; `hp` decides the feasible region); refused
+        as `role_hparams` refuses."""
+        return guarded_call(self.module, self.module.sites, shape, hp)
 
     def __repr__(self) -> str:
         return f"<Parameterisation {self.name} ({' -> '.join(self.ir.lineage)})>"
@@ -142,11 +163,14 @@ def _apply_base(ir: ParameterisationIR, base: Mapping[str, float]) -> None:
 def compile_ir(
     name_or_path: str | Path, params: Mapping[str, str | float] | None = None, base: Mapping[str, float] | None = None
 ) -> tuple[ParameterisationIR, CheckReport]:
-    """Parse, resolve and check; raises RuleError on the first problem."""
+    """Parse, resolve and check (the HP domains too: one an HP cannot satisfy is an error); raises RuleError on the
+    first problem."""
     ir = resolve(load_chain(name_or_path), params)
     if base:
         _apply_base(ir, base)
-    return ir, run_checks(ir)
+    report = run_checks(ir)
+    derive_hp_domains(ir)
+    return ir, report
 
 
 def load(

@@ -292,9 +292,7 @@ def test_folding_refuses_roles_without_adams_symmetry():
 
 def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):
     """compiler/domain.py defines the targets' domains once (a rule leaving [0, 1) is refused, ns_steps is whole)
-    and compiler/hp_domains.py gives an HP named momentum the same [0, 1)."""
-    from types import SimpleNamespace
-
+    and compiler/hp_domains.py derives the same [0, 1) for the HP that flows into momentum (mup_sgd's mu)."""
     from scalec.compiler.domain import domain_of
     from scalec.compiler.hp_domains import domain_violation
 
@@ -303,6 +301,6 @@ def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):
     path = write_rule("m", 'parameterisation M extends muP\n  "x"\n  role hidden: optimizer = sgd;  momentum = 1\n')
     with pytest.raises(RuleError, match=r"momentum of role 'attn.q' leaves its domain \(0 <= momentum < 1\)"):
         scalec.load(path)
-    linear = SimpleNamespace(scale="linear")
-    assert domain_violation("momentum", 1.0, linear) == "momentum must lie in [0, 1); got 1"
-    assert domain_violation("momentum", 0.9, linear) is None
+    mu = scalec.load("mup_sgd").module.HP_SPACE["mu"]
+    assert domain_violation("mu", 1.0, mu) == "mu must satisfy 0 <= mu < 1; got 1"
+    assert domain_violation("mu", 0.9, mu) is None
