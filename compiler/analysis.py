@@ -31,7 +31,15 @@ from scalec.compiler.exponents import (
 )
 from scalec.compiler.ir import ParameterisationIR
 from scalec.compiler.optimizers import ADJUST_LR_WIDTH_EXPONENT, optimizer_of
-from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, FAN_WIDTH_EXPONENT, MAIN_AXES, ROLES, compress_roles
+from scalec.compiler.vocabulary import (
+    AXES,
+    BLOCK_ROLES,
+    DEFAULT_FANS,
+    FAN_WIDTH_EXPONENT,
+    MAIN_AXES,
+    ROLES,
+    compress_roles,
+)
 
 _INIT_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1, 2), "output": Fraction(1, 2)}
 _UPDATE_TARGET = {"input": Fraction(0), "vector": Fraction(0), "hidden": Fraction(1), "output": Fraction(1)}
@@ -43,7 +51,9 @@ def _update_growth(ir: ParameterisationIR, role: str, cls: str, a_: Fraction, c_
     exponent by which the update outgrows its target."""
     theory = optimizer_of(ir.optimizer(role)).theory
     if theory == "sgd":
-        return _SGD_UPDATE_TARGET[cls] - (2 * a_ + c_), 2 * a_ - _SGD_UPDATE_TARGET[cls], f"2a+c = {_f(2 * a_ + c_)}"
+        # a vector whose size does not grow with width (QK-norm gains: d_head entries) takes Theta(1) SGD steps
+        target = Fraction(0) if cls == "vector" and DEFAULT_FANS[role][1][1] == 0 else _SGD_UPDATE_TARGET[cls]
+        return target - (2 * a_ + c_), 2 * a_ - target, f"2a+c = {_f(2 * a_ + c_)}"
     if theory == "spectral":
         adj = ADJUST_LR_WIDTH_EXPONENT[ir.settings[role].get("adjust_lr", "original")]
         fan_in, fan_out = FAN_WIDTH_EXPONENT[cls]
