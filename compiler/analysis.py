@@ -182,7 +182,7 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
             "depth",
             "residual",
             stable,
-            f"residual multiplier m_L^-{_f(alpha)}: "
+            f"residual multiplier m_L^{_f(-alpha)}: "
             + ("stable at init (1/2 <= alpha <= 1)" if stable else "alpha outside [1/2, 1]"),
         )
     )

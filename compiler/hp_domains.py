@@ -32,16 +32,17 @@ def derive_hp_domains(ir: ParameterisationIR) -> dict[str, Domain]:
     symbols = {name: hp_symbol(name, q.low) for name, q in ir.hps.items()}
     defaults = {symbols[name]: q.value for name, q in ir.hps.items()}
     fixed = {param_symbol(k): q.value for k, q in ir.params.items()} | {BASE[a]: q.value for a, q in ir.axes.items()}
+    fixed = {s: sympy.sympify(v) for s, v in (fixed | ONES).items()}  # sympy values: xreplace keeps an Expr
     knots = {k: p for p in ir.profiles.values() for k in p.knots}
     targets: list[tuple[str, sympy.Expr, Origin | None]] = []  # (kind, expression at the base shape, origin)
     for role, rules in ir.roles.items():
         for kind, rule in rules.items():
             expr = profile.at_defaults(rule.expr, ir.profiles)
             for corner in tensor_corners(expr, role):  # fans of the bundled GPT; first and last block
-                at_base = corner.xreplace(ONES).xreplace(fixed)
+                at_base = sympy.sympify(corner).xreplace(fixed)
                 targets.append((kind, at_base, rule.origins[-1] if rule.origins else None))
     targets += [
-        ("site", r.expr.xreplace(ONES).xreplace(fixed), r.origins[-1] if r.origins else None) for r in ir.sites.values()
+        ("site", sympy.sympify(r.expr).xreplace(fixed), r.origins[-1] if r.origins else None) for r in ir.sites.values()
     ]
     out: dict[str, Domain] = {}
     for name, q in ir.hps.items():
