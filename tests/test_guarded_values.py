@@ -105,3 +105,15 @@ def test_generated_domains_agree_with_the_compilers():
         theirs = m.VALUE_DOMAINS[kind]
         assert theirs.text == ours.text.replace(ours.kind, theirs.kind)
         assert [theirs.holds(x) for x in samples] == [ours.holds(x) for x in samples], kind
+
+
+def test_cli_show_refuses_a_value_outside_its_domain_in_one_line(write_rule):
+    from typer.testing import CliRunner
+
+    from scalec.cli import app
+
+    path = write_rule("s", "parameterisation S extends muP\n  role hidden: lr *= 1 + sigma - sigma * m_N^(1/4)\n")
+    result = CliRunner().invoke(app, ["show", str(path), "-n", "65536", "--hp", "sigma=1"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: S: role 'attn.q' gets lr = -") and "outside lr > 0" in lines[0]
