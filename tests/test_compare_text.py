@@ -32,3 +32,19 @@ def test_a_growing_residual_prints_one_sign(write_rule):
     result = CliRunner().invoke(app, ["compare", str(path), "mup", "--out", str(path.parent / "report")])
     assert result.exit_code == 0, result.output
     assert "^--" not in result.output and "m_L^1: alpha outside [1/2, 1]" in result.output.replace("\n", " ")
+
+
+def test_the_run_description_names_each_rules_own_eta_when_they_differ():
+    from types import SimpleNamespace
+
+    from scalec.runtime.studies.comparison import run_description
+    from scalec.runtime.studies.coord_check import CoordCheckConfig
+
+    def section(label: str, eta: float):
+        cfg = CoordCheckConfig(widths=(64, 128), depths=(2,), hp={"eta": eta})
+        return SimpleNamespace(label=label, coord=SimpleNamespace(config=cfg))
+
+    sections = [section("mup", 2**-8), section("muon", 2**-7)]
+    text = run_description(sections[0].coord.config, sections)
+    assert "eta = each rule's default: mup 2^-8, muon 2^-7" in text
+    assert "(eta = 2^-8)" in run_description(sections[0].coord.config, sections[:1])

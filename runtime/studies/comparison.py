@@ -248,11 +248,16 @@ def coord_cell(result: CoordCheckResult | None, sweep: str, module: str) -> str:
     return f"{v.status} (update x{v.update_ratio:.2g}, act x{v.act_ratio:.2g})"
 
 
-def run_description(cfg: CoordCheckConfig) -> str:
-    """One paragraph saying how the coordinate checks were run."""
+def run_description(cfg: CoordCheckConfig, sections: Sequence[RuleSection] = ()) -> str:
+    """One paragraph saying how the coordinate checks were run (`sections`: each file's own eta, when they differ)."""
     eta = cfg.hp.get("eta")
+    etas = {s.label: s.coord.config.hp.get("eta") for s in sections if s.coord is not None}
+    if len(set(etas.values())) > 1:  # each rule at its own default eta
+        eta_text = "each rule's default: " + ", ".join(f"{k} {pow2(v) if v else '-'}" for k, v in etas.items())
+    else:
+        eta_text = pow2(eta) if eta else "rule default"
     return (
-        f"Bundled GPT trained {cfg.steps} steps with AdamW (eta = {pow2(eta) if eta else 'rule default'}), "
+        f"Bundled GPT trained {cfg.steps} steps with AdamW (eta = {eta_text}), "
         f"batch {cfg.batch} x seq {cfg.seq_len}, head_dim {cfg.head_dim}, {cfg.seeds} seed(s) averaged; "
         f"widths {list(cfg.widths)} at depth {cfg.depth_for_width_sweep}, depths {list(cfg.depths)} at "
         f"width {cfg.width_for_depth_sweep}. attn/mlp: summed branch outputs of all blocks (after the "

@@ -77,7 +77,7 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
         parts += [
             "## Coordinate checks",
             "",
-            run_description(cfg),
+            run_description(cfg, emp),
             "",
             f"{sentence(cfg.thresholds())}.",
             "",
