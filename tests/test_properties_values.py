@@ -113,7 +113,7 @@ def _train(model: GPT, plan, tokens: torch.Tensor, steps: int = 3) -> None:
     width=st.sampled_from([32, 64, 256]),
     log_eta=st.floats(-12, -5),
     sigma=st.floats(0.005, 0.1),
-    lam=st.floats(0, 0.5),
+    lam=st.one_of(st.just(0.0), st.floats(1e-6, 0.5)),  # subnormals are refused as input (scalec/parsing.py)
     beta1=st.floats(0.5, 0.95),
     beta2=st.floats(0.8, 0.999),
 )
