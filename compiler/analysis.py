@@ -64,8 +64,10 @@ def _update_growth(ir: ParameterisationIR, role: str, cls: str, a_: Fraction, c_
     exponent by which the update outgrows its target (with a muP readout in the backward pass)."""
     theory = optimizer_of(ir.optimizer(role)).theory
     if theory == "sgd":
+        # a vector whose size does not grow with width (QK-norm gains: d_head entries) takes Theta(1) SGD steps
+        target = Fraction(0) if cls == "vector" and ir.fans(role)[1][1] == 0 else _SGD_UPDATE_TARGET[cls]
         got = 2 * a_ + c_
-        return _SGD_UPDATE_TARGET[cls] - got, 2 * a_ - _SGD_UPDATE_TARGET[cls], f"2a+c = {_f(got)}", TP5_SGD
+        return target - got, 2 * a_ - target, f"2a+c = {_f(got)}", TP5_SGD
     if theory == "spectral":
         adj = ADJUST_LR_WIDTH_EXPONENT[ir.settings[role].get("adjust_lr", "original")]
         fan_in, fan_out = FAN_WIDTH_EXPONENT[cls]

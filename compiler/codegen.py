@@ -12,6 +12,8 @@ from importlib import resources
 import jinja2
 import sympy
 
+from scalec.compiler.domain import DOMAINS, SITE_DOMAIN, Domain
+from scalec.compiler.hp_domains import cone, derive_hp_domains
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.printer import RulePrinter
 from scalec.compiler.region import code_view
@@ -97,6 +99,30 @@ def _num(value) -> str:
 
 
 LINE_LENGTH = 120  # the generated module's line length (ruff's, as the project's)
+
+
+def _domain_code(d: Domain, key: str | None = None) -> str:
+    """A Domain as the generated module's constructor call (fields at their defaults left out), with its key
+    (`"lr": Domain("lr", low=0.0, low_strict=True)`) when given."""
+    args = [py_str(d.kind)]
+    for name, default in (("low", None), ("low_strict", False), ("high", None), ("high_strict", False)):
+        value = getattr(d, name)
+        if value != default:
+            args.append(f"{name}={value if isinstance(value, bool) else _num(value)}")
+    args += [f"{name}=True" for name in ("nonzero", "whole") if getattr(d, name)]
+    code = f"Domain({', '.join(args)})"
+    return f"{py_str(key)}: {code}" if key is not None else code
+
+
+def _call_lines(head: str, args: list[str], indent: int) -> list[str]:
+    """`head(args),` on one line, else as ruff formats it: the arguments on one line inside, else one a line."""
+    one = f"{head}({', '.join(args)}),"
+    if indent + len(one) <= LINE_LENGTH:
+        return [one]
+    inner = ", ".join(args)
+    if indent + 4 + len(inner) <= LINE_LENGTH:
+        return [f"{head}(", f"    {inner}", "),"]
+    return [f"{head}(", *(f"    {a}," for a in args), "),"]
 
 
 def _ref(o: Origin) -> str:
@@ -279,9 +305,15 @@ class _View:
             )
             for a, q in ((a, ir.axes[a]) for a in AXES)
         ]
+        hp_domains = derive_hp_domains(ir)
         hps = [
             dict(
                 name=h,
+                lines=_call_lines(
+                    f"{py_str(h)}: HPSpec",
+                    [py_str(h), _num(q.value), _num(q.low), _num(q.high), py_str(q.scale), _domain_code(hp_domains[h])],
+                    4,
+                ),
                 field=field_name(h),
                 default=_num(q.value),
                 low=_num(q.low),
@@ -350,6 +382,8 @@ class _View:
             site_prologue=self.prologue(list(site_exprs.values()), {}),
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
             constraints=constraints,
+            value_domains=[_domain_code(d, k) for k, d in DOMAINS.items()] + [_domain_code(SITE_DOMAIN, "site")],
+            multiplier_domains=[_domain_code(cone(k, DOMAINS[k]), k) for k in MODULE_HP_KINDS],
             role_classes=_dict_lines([(py_str(r["name"]), py_str(r["width_class"])) for r in roles]),
             role_kinds=_dict_lines([(py_str(r["name"]), f"({py_str(r['kind'])}, {r['in_blocks']})") for r in roles]),
             role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),

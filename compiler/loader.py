@@ -51,28 +51,45 @@ def locate(name_or_path: str | Path) -> Path:
 def _header_names(paths) -> dict[str, Path]:
     names: dict[str, Path] = {}
     for path in paths:
-        try:
-            m = _HEADER.search(Path(path).read_text(encoding="utf-8", errors="replace")[:4096])
-        except OSError:
-            continue
-        if m:
-            names.setdefault(m.group(1).lower(), Path(path))
+        name = _declared_name(path)
+        if name is not None:
+            names.setdefault(name.lower(), Path(path))
     return names
 
 
+def _declared_name(path) -> str | None:
+    """The name a rule file's header declares (`parameterisation NAME`), or None."""
+    try:
+        m = _HEADER.search(Path(path).read_text(encoding="utf-8", errors="replace")[:4096])
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def _find_parent(child: ast.RuleFile) -> Path:
-    """Look for the parent named in `extends` beside the child first, then among the bundled rules."""
+    """The file of the parent named in `extends`: by file name first (`extends muP` -> mup.scale), beside the child,
+    then among the bundled rules; else by the name a file's header declares, beside the child, then bundled.
+    Two files that match at the same step are an ambiguity, refused in one line."""
     want = child.parent.lower()
-    here = Path(child.path).parent
-    candidates: dict[str, Path] = {}
-    for folder in (here, bundled_dir()):
-        files = sorted(folder.glob("*.scale"))
-        for key, path in _header_names(files).items():
-            candidates.setdefault(key, path)
-        for path in files:
-            candidates.setdefault(path.stem.lower(), path)
-    if want in candidates:
-        return candidates[want]
+    me = Path(child.path).resolve()
+    folders = list(dict.fromkeys(f.resolve() for f in (Path(child.path).parent, bundled_dir())))
+    files = {folder: [p for p in sorted(folder.glob("*.scale")) if p.resolve() != me] for folder in folders}
+    steps = [(folder, "file name", lambda p: p.stem.lower() == want) for folder in folders]
+    steps += [(folder, "header", lambda p: (_declared_name(p) or "").lower() == want) for folder in folders]
+    for folder, how, matches in steps:
+        found = [p for p in files[folder] if matches(p)]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise RuleError(
+                child.parent_loc,
+                f"parent '{child.parent}' is ambiguous: {names} in {folder} all match it by {how}",
+                "rename or move all but one, or name the parent by its file name",
+                child.source,
+            )
+        if found:
+            return found[0]
+    candidates = {p.stem.lower(): p for folder in folders for p in files[folder]}
+    candidates |= {k: v for folder in folders for k, v in _header_names(files[folder]).items()}
     raise RuleError(
         child.parent_loc,
         f"cannot find parent parameterisation '{child.parent}'",

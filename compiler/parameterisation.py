@@ -13,9 +13,17 @@ import sympy
 
 from scalec.compiler.checks import CheckReport, run_checks
 from scalec.compiler.codegen import generate
+from scalec.compiler.hp_domains import derive_hp_domains
 from scalec.compiler.ir import ParameterisationIR, Quantity
 from scalec.compiler.loader import load_chain
-from scalec.compiler.module_inputs import HParamError, ShapeValueError, make_hparams, make_shape  # noqa: F401 (re-exported)
+from scalec.compiler.module_inputs import (  # noqa: F401 (re-exported)
+    HParamError,
+    RuleValueError,
+    ShapeValueError,
+    guarded_call,
+    make_hparams,
+    make_shape,
+)
 from scalec.compiler.resolve import resolve
 from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
@@ -36,9 +44,10 @@ class Parameterisation:
     def name(self) -> str:
         return self.ir.name
 
-    def shape(self, **axes: float | str):
+    def shape(self, hp: object | None = None, **axes: float | str):
         """A checked module.Shape; axes not given take their base values. Raises ShapeValueError (a ValueError)
-        for a value that is not a positive finite number or a shape outside the rule's feasible region."""
+        for a value that is not a positive finite number or a shape outside the rule's feasible region at `hp`
+        (HParams, default the file's: the region may depend on the HPs; role_hparams checks it again)."""
         unknown = set(axes) - set(AXES)
         if unknown:
             raise RuleError(
@@ -47,20 +56,25 @@ class Parameterisation:
                 f"axes: {', '.join(AXES)}",
                 self.ir.sources[-1],
             )
-        return make_shape(self.module, axes)
+        return make_shape(self.module, axes, hp)
 
     def hparams(self, **overrides: float | str):
         """module.HParams with defaults from the file, `overrides` by name (`eta`, `lr[mlp.down]`); an unknown
         name or a value outside the HP's domain raises HParamError (a KeyError)."""
         return make_hparams(self.module, overrides)
 
-    def role_hparams(self, role: str, shape, hp=None):
-        return self.module.role_hparams(role, shape, hp)
+    def role_hparams(self, role: str, shape, hp=None, **tensor):
+        """One role's values at `shape` (module.RoleHParams; `tensor`: fan_in, fan_out, layer); every value lies
+        in its domain, else ShapeValueError (the shape leaves the region at these HPs), HParamError or
+        RuleValueError, each one line."""
+        if role not in self.module.ROLES:
+            raise HParamError(f"error: {self.name} has no role '{role}'; roles: {', '.join(self.module.ROLES)}")
+        return guarded_call(self.module, self.module.role_hparams, role, shape, hp, **tensor)
 
     def sites(self, shape, hp=None):
-        """Forward multipliers at `shape`; `hp` is accepted for symmetry with `role_hparams` (sites depend on the
-        shape only)."""
-        return self.module.sites(shape)
+        """Forward multipliers at `shape` (they depend on the shape only; `hp` decides the feasible region); refused
+        as `role_hparams` refuses."""
+        return guarded_call(self.module, self.module.sites, shape, hp)
 
     def __repr__(self) -> str:
         return f"<Parameterisation {self.name} ({' -> '.join(self.ir.lineage)})>"
@@ -97,11 +111,14 @@ def _apply_base(ir: ParameterisationIR, base: Mapping[str, float]) -> None:
 def compile_ir(
     name_or_path: str | Path, params: Mapping[str, str | float] | None = None, base: Mapping[str, float] | None = None
 ) -> tuple[ParameterisationIR, CheckReport]:
-    """Parse, resolve and check; raises RuleError on the first problem."""
+    """Parse, resolve and check (the HP domains too: one an HP cannot satisfy is an error); raises RuleError on the
+    first problem."""
     ir = resolve(load_chain(name_or_path), params)
     if base:
         _apply_base(ir, base)
-    return ir, run_checks(ir)
+    report = run_checks(ir)
+    derive_hp_domains(ir)
+    return ir, report
 
 
 def load(

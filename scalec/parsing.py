@@ -181,7 +181,10 @@ def parse_int(text: str | float | int, what: str = "", *, minimum: int | None = 
 
 def parse_ints(text: str, what: str, *, minimum: int = 1, at_least: int = 1) -> tuple[int, ...]:
     """Comma-separated whole numbers (`64,128,2^8`), at least `at_least` of them."""
-    values = tuple(parse_int(v.strip(), what, minimum=minimum) for v in str(text).split(",") if v.strip())
+    items = [v.strip() for v in str(text).split(",")]
+    if "" in items and len(items) > 1:
+        raise _fail(what, str(text), "has an empty item between commas; remove the extra comma")
+    values = tuple(parse_int(v, what, minimum=minimum) for v in items if v)
     if len(values) < at_least:
         raise _fail(what, str(text), f"give at least {at_least} comma-separated values, e.g. {what} 64,128,256")
     return values

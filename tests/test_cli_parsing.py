@@ -155,5 +155,5 @@ def test_api_hparams_check_each_domain_once_for_everyone():
         with pytest.raises(ScalecError, match=re.escape(name)):
             p.hparams(**{name: bad})
     model = GPT(GPTConfig(width=32, depth=1, head_dim=16, vocab=256, seq_len=16))
-    with pytest.raises(PlanError, match=r"eta must lie in \(0, inf\); got 0"):
+    with pytest.raises(PlanError, match=r"eta must satisfy eta > 0; got 0"):
         make_plan(p, model, {"n": 32, "d_head": 16}, hp={"eta": 0.0})

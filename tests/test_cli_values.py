@@ -66,9 +66,9 @@ def one_line(output: str) -> str:
         (["train", "mup", "--steps", "2", "--hp", "eta=2^1000"], 1, "'2^1000' is too large (magnitude at most 2^128)"),
         (["sweep", "mup", "--hp", "eta=2^-10..2^-6:100000000", "--steps", "2"], 1, "beyond the bound of 10000"),
         # one domain for every command
-        (["show", "mup", "--hp", "eta=-1"], 1, "eta must lie in (0, inf); got -1"),
-        (["plan", "mup", "--width", "64", "--depth", "2", "--hp", "eta=0"], 1, "eta must lie in (0, inf); got 0"),
-        (["train", "mup", "--steps", "2", "--hp", "eta=-1"], 1, "eta must lie in (0, inf); got -1"),
+        (["show", "mup", "--hp", "eta=-1"], 1, "eta must satisfy eta > 0; got -1"),
+        (["plan", "mup", "--width", "64", "--depth", "2", "--hp", "eta=0"], 1, "eta must satisfy eta > 0; got 0"),
+        (["train", "mup", "--steps", "2", "--hp", "eta=-1"], 1, "eta must satisfy eta > 0; got -1"),
         (["plan", "mup", "--width", "64", "--depth", "2", "--base", "n=100.5"], 1, "--base n '100.5' is not a whole"),
         (["train", "mup", "--steps", "2", "--base", "n=100.5"], 1, "--base n '100.5' is not a whole"),
         (["compare", "sp", "mup", "--hp", "eta=0.01"], 1, "need --empirical"),

@@ -18,6 +18,7 @@ import scalec
 from scalec.compiler.domain import DOMAINS, SITE_DOMAIN
 from scalec.compiler.exponents import exponent_table
 from scalec.compiler.region import describe
+from scalec.compiler.vocabulary import DEFAULT_FANS
 from scalec.dsl.errors import RuleError
 from tests.conftest import BUNDLED
 
@@ -166,11 +167,18 @@ def _breaks_something(p, shape, hp) -> bool:
     if shape.D / shape.B < 1:
         return True
     for role in p.module.ROLES:
-        r = p.role_hparams(role, shape, hp)
+        r = _unchecked_values(p, role, shape, hp)
         values = {k: getattr(r, k) for k in DOMAINS}  # None: not a target of the role's optimizer
         if not all(DOMAINS[k].holds(v) for k, v in values.items() if v is not None):
             return True
-    return not all(SITE_DOMAIN.holds(v) for v in p.sites(shape, hp).as_dict().values())
+    return not all(SITE_DOMAIN.holds(v) for v in p.module._sites(shape).as_dict().values())
+
+
+def _unchecked_values(p, role, shape, hp):
+    """The role's rule function itself (role_hparams checks the region first), at the bundled GPT's fans."""
+    (c_in, e_in), (c_out, e_out) = DEFAULT_FANS[role]
+    fans = {"fan_in": c_in * shape.n**e_in, "fan_out": c_out * shape.n**e_out}
+    return p.module._ROLE_RULES[role](shape, hp, **fans, layer=0)
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -229,8 +237,8 @@ def test_make_plan_uses_the_shared_domains_and_the_hp_dependent_region():
     model = GPT(GPTConfig(width=32, depth=1, head_dim=16, seq_len=16, vocab=64))
     shape = {"n": 32, "L": 1, "d_head": 16, "B": 2**12, "D": 2**12 * 300}  # 300 steps >= 102.4
     make_plan(rules, model, shape)
-    bad = rules.module.HParams().replace(**{"lr[attn.q]": -1.0})  # an HParams object skips the hp-value checks
-    with pytest.raises(PlanError, match=r"role 'attn.q' gets lr = -.* outside lr > 0"):
+    bad = rules.module.HParams().replace(**{"lr[attn.q]": -1.0})  # an HParams object: the module checks it
+    with pytest.raises(PlanError, match=r"hp lr\[attn.q\] = -1 is outside its domain lr\[attn.q\] > 0"):
         make_plan(rules, model, shape, hp=bad)
     with pytest.raises(PlanError, match=r"at least 512 optimizer steps here"):  # beta1 = 0.5: S >= 1024 * 0.5
         make_plan(rules, model, shape, hp={"beta1": 0.5})

@@ -49,8 +49,8 @@ def invoke(*args: str):
     ("args", "message"),
     [
         (["sweep", "mup", "--hp", "zeta=1,2", "--steps", "2"], "no tunable HP of that name in muP"),
-        (["sweep", "mup", "--hp", "beta1=0.9..1.2:3", "--steps", "2"], "beta1 must lie in [0, 1); got 1.2"),
-        (["sweep", "mup", "--hp", "eta=-0.01,0.01", "--steps", "2"], "eta must lie in (0, inf); got -0.01"),
+        (["sweep", "mup", "--hp", "beta1=0.9..1.2:3", "--steps", "2"], "beta1 must satisfy 0 <= beta1 < 1; got 1.2"),
+        (["sweep", "mup", "--hp", "eta=-0.01,0.01", "--steps", "2"], "eta must satisfy eta > 0; got -0.01"),
         (["sweep", "mup", "--hp", "eta=2^-9..2^-5", "--steps", "2"], "a grid needs a point count"),
         (
             ["sweep", "mup", "--hp", "eta=0.01,0.1", "--steps", "2", "--width", "8", "--head-dim", "8"],

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from scalec.compiler.domain import Domain
 from scalec.errors import ScalecError
 from scalec.parsing import parse_number
 from scalec.runtime.studies.hp_grid import (
@@ -24,13 +25,15 @@ class Spec:
     low: float
     high: float
     scale: str = "log"
+    domain: Domain = Domain("x")  # what a compiled module derives from the rules (compiler/hp_domains.py)
 
 
+POSITIVE = {"low": 0, "low_strict": True}
 SPACE = {
-    "eta": Spec("eta", 2**-7, 2**-14, 2**-2),
-    "beta1": Spec("beta1", 0.9, 0.5, 0.99, "linear"),
-    "lambda": Spec("lambda", 0.1, 1e-4, 1.0),
-    "lr[mlp.down]": Spec("lr[mlp.down]", 1.0, 1 / 16, 16),
+    "eta": Spec("eta", 2**-7, 2**-14, 2**-2, domain=Domain("eta", **POSITIVE)),
+    "beta1": Spec("beta1", 0.9, 0.5, 0.99, "linear", Domain("beta1", low=0, high=1, high_strict=True)),
+    "lambda": Spec("lambda", 0.1, 1e-4, 1.0, domain=Domain("lambda", low=0)),
+    "lr[mlp.down]": Spec("lr[mlp.down]", 1.0, 1 / 16, 16, domain=Domain("lr[mlp.down]", **POSITIVE)),
 }
 
 
@@ -81,9 +84,9 @@ def test_range_without_count_is_refused_for_a_grid():
     ("text", "message"),
     [
         ("etta=0.01", "did you mean eta"),
-        ("beta1=0.9..1.2:4", r"beta1 must lie in \[0, 1\); got 1.2"),
-        ("eta=-0.001", r"eta must lie in \(0, inf\); got -0.001"),
-        ("lr[mlp.down]=0", r"lr\[mlp.down\] must lie in \(0, inf\)"),
+        ("beta1=0.9..1.2:4", r"beta1 must satisfy 0 <= beta1 < 1; got 1.2"),
+        ("eta=-0.001", r"eta must satisfy eta > 0; got -0.001"),
+        ("lr[mlp.down]=0", r"lr\[mlp.down\] must satisfy lr\[mlp.down\] > 0"),
         ("eta", "expected NAME=VALUES"),
         ("eta=2^-3..2^-1:x", "bad grid suffix"),
         ("eta=abc", "not a number"),

@@ -65,6 +65,8 @@ def check_region(module: Any, shape: Any, hp: Any) -> None:
         module.check_shape(shape, hp)
     except module.ShapeError as exc:
         raise PlanError(f"error: shape: {exc}") from None
+    except ValueError as exc:  # the module's HParamError: an HP outside its domain
+        raise PlanError(f"error: {exc}") from None
 
 
 def role_values(module: Any, key: tuple, shape: Any, hp: Any) -> Any:
@@ -72,4 +74,7 @@ def role_values(module: Any, key: tuple, shape: Any, hp: Any) -> Any:
     role, fan_in, fan_out, layer = key
     if not hasattr(module, "LAYERED_ROLES"):  # a module generated before per-tensor symbols
         return module.role_hparams(role, shape, hp)
-    return module.role_hparams(role, shape, hp, fan_in=fan_in or None, fan_out=fan_out or None, layer=layer)
+    try:
+        return module.role_hparams(role, shape, hp, fan_in=fan_in or None, fan_out=fan_out or None, layer=layer)
+    except ValueError as exc:  # the module's ShapeError, HParamError, DomainError: a value outside its domain
+        raise PlanError(f"error: {exc}") from None

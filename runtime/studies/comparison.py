@@ -212,27 +212,32 @@ def equivalence_text(q: Any, limit: int = 3) -> str:
 
 
 def failure_lines(section: RuleSection) -> list[str]:
-    """One line per failed desideratum of a file, per-role failures with the same check merged:
-    'width / hidden init: a+b = 0 (needs = 1/2); ...'."""
-    groups: dict[tuple[str, str], list[Any]] = {}
+    """One line per failed desideratum of a file; roles failing the same check with the same message (their own
+    role name taken out) share a line: 'width / hidden init: a+b = 0 (needs = 1/2)'. Roles whose messages differ
+    (other exponents) keep a line each."""
+    groups: dict[tuple[str, str, str], list[str | None]] = {}
     for v in section.desiderata.verdicts:
         if v.passed is False:
             role, rest = _split_role(v.name)
-            groups.setdefault((v.area, rest), []).append((role, v))
+            groups.setdefault((v.area, rest, _without_role(v.message, role, rest)), []).append(role)
     lines = []
-    for (area, rest), items in groups.items():
-        roles = [r for r, _ in items if r]
-        first_role, first = items[0]
-        message = first.message
-        for prefix in (f"{first_role}: ", f"{first_role} "):
-            if first_role and message.startswith(prefix):
-                message = message[len(prefix) :]
-                break
-        if first_role and message.startswith(rest + ": "):
-            message = message[len(rest) + 2 :]
-        what = f"{compress_roles(roles)} {rest}" if roles else rest
+    for (area, rest, message), roles in groups.items():
+        named = [r for r in roles if r]
+        what = f"{compress_roles(named)} {rest}" if named else rest
         lines.append(f"{area} / {what}: {message}")
     return lines
+
+
+def _without_role(message: str, role: str | None, check: str) -> str:
+    """A verdict's message without its leading role name and check: 'attn.q: eps m_N^1 ...' -> 'eps m_N^1 ...'."""
+    if role:
+        for prefix in (f"{role}: ", f"{role} "):
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+                break
+        if message.startswith(check + ": "):
+            message = message[len(check) + 2 :]
+    return message
 
 
 def coord_cell(result: CoordCheckResult | None, sweep: str, module: str) -> str:
@@ -243,11 +248,16 @@ def coord_cell(result: CoordCheckResult | None, sweep: str, module: str) -> str:
     return f"{v.status} (update x{v.update_ratio:.2g}, act x{v.act_ratio:.2g})"
 
 
-def run_description(cfg: CoordCheckConfig) -> str:
-    """One paragraph saying how the coordinate checks were run."""
+def run_description(cfg: CoordCheckConfig, sections: Sequence[RuleSection] = ()) -> str:
+    """One paragraph saying how the coordinate checks were run (`sections`: each file's own eta, when they differ)."""
     eta = cfg.hp.get("eta")
+    etas = {s.label: s.coord.config.hp.get("eta") for s in sections if s.coord is not None}
+    if len(set(etas.values())) > 1:  # each rule at its own default eta
+        eta_text = "each rule's default: " + ", ".join(f"{k} {pow2(v) if v else '-'}" for k, v in etas.items())
+    else:
+        eta_text = pow2(eta) if eta else "rule default"
     return (
-        f"Bundled GPT trained {cfg.steps} steps with AdamW (eta = {pow2(eta) if eta else 'rule default'}), "
+        f"Bundled GPT trained {cfg.steps} steps with AdamW (eta = {eta_text}), "
         f"batch {cfg.batch} x seq {cfg.seq_len}, head_dim {cfg.head_dim}, {cfg.seeds} seed(s) averaged; "
         f"widths {list(cfg.widths)} at depth {cfg.depth_for_width_sweep}, depths {list(cfg.depths)} at "
         f"width {cfg.width_for_depth_sweep}. attn/mlp: summed branch outputs of all blocks (after the "

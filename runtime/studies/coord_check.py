@@ -378,7 +378,8 @@ def coord_check(
     rules = scalec.load(rule, params) if isinstance(rule, (str, Path)) else rule
     if factory is not None:
         options.setdefault("head_dim", None)  # the model's own, read from it
-    options["hp"] = {"eta": DEFAULT_ETA, **options.get("hp", {})}
+    eta = rules.module.HP_SPACE.get("eta")  # the rule's own default: where a first run works
+    options["hp"] = {"eta": float(eta.default) if eta is not None else DEFAULT_ETA, **options.get("hp", {})}
     cfg = CoordCheckConfig(widths=tuple(widths), depths=tuple(depths), **options)
     subject = ModelSubject(factory, patterns) if factory is not None else None
     if factory is None and patterns:

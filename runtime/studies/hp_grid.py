@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalec.compiler.hp_domains import domain_violation
+from scalec.compiler.module_inputs import domain_violation
 from scalec.errors import ScalecError
 from scalec.parsing import evaluate
 
@@ -115,7 +115,10 @@ def parse_hp_spec(text: str) -> HPRange:
             if scale == "log" and low <= 0:
                 raise ValueError("a log-spaced range needs positive ends")
             return HPRange(name, text, low=low, high=high, count=count, scale=scale)
-        values = tuple(_value(v) for v in rhs.split(",") if v.strip())
+        items = [v.strip() for v in rhs.split(",")]
+        if "" in items and len(items) > 1:
+            raise ValueError("an empty item between commas; remove the extra comma")
+        values = tuple(_value(v) for v in items if v)
         if not values:
             raise ValueError("no values")
         return HPRange(name, text, values=values)

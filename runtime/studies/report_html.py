@@ -116,7 +116,7 @@ def render_html(cmp: Comparison) -> str:
     if emp:
         cfg = emp[0].coord.config  # type: ignore[union-attr]
         body.append("<h2>Coordinate checks</h2>")
-        body.append(f"<p>{e(run_description(cfg))}</p>")
+        body.append(f"<p>{e(run_description(cfg, emp))}</p>")
         body.append(f"<p>{e(sentence(cfg.thresholds()))}.</p>")
         for sweep in ("width", "depth"):
             body.append(f"<h3>{sweep}</h3>")

@@ -102,7 +102,7 @@ def render_markdown(cmp: Comparison, out_dir: Path) -> str:
         parts += [
             "## Coordinate checks",
             "",
-            md_escape(run_description(cfg)),
+            md_escape(run_description(cfg, emp)),
             "",
             f"{md_escape(sentence(cfg.thresholds()))}.",
             "",

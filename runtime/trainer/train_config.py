@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,11 @@ class TrainConfig:
         for name in ("width", "depth", "batch", "seq_len", "head_dim", "eval_batches"):
             if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
                 raise TrainConfigError(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        warmup = float(self.warmup)
+        if not (math.isfinite(warmup) and warmup >= 0) or (warmup >= 1 and not warmup.is_integer()):
+            raise TrainConfigError(
+                f"error: --warmup must be a fraction of the run in [0, 1) or a whole number of steps, got {self.warmup}"
+            )
         if self.resume not in ("auto", "never"):
             raise TrainConfigError(f"error: --resume must be auto or never, got {self.resume!r}")
         if self.decay not in DECAYS:

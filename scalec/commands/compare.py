@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
                 f"--batch={batch}",
                 f"--seq-len={seq_len}",
                 *[f"--head-dim={head_dim}"] * (head_dim is not None),
-                f"--lr={configs[0].hp['eta']:g}",
+                *([f"--lr={lr:g}"] if lr is not None else []),  # else each rule's own default eta
                 *[f"--hp={h}" for h in hp or []],
             ]
             words += [f"--base-width={base_width}"] * (base_width is not None)

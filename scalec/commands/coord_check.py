@@ -13,7 +13,7 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
-from scalec.compiler.hp_domains import domain_violation
+from scalec.compiler.module_inputs import domain_violation
 from scalec.errors import ScalecError
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 from scalec.runtime.atomic_io import check_output_dir
@@ -33,7 +33,7 @@ def hp_overrides(rules: Any, lr: float | None, hp: list[str] | None) -> dict[str
         if reason is not None:
             raise CoordCheckArgsError(f"error: --lr {lr:g}: {reason}")
         out["eta"] = lr
-    out.setdefault("eta", _default_eta())
+    out.setdefault("eta", _default_eta(rules))
     return out
 
 
@@ -47,10 +47,21 @@ def check_sizes(rules: Any, cfg: Any) -> None:
         rules.shape(n=width, L=L, **head)
 
 
-def _default_eta() -> float:
+def _default_eta(rules: Any) -> float:
+    """The rule's own default eta (where a first run works); DEFAULT_ETA for a rule without an eta."""
     from scalec.runtime.studies.coord_check import DEFAULT_ETA
 
-    return DEFAULT_ETA
+    spec = rules.module.HP_SPACE.get("eta")
+    return float(spec.default) if spec is not None else DEFAULT_ETA
+
+
+def claimed_sweeps(rules: Any) -> list[str]:
+    """The sweeps whose coordinate check the rule's theory claims: width when its width desiderata all hold,
+    depth when its depth desiderata all hold (a residual multiplier m_L^-alpha with the block rules)."""
+    from scalec.compiler.analysis import desiderata
+
+    d = desiderata(rules)
+    return [sweep for sweep in ("width", "depth") if d.passes(sweep)]
 
 
 def build_config(
@@ -183,7 +194,9 @@ def register(app: typer.Typer) -> None:
                 parser=whole(), help="Attention head dimension (heads grow with width); default 32, or --model's own."
             ),
         ] = None,
-        lr: Annotated[float | None, typer.Option(parser=real(), help="Base learning rate eta (default 2^-6).")] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=real(), help="Base learning rate eta (default: the rule's).")
+        ] = None,
         hp: Annotated[list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. sigma=0.02 (repeat).")] = None,
         param: Annotated[list[str] | None, typer.Option(help="Rule-file param NAME=VALUE, e.g. alpha=1/2.")] = None,
         corpus: Annotated[
@@ -200,6 +213,9 @@ def register(app: typer.Typer) -> None:
         roles: Annotated[
             Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters (default: preset/infer).")
         ] = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Exit 1 when a sweep the rule's theory claims is not `pass`.")
+        ] = False,
     ) -> None:
         """Train the bundled GPT (or --model) a few steps across widths and depths, fit log-log slopes, judge."""
         import scalec
@@ -240,3 +256,10 @@ def register(app: typer.Typer) -> None:
             f"{', '.join(p.name for p in plots.values())} in {time.perf_counter() - start:.1f} s",
             markup=False,
         )
+        if strict:
+            failing = [f"{s}: {result.status(s)}" for s in claimed_sweeps(rules) if s in result.sweeps]
+            failing = [f for f in failing if not f.endswith(": pass")]
+            if failing:
+                raise CoordCheckArgsError(
+                    f"error: --strict: {rule} claims these sweeps, which did not pass: {'; '.join(failing)}"
+                )

@@ -218,7 +218,7 @@ def show_cmd(
     for role in p.module.ROLES:
         # rules in the block index l (a depth profile, (1 + l) / L): the first and the last block's values
         every = range(max(1, round(shape.L))) if role in layered else (None,)
-        all_blocks = [p.module.role_hparams(role, shape, hparams, layer=b) for b in every]
+        all_blocks = [p.role_hparams(role, shape, hparams, layer=b) for b in every]  # refused in one line
         _require_domains(role, all_blocks)  # every block, not only the two shown (as make_plan would refuse)
         per_block = [all_blocks[0], all_blocks[-1]] if role in layered else all_blocks
         values = per_block[0]
