@@ -38,7 +38,7 @@ def derive_hp_domains(ir: ParameterisationIR) -> dict[str, Domain]:
     for role, rules in ir.roles.items():
         for kind, rule in rules.items():
             expr = profile.at_defaults(rule.expr, ir.profiles)
-            for corner in tensor_corners(expr, role):  # fans of the bundled GPT; first and last block
+            for corner in tensor_corners(expr, role, ir.fans(role)):  # the role's fans; first and last block
                 at_base = sympy.sympify(corner).xreplace(fixed)
                 targets.append((kind, at_base, rule.origins[-1] if rule.origins else None))
     targets += [

@@ -27,7 +27,7 @@ DECLARED = {
     "mup": {"width": "mup_like", "eps": "bounded"},
     "mup_table3": {"width": "mup_like", "eps": "bounded"},
     "mup_sgd": {"width": "mup_like"},
-    "umup": {"width": "mup_like"},
+    "umup": {"width": "stable"},  # u-muP's embedding lr fan_out^-1/2 is stable, not maximal
     "completep": {"width": "mup_like", "depth": "complete", "eps": "bounded"},
     "depth_mup": {"width": "mup_like", "depth": "maximal", "eps": "bounded"},  # alpha = 1/2 is not complete
     "muon": {"width": "mup_like", "depth": "complete", "eps": "bounded"},

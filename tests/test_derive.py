@@ -34,16 +34,18 @@ def derived(tmp_path: Path, spec: DeriveSpec, params=None):
     return scalec.load(str(path), params=params)
 
 
-def mismatches(p, q, shapes, relative=False):
-    """(shape, role, kind, p value, q value) wherever p and q differ; relative: compare value / value at base."""
+def mismatches(p, q, shapes, relative=False, hp=None):
+    """(shape, role, kind, p value, q value) wherever p and q differ; relative: compare value / value at base.
+    hp: HP values given to both (a bundled file may set its own defaults, e.g. Muon's eta)."""
     out = []
+    hpp, hpq = (p.hparams(**hp), q.hparams(**hp)) if hp else (None, None)
     for axes in shapes:
         sp, sq, bp, bq = p.shape(**axes), q.shape(**axes), p.shape(), q.shape()
         for role in q.module.ROLES:
-            hp, hq = p.role_hparams(role, sp), q.role_hparams(role, sq)
-            h0p, h0q = p.role_hparams(role, bp), q.role_hparams(role, bq)
+            hp_, hq = p.role_hparams(role, sp, hpp), q.role_hparams(role, sq, hpq)
+            h0p, h0q = p.role_hparams(role, bp, hpp), q.role_hparams(role, bq, hpq)
             for kind in KINDS:
-                vp, vq = getattr(hp, kind), getattr(hq, kind)
+                vp, vq = getattr(hp_, kind), getattr(hq, kind)
                 if vp is None and vq is None:
                     continue
                 if relative and vp is not None and vq is not None:
@@ -90,7 +92,8 @@ def test_derive_sgd_reproduces_tp5_sgd_column_and_mup_sgd(tmp_path):
 def test_derive_muon_reproduces_muon_width_rules(tmp_path):
     spec = DeriveSpec(axes=("width", "depth"), optimizer="muon", gauge="mup", eps="blocks")
     d, b = derived(tmp_path, spec), scalec.load("muon")
-    assert mismatches(d, b, WIDTH) == []
+    eta = b.module.HP_SPACE["eta"].default
+    assert mismatches(d, b, WIDTH, hp={"eta": eta}) == []
     assert d.role_hparams("mlp.up", d.shape()).optimizer == "muon"
 
 

@@ -306,7 +306,7 @@ def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):
     """compiler/domain.py defines the targets' domains once (a rule leaving [0, 1) is refused, ns_steps is whole)
     and compiler/hp_domains.py derives the same [0, 1) for the HP that flows into momentum (mup_sgd's mu)."""
     from scalec.compiler.domain import domain_of
-    from scalec.compiler.hp_domains import domain_violation
+    from scalec.compiler.module_inputs import domain_violation
 
     assert domain_of("ns_steps").holds(5) and not domain_of("ns_steps").holds(5.5)
 
