@@ -3,10 +3,8 @@ gives (computed here by hand from the exponents, design.md), or the plan is refu
 leaves a multiplier unapplied.
 
 The models vary width, depth, biases, fused or separate qkv, grouped-query heads, head dimension, final norm or
-none, and an untied readout or one tied as a shared parameter. RESTRICTED (issue 23 items 1-2, helper "planner"):
-a readout tied in `forward` (`x @ emb.weight.t()`) is drawn only when the model applies every site itself,
-because on this branch make_plan does not yet see such a readout and would fold nothing (item 1); the head
-dimension is passed in the shape, not read from the model (item 2).
+none, and an untied readout or one tied as a shared parameter or in `forward` (`x @ emb.weight.t()`, which
+make_plan finds in the traced graph).  The head dimension is passed in the shape.
 """
 
 from __future__ import annotations
@@ -115,7 +113,7 @@ def specs(draw) -> dict:
     heads = n // d
     kv = draw(st.sampled_from([k for k in range(1, heads + 1) if heads % k == 0]))
     applied = draw(st.booleans())  # the model applies every site, or none (make_plan folds them)
-    ties = ["none", "shared", "forward"] if applied else ["none", "shared"]  # restricted: items 1-2, see top
+    ties = ["none", "shared", "forward"]
     return dict(
         n=n,
         L=draw(st.integers(1, 3)),
@@ -159,7 +157,8 @@ def test_make_plan_binds_every_parameter_as_mup_says_or_refuses_in_one_line(spec
         # refused only where folding cannot be exact: the readout shares the embedding's tensor, or the queries
         # sit in a fused qkv tensor (the scale would hit keys and values too)
         assert not spec["applied"], str(exc)
-        assert (spec["tie"] == "shared" and spec["n"] != N0) or (spec["fused"] and spec["d"] != D_HEAD0), str(exc)
+        tied = spec["tie"] in ("shared", "forward")  # a readout tied as a shared tensor or in forward
+        assert (tied and spec["n"] != N0) or (spec["fused"] and spec["d"] != D_HEAD0), str(exc)
         return
     # what must be folded when the model applies nothing: output.mult into the readout, attn.scale into q
     c_out = sites["output.mult"] if not spec["applied"] else 1.0
