@@ -6,7 +6,7 @@ multiplier arguments compute what the rule prescribes (the role of `mup`'s MuRea
 | `output.mult`, `mult[unembed]` (a tied readout's whole 1/m_N included) | the model (its logits) |
 | `embed.mult`, `mult[embed]` | each module owning an `embed` parameter |
 | `residual.attn`, `residual.mlp` | each module owning an `attn.o` / `mlp.down` parameter (the branch's end) |
-| `attn.scale` (vs the model's own 1/sqrt(d_head)) | each module owning an `attn.q` parameter; of a fused qkv, the query slice |
+| `attn.scale` (over the model's 1/sqrt(d_head)) | each module owning `attn.q` (a fused qkv: its query slice) |
 
 Every hook is proved exact on an example batch before training (`example=`, needed for the residual and
 attention hooks): the residual stream entering the final norm must be the embedding plus every branch output
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ class MultiplierHandles:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        if self.handles:
+            forget_compiled()
         self.handles = []
 
     def __enter__(self) -> MultiplierHandles:
@@ -59,6 +62,14 @@ class MultiplierHandles:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def forget_compiled() -> None:
+    """Drop torch.compile's cached graphs, so a model compiled before its hooks changed recompiles on its next
+    call: dynamo does not guard on module hooks (`skip_nnmodule_hook_guards`), so a graph traced without them
+    would keep running without them. Nothing to drop (and nothing imported) when nothing was compiled."""
+    if "torch._dynamo" in sys.modules:
+        torch.compiler.reset()
 
 
 def _owner(param_name: str) -> str:
@@ -132,7 +143,8 @@ def apply_multipliers(
 
     example: a batch of input ids, needed to prove the residual and attention hooks exact. model_applies: the
     multipliers the model computes itself (default: all for the bundled GPT, none for any other model).
-    The plan must have been made with those sites in `applied_sites`, or make_plan would have folded them."""
+    A model compiled before its hooks changed recompiles on its next call. The plan must have been made with
+    those sites in `applied_sites`, or make_plan would have folded them."""
     todo = to_apply(model, plan, model_applies)
     inner = unwrap(model)
     out = MultiplierHandles(dict(todo))
@@ -146,6 +158,8 @@ def apply_multipliers(
         except Exception:
             out.remove()
             raise
+    if out.handles:
+        forget_compiled()
     return out
 
 
@@ -247,7 +261,8 @@ def _verify_queries(model: Any, plan: Any, attn: list[_Queries], modules: dict[s
             for e in projections:
                 p = _parameter(tensors, e.name)
                 saved[e.name] = p.detach().clone()
-                p.normal_(0.0, e.fan_in**-0.5)
+                local = p.to_local() if hasattr(p, "to_local") else p  # an FSDP2 shard: any random values do
+                local.normal_(0.0, e.fan_in**-0.5)
             runs = []
             for which in (None, "q", "k"):
                 handles = []
