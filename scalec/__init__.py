@@ -2,8 +2,8 @@
 
 Public API: `load` a rule; `optimizer(model, rule, shape, hp)` plans, initialises and returns the optimizer of any
 PyTorch model (its plan is `opt.scalec_plan`; `plan(...)` plans without them); `apply_multipliers(model, plan)`
-hooks in the forward multipliers the model does not apply; `coord_check` checks a rule on your own model. Names
-load their module on first use, so `import scalec` stays light.
+hooks in the forward multipliers the model does not apply; `coord_check` checks a rule on your own model;
+`desiderata` and `equivalence` analyse rules. Names load their module on first use: `import scalec` stays light.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ _API_EXPORTS = {
     "Plan": "scalec.runtime",
     "PlanError": "scalec.runtime",
     "BindingError": "scalec.runtime",
+    "desiderata": "scalec.compiler.analysis",
+    "equivalence": "scalec.compiler.analysis",
 }
 _EXPORTS = {**_API_EXPORTS}
 
