@@ -138,3 +138,24 @@ def test_hf_helper_refuses_a_model_without_a_config():
 
     with pytest.raises(hf.HFIntegrationError, match=r"^error: Linear has no config stating its n and L; pass shape="):
         hf.optimizers(torch.nn.Linear(4, 4), "mup", num_training_steps=4)
+
+
+def test_gpt2_fused_qkv_attention_scale_is_hooked_on_its_query_slice():
+    # muP's attention scale sqrt(32)/64 at d_head 64, where GPT-2 applies 1/8: its fused c_attn's query columns
+    # (Conv1D weight[:, :n] and bias[:n]) x 1/sqrt(2) compute the same forward by hand.
+    from scalec.integrations import hf
+
+    tf = _transformers()
+    torch.manual_seed(0)
+    cfg = tf.GPT2Config(n_embd=128, n_layer=2, n_head=2, vocab_size=256, n_positions=64, bos_token_id=0, eos_token_id=0)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    opt, _ = hf.optimizers(model, "mup", num_training_steps=4)
+    assert opt.scalec_hooks.applied == {"attn.scale": pytest.approx(math.sqrt(32) / 64)}  # n = n0: no 1/m_N
+    ids = torch.randint(0, 256, (2, 12))
+    hooked = model(ids).logits
+    opt.scalec_hooks.remove()
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[:, :128] *= 2**-0.5
+            block.attn.c_attn.bias[:128] *= 2**-0.5
+    torch.testing.assert_close(hooked, model(ids).logits, rtol=1e-5, atol=1e-6)
