@@ -28,16 +28,19 @@ from typing import Any
 import torch
 
 from scalec.runtime.plan.binding import normalise_name, unwrap
-from scalec.runtime.plan.multiplier_hooks import (
-    HOOK_ROLE_MULTS,
-    HOOK_SITES,
-    MultiplierHookError,
-    install,
-    named_modules,
-)
+from scalec.runtime.plan.multiplier_hooks import MultiplierHookError, install, named_modules
 from scalec.runtime.trainer.gpt import GPT
 
-HOOKABLE: tuple[str, ...] = (*HOOK_SITES, *HOOK_ROLE_MULTS, "attn.scale")
+# What hooks apply: `multiplier_hooks.install`'s sites and role multipliers, plus the attention scale here.
+HOOKABLE: tuple[str, ...] = (
+    "output.mult",
+    "embed.mult",
+    "residual.attn",
+    "residual.mlp",
+    "mult[unembed]",
+    "mult[embed]",
+    "attn.scale",
+)
 _RTOL = 1e-4  # float32 attention outputs of the two scalings agree to ~1e-6
 _PROBE_FACTOR = 2.0  # the factor the attention check scales queries / keys by (any c != 1 proves the structure)
 

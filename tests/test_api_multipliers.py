@@ -280,3 +280,16 @@ def test_handles_apply_under_a_copied_plan_with_unknown_sites_untouched():
     plan = planned(model, "mup", {"n": 256})
     again = scalec.Plan.from_json(plan.to_json())
     assert scalec.apply_multipliers(model, dataclasses.replace(again)).applied == {"output.mult": 0.5}
+
+
+def test_embedding_multipliers_scale_each_embedding_output():
+    # No bundled rule scales the embedding's output; a plan that does (embed.mult 3, mult[embed] 2) gets x 6.
+    model = Net(d=256, depth=2)
+    plan = planned(model, "mup", {"n": 256})
+    plan = dataclasses.replace(plan, multipliers={**plan.multipliers, "embed.mult": 3.0, "mult[embed]": 2.0})
+    handles = scalec.apply_multipliers(model, plan)
+    assert handles.applied == {"output.mult": 0.5, "embed.mult": 3.0, "mult[embed]": 2.0}
+    x = 6.0 * model.tok.weight[IDS]
+    for b in model.blocks:
+        x = x + b.down(torch.relu(b.up(b.ln(x))))
+    torch.testing.assert_close(model(IDS), 0.5 * model.head(model.norm(x)), rtol=1e-5, atol=1e-6)
