@@ -150,6 +150,9 @@ def apply_multipliers(
     those sites in `applied_sites`, or make_plan would have folded them."""
     todo = to_apply(model, plan, model_applies)
     inner = unwrap(model)
+    if isinstance(example, torch.Tensor):
+        first = next(inner.parameters(), None)
+        example = example if first is None else example.to(first.device)
     out = MultiplierHandles(dict(todo))
     basic = {k: v for k, v in todo.items() if k != "attn.scale"}
     if basic:

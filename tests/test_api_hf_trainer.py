@@ -91,6 +91,7 @@ def test_trainer_recipe_runs_with_the_planned_lrs_times_the_schedule(tmp_path):
     assert not torch.equal(before, model.model.layers[0].mlp.up_proj.weight)
     factor = (4 - 3) / (4 - 1)  # linear decay after warmup 1 of 4 steps, after 3 steps
     groups = trainer.optimizer.param_groups  # the Trainer's (accelerate-wrapped) optimizer
+    assert trainer.optimizer.optimizer.scalec_plan is opt.scalec_plan
     assert {r for g in groups for r in g["roles"]} == set(PLANNED) - {"unembed"}
     for g in groups:
         for role in g["roles"]:
