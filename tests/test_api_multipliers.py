@@ -293,3 +293,12 @@ def test_embedding_multipliers_scale_each_embedding_output():
     for b in model.blocks:
         x = x + b.down(torch.relu(b.up(b.ln(x))))
     torch.testing.assert_close(model(IDS), 0.5 * model.head(model.norm(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_class_declaring_applied_sites_gets_no_hook_for_them():
+    class AppliesReadout(Net):
+        APPLIED_SITES = ("output.mult",)
+
+    model = AppliesReadout(d=256, tied=True)
+    plan = planned(model, "mup", {"n": 256})
+    assert scalec.apply_multipliers(model, plan).applied == {}
