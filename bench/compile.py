@@ -1,4 +1,5 @@
-"""Time to check + compile every bundled rule file, after imports (targets: check < 1 s per file, all < 2 s).
+"""Time to check + compile every bundled rule file, after imports (targets: check < 1 s per file, all < 2 s), and
+`scalec derive`'s time per file (target: under 1 s for the bundled transformer roles with all four axes).
 
 .venv/bin/python bench/compile.py
 """
@@ -43,6 +44,26 @@ def main() -> None:
         f"total for {len(names)} files (parse+resolve+check+codegen+import+desiderata): {total:.2f} s "
         f"(target < 2 s) -> {'OK' if total < 2 else 'OVER'}"
     )
+    derive_times()
+
+
+def derive_times() -> None:
+    """derive's LPs alone and derive + render + the full check of its output, per axis set (CPU seconds)."""
+    from scalec.compiler import derive as derive_module
+    from scalec.compiler.derive import DeriveSpec, derive
+    from scalec.compiler.derive_emit import derive_file
+
+    print(f"{'derive --axes':<32} {'LPs s':>7} {'LPs+file+check s':>17}  LPs < 1 s")
+    for axes in (("width",), ("width", "depth"), ("width", "depth", "batch", "duration")):
+        spec = DeriveSpec(axes=axes, gauge="mup", eps="blocks")
+        derive_module._depth_gamma.cache_clear()  # each row pays for its own LPs
+        derive_module._sde_exponents.cache_clear()
+        t0 = time.process_time()
+        derive(spec)
+        t1 = time.process_time()
+        derive_file(spec)
+        t2 = time.process_time()
+        print(f"{','.join(axes):<32} {t1 - t0:7.3f} {t2 - t1:17.3f}  {'OK' if t1 - t0 < 1 else 'OVER'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import sympy
 
 from scalec.compiler import profile
+from scalec.compiler.analysis import desiderata
+from scalec.compiler.expectations import ExpectationResult, judge
 from scalec.compiler.ir import ParameterisationIR, Quantity, Rule
 from scalec.compiler.region import check_base_in_region, derive_region, error_at, tensor_corners
 from scalec.compiler.symbols import BASE, LAYER, ONES, TENSOR, hp_symbol
@@ -16,11 +18,21 @@ from scalec.dsl.errors import RuleError
 
 @dataclass
 class CheckReport:
-    """What `scalec check` found: errors raise, warnings are collected here."""
+    """What `scalec check` found: errors raise; warnings, the desiderata's classes and failures and the file's
+    expectations (compiler/expectations.py) are collected here as plain data."""
 
     name: str
     warnings: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    width_class: str = ""
+    depth_class: str = ""
+    failures: list[str] = field(default_factory=list)  # one line per failed desideratum, roles merged
+    expectations: list[ExpectationResult] = field(default_factory=list)
+
+    @property
+    def broken(self) -> list[ExpectationResult]:
+        """The expectations that do not hold (`scalec check` exits 1 when there are any)."""
+        return [e for e in self.expectations if not e.holds]
 
 
 def _base_values(ir: ParameterisationIR) -> dict[sympy.Symbol, sympy.Rational]:
@@ -49,13 +61,17 @@ def check_identity_at_base(ir: ParameterisationIR, warnings: list[str] | None = 
                 if note not in warnings:
                     warnings.append(note)
                 continue
-            root = ir.root_roles[role].get(kind)
+            root = ir.root_roles.get(role, {}).get(kind)  # a role declared below the root has no root value
             root = Rule(profile.at_defaults(root.expr, ir.profiles), root.origins) if root is not None else None
             if rule.expr.free_symbols & TENSOR or (root is not None and root.expr.free_symbols & TENSOR):
                 # fans at the base shape: the bundled GPT's (fan_in = n0 for hidden matrices, the vocabulary...)
                 base = _base_values(ir)
-                rule = Rule(tensor_corners(rule.expr, role)[0].subs(base), rule.origins)
-                root = Rule(tensor_corners(root.expr, role)[0].subs(base), root.origins) if root is not None else None
+                rule = Rule(tensor_corners(rule.expr, role, ir.fans(role))[0].subs(base), rule.origins)
+                root = (
+                    Rule(tensor_corners(root.expr, role, ir.fans(role))[0].subs(base), root.origins)
+                    if root is not None
+                    else None
+                )
             if not same_optimizer or root is None:
                 _free_of_base(ir, rule, subs, f"{kind} of role '{role}'")
                 continue
@@ -146,4 +162,14 @@ def run_checks(ir: ParameterisationIR) -> CheckReport:
     check_identity_at_base(ir, report.warnings)
     report.checked.append("identity at base")
     check_domains(ir, report)
+    check_desiderata(ir, report)
     return report
+
+
+def check_desiderata(ir: ParameterisationIR, report: CheckReport) -> None:
+    """The desiderata (compiler/analysis.py): classes, every failure as a line, and the file's expectations."""
+    d = desiderata(ir)
+    report.width_class, report.depth_class = d.width_class, d.depth_class
+    report.failures = d.failure_lines()
+    report.expectations = judge(ir, d)
+    report.checked.append("desiderata")

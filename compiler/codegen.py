@@ -16,7 +16,7 @@ from scalec.compiler.ir import Origin, ParameterisationIR, Rule
 from scalec.compiler.printer import RulePrinter
 from scalec.compiler.region import code_view
 from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, param_symbol
-from scalec.compiler.vocabulary import AXES, AXIS_DOCS, DEFAULT_FANS, MODULE_HP_KINDS, ROLES, compress_roles
+from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, compress_roles
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "ns_steps", "mult")
 # The per-tensor arguments of a role function and the rule symbol each one carries.
@@ -211,7 +211,8 @@ class _View:
 
     def cited(self) -> list[tuple[Origin, ...]]:
         """The origins of every value the module prints (role fields in ROLES order, then sites)."""
-        roles = [self.ir.roles[role][k].origins for role in ROLES for k in ROLE_FIELDS if k in self.ir.roles[role]]
+        rules = [self.ir.roles[role] for role in self.ir.role_table]
+        roles = [r[k].origins for r in rules for k in ROLE_FIELDS if k in r]
         return roles + [rule.origins for rule in self.ir.sites.values()]
 
     def prologue(self, exprs: list[sympy.Expr], args: dict[str, bool]) -> list[str]:
@@ -232,7 +233,7 @@ class _View:
         by_key: dict[tuple, list[str]] = {}
         fields_of: dict[tuple, list[dict]] = {}
         exprs_of: dict[tuple, list[sympy.Expr]] = {}
-        for role in ROLES:
+        for role in self.ir.role_table:  # the bundled roles, then those the file declares
             kinds = [k for k in ROLE_FIELDS if k in self.ir.roles[role]]  # each optimizer has its own targets
             rules = [self.ir.roles[role][k] for k in kinds]
             exprs = [self.expr(r) for r in rules]
@@ -302,14 +303,16 @@ class _View:
         roles = [
             dict(
                 name=r,
-                width_class=c,
+                width_class=info.width_class,
+                kind=info.kind,
+                in_blocks=info.in_blocks,
                 body=body_of[r],
                 kinds=[k for k in MODULE_HP_KINDS if k in ir.roles[r]],
-                fans=repr(DEFAULT_FANS[r]),
+                fans=repr(ir.fans(r)),
                 reads_fans=any(s in rule.expr.free_symbols for rule in ir.roles[r].values() for s in (FAN_IN, FAN_OUT)),
                 layered=any(LAYER in rule.expr.free_symbols for rule in ir.roles[r].values()),
             )
-            for r, c in ROLES.items()
+            for r, info in ir.role_table.items()
         ]
         site_exprs = {s: self.expr(r) for s, r in ir.sites.items()}
         sites = [
@@ -348,6 +351,7 @@ class _View:
             ratio_args=", ".join(str(RATIO[a]) for a in AXES),
             constraints=constraints,
             role_classes=_dict_lines([(py_str(r["name"]), py_str(r["width_class"])) for r in roles]),
+            role_kinds=_dict_lines([(py_str(r["name"]), f"({py_str(r['kind'])}, {r['in_blocks']})") for r in roles]),
             role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),
             field_of=_assignment("_FIELD_OF", [f"{py_str(h['name'])}: {py_str(h['field'])}" for h in hps]),
             rule_lines=_rule_lines(self.cited(), ir.paths),

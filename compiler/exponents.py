@@ -23,14 +23,15 @@ _T = sympy.Symbol("t_", positive=True)
 
 
 @functools.lru_cache(maxsize=4096)
-def per_role(expr: sympy.Expr, role: str) -> sympy.Expr:
+def per_role(expr: sympy.Expr, role: str, fans: tuple | None = None) -> sympy.Expr:
     """A rule with per-tensor symbols made analysable for one role: fans as constant x m_N^(the role's width
     exponent), depth profiles as positive constants bounded by their ranges, and the block index at a fixed
-    relative depth (l = rho L) reduced to its leading power of m_L."""
+    relative depth (l = rho L) reduced to its leading power of m_L.  `fans` (ParameterisationIR.fans) defaults to
+    the bundled role's."""
     if not expr.free_symbols & TENSOR:
         return expr
     expr = profile.flatten(expr)  # a depth profile's value is bounded in its declared range: Theta(1)
-    (ci, ei), (co, eo) = DEFAULT_FANS[role]
+    (ci, ei), (co, eo) = DEFAULT_FANS[role] if fans is None else fans
     n0 = BASE["n"]
     out = expr.subs({FAN_IN: ci * n0**ei * RATIO["n"] ** ei, FAN_OUT: co * n0**eo * RATIO["n"] ** eo})
     if LAYER in out.free_symbols:
@@ -72,6 +73,8 @@ def one_minus(expr: sympy.Expr) -> sympy.Expr:
 
 def to_fraction(value: sympy.Expr, params: dict[str, sympy.Rational]) -> Fraction | None:
     """A sympy exponent (possibly in params like alpha) evaluated at the params' values."""
+    if value.is_Rational:  # most exponents: no params to substitute
+        return Fraction(int(value.p), int(value.q))
     v = value.subs({param_symbol(k): q for k, q in params.items()})
     if not v.is_Rational:
         return None
@@ -124,7 +127,7 @@ def _label(hp: str) -> str:
 
 def effective_mult(ir: ParameterisationIR, role: str) -> sympy.Expr:
     """A role's forward multiplier including the site that acts on it (output.mult, embed.mult)."""
-    mult = per_role(ir.roles[role]["mult"].expr, role)
+    mult = per_role(ir.roles[role]["mult"].expr, role, ir.fans(role))
     if role in SITE_OF_ROLE:
         mult = mult * ir.sites[SITE_OF_ROLE[role]].expr
     return mult
@@ -151,7 +154,7 @@ def exponent_table(ir: ParameterisationIR, axes: tuple[str, ...] = MAIN_AXES, ef
         for hp in TABLE_KINDS:
             if hp not in rules:
                 continue  # a target this role's optimizer does not have (compiler/optimizers.py)
-            expr = per_role(rules[hp].expr, role)
+            expr = per_role(rules[hp].expr, role, ir.fans(role))
             if hp in ONE_MINUS_KINDS:
                 expr = one_minus(expr)
             if hp == "mult" and effective:

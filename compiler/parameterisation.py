@@ -13,58 +13,13 @@ import sympy
 
 from scalec.compiler.checks import CheckReport, run_checks
 from scalec.compiler.codegen import generate
-from scalec.compiler.hp_domains import domain_violation
 from scalec.compiler.ir import ParameterisationIR, Quantity
 from scalec.compiler.loader import load_chain
+from scalec.compiler.module_inputs import HParamError, ShapeValueError, make_hparams, make_shape  # noqa: F401 (re-exported)
 from scalec.compiler.resolve import resolve
 from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
-from scalec.errors import ScalecError
-from scalec.parsing import parse_exact, parse_int, parse_number
-
-
-class ShapeValueError(ScalecError, ValueError):
-    """A shape with a value that is not a positive finite number, or outside the rule's feasible region."""
-
-
-class HParamError(ScalecError, KeyError):
-    """An HP override with an unknown name, a value that is not a number, or a value outside its domain."""
-
-    __str__ = ScalecError.__str__  # one plain line, not KeyError's quoted repr
-
-
-def make_shape(module: types.ModuleType, axes: Mapping[str, float | str]) -> object:
-    """module.Shape from axis values (numbers or number text such as "2^14"); missing axes take the base values.
-    Every value must be a positive finite number and the shape must pass the module's `check_shape`."""
-    base = module.BASE
-    values = {a: getattr(base, a) for a in AXES}
-    for axis, raw in axes.items():
-        values[axis] = parse_number(raw, f"axis {axis}", positive=True)
-    shape = module.Shape(**{a: float(v) for a, v in values.items()})
-    try:
-        module.check_shape(shape)
-    except ValueError as exc:
-        raise ShapeValueError(f"error: {exc}") from None
-    return shape
-
-
-def make_hparams(module: types.ModuleType, overrides: Mapping[str, float | str]) -> object:
-    """module.HParams with `overrides` by name (`eta`, `lr[mlp.down]`), each a number (or number text) inside
-    the HP's domain (compiler/hp_domains.py)."""
-    values: dict[str, float] = {}
-    for name, raw in overrides.items():
-        if name not in module.HP_SPACE:
-            known = ", ".join(k for k in module.HP_SPACE if "[" not in k)
-            raise HParamError(
-                f"error: unknown hyperparameter '{name}' for {module.NAME}; use {known} or <kind>[<role>] "
-                "such as lr[mlp.down]"
-            )
-        value = parse_number(raw, f"hp {name}")
-        reason = domain_violation(name, value, module.HP_SPACE[name])
-        if reason is not None:
-            raise HParamError(f"error: hp {name}: {reason}")
-        values[name] = value
-    return module.HParams().replace(**values)
+from scalec.parsing import parse_exact, parse_int
 
 
 @dataclass(eq=False)
@@ -75,7 +30,7 @@ class Parameterisation:
     report: CheckReport
     source: str
     module: types.ModuleType
-    fold: bool = False  # make_plan may fold the forward multipliers a model does not apply (compiler/folding.py)
+    fold: bool = False  # make_plan may fold what a model does not apply (runtime/plan/folding_policy.py)
 
     @property
     def name(self) -> str:
@@ -158,7 +113,7 @@ def load(
     """Load a bundled rule (`"completedp"`) or a `.scale` file: checked, compiled and imported.
 
     `fold=True` lets `make_plan` fold each forward multiplier the model does not apply into init/LR (exact under
-    the Adam abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
+    each role's optimizer's abc-symmetry; what cannot be folded exactly is refused). The module itself stays unfolded.
     """
     params = {name: str(parse_exact(value, f"param {name}")) for name, value in (params or {}).items()}
     base = {axis: parse_int(value, f"base {axis}") for axis, value in (base or {}).items()}

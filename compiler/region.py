@@ -65,7 +65,7 @@ class _Derivation:
             (f"{k} of role '{r}'", r, k, Rule(e, rule.origins))
             for r, rules in self.ir.roles.items()
             for k, rule in ((k, rules[k]) for k in _ROLE_KINDS if k in rules)  # each optimizer has its own targets
-            for e in tensor_corners(rule.expr, r)
+            for e in tensor_corners(rule.expr, r, self.ir.fans(r))
         ]
         subjects += [(f"site '{s}'", None, "site", rule) for s, rule in self.ir.sites.items()]
         fixed = self.params | self.base
@@ -245,14 +245,14 @@ class _Derivation:
         return f"{shape} ({ratios})"
 
 
-def tensor_corners(expr: sympy.Expr, role: str) -> list[sympy.Expr]:
+def tensor_corners(expr: sympy.Expr, role: str, fans: tuple | None = None) -> list[sympy.Expr]:
     """Per-tensor symbols made concrete: the bundled GPT's fans, depth profiles as their bounded values, and the
     first and the last block (l = 0 and l = L - 1), so the analyses over the axis box see only ratios, hps and
     params."""
     if not expr.free_symbols & TENSOR:
         return [expr]
     expr = profile.flatten(expr)  # a depth profile's value: positive, bounded by its range (the analysis knows it)
-    (ci, ei), (co, eo) = DEFAULT_FANS[role]
+    (ci, ei), (co, eo) = DEFAULT_FANS[role] if fans is None else fans  # fans: ParameterisationIR.fans(role)
     n = BASE["n"] * RATIO["n"]
     out = expr.subs({FAN_IN: ci * n**ei, FAN_OUT: co * n**eo})
     if LAYER not in out.free_symbols:

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 import sympy
 
 from scalec.compiler.codegen import field_name
-from scalec.compiler.ir import Origin, ParameterisationIR, Quantity, Rule
+from scalec.compiler.declared_roles import UndecidedRole, default_rules
+from scalec.compiler.expectations import LEVELS
+from scalec.compiler.ir import ROLE_KINDS, Expectation, Origin, ParameterisationIR, Quantity, RoleInfo, Rule
 from scalec.compiler.optimizers import (
     ALL_SETTINGS,
     ALL_TARGETS,
@@ -29,7 +31,7 @@ from scalec.compiler.symbols import (
     param_symbol,
     role_rule_names,
 )
-from scalec.compiler.vocabulary import AXES, BLOCK_ROLES, RESERVED, ROLES, SITES, TARGET_ALIASES
+from scalec.compiler.vocabulary import AXES, RESERVED, SITES, TARGET_ALIASES
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
 
@@ -105,7 +107,7 @@ class _FileResolver:
         self.declared[key] = loc
 
     def check_name(self, name: str, loc: ast.Loc, kind: str) -> None:
-        if name in RESERVED or name in KEYWORDS_PY or name in ROLES or name in TARGET_ALIASES:
+        if name in RESERVED or name in KEYWORDS_PY or name in self.ir.role_table or name in TARGET_ALIASES:
             raise self.error(loc, f"'{name}' is a reserved name and cannot be used for a {kind}", "pick another name")
         if name.startswith("_"):
             raise self.error(
@@ -259,27 +261,78 @@ class _FileResolver:
         self.ir.groups[s.name] = tuple(roles)
 
     def expand(self, p: ast.Pattern) -> tuple[str, ...]:
-        if p.text in ROLES:
+        roles = self.ir.role_table  # the bundled roles and those declared so far
+        if p.text in roles:
             return (p.text,)
         if p.text in self.ir.groups:
             return self.ir.groups[p.text]
         if "*" in p.text:
-            hits = tuple(r for r in ROLES if fnmatch.fnmatchcase(r, p.text))
+            hits = tuple(r for r in roles if fnmatch.fnmatchcase(r, p.text))
             if hits:
                 return hits
-            raise self.error(p.loc, f"pattern '{p.text}' matches no role", f"roles: {', '.join(ROLES)}")
+            raise self.error(p.loc, f"pattern '{p.text}' matches no role", f"roles: {', '.join(roles)}")
         raise self.error(
             p.loc,
             f"unknown role or group '{p.text}'",
-            did_you_mean(p.text, list(ROLES) + list(self.ir.groups)) or "declare it with `group NAME = ...`",
+            did_you_mean(p.text, list(roles) + list(self.ir.groups))
+            or f"declare a role with `new role {p.text}: KIND` (KIND: {', '.join(ROLE_KINDS)}; add `in blocks` "
+            "inside the residual blocks) or a group with `group NAME = ...`",
         )
+
+    def do_RoleDecl(self, s: ast.RoleDecl) -> None:
+        """`new role NAME: KIND [in blocks]`: a role with the default rules of its kind and placement."""
+        if s.name in self.ir.role_table:
+            where = self.ir.role_table[s.name].declared
+            first = f" (declared at {where.path}:{where.line})" if where else " (a bundled role)"
+            raise self.error(s.loc, f"role '{s.name}' already exists{first}", "pick another name")
+        taken = self.ir.groups.keys() | self.ir.hps.keys() | self.ir.params.keys() | self.lets.keys()
+        if s.name in taken:
+            raise self.error(s.loc, f"'{s.name}' is already a group, hp, param or let", "pick another role name")
+        for part in s.name.split("."):
+            if part in RESERVED or part in KEYWORDS_PY or part.startswith("_") or part in TARGET_ALIASES:
+                raise self.error(s.loc, f"'{s.name}' cannot name a role: '{part}' is reserved", "pick another name")
+        if s.kind not in ROLE_KINDS:
+            raise self.error(
+                s.kind_loc,
+                f"unknown role kind '{s.kind}'",
+                did_you_mean(s.kind, ROLE_KINDS)
+                or "kinds: embedding (fixed -> width), hidden (width -> width), readout (width -> fixed), "
+                "vector (width)",
+            )
+        info = RoleInfo(s.kind, s.in_blocks, s.loc)
+        try:
+            rules, settings, derivation = default_rules(self.ir, s.name, info, self.origin(s.loc))
+        except UndecidedRole as exc:
+            raise self.error(s.loc, exc.message, exc.hint) from None
+        self.ir.role_table[s.name] = RoleInfo(s.kind, s.in_blocks, s.loc, derivation)
+        self.ir.roles[s.name] = rules
+        self.ir.settings[s.name] = settings
+
+    def do_ExpectDecl(self, s: ast.ExpectDecl) -> None:
+        """`expect AREA: LEVEL; ...`: a child's level for an area replaces its parent's."""
+        for e in s.items:
+            if e.area not in LEVELS:
+                raise self.error(
+                    e.loc,
+                    f"unknown expectation area '{e.area}'",
+                    did_you_mean(e.area, LEVELS) or f"areas: {', '.join(LEVELS)}",
+                )
+            levels = LEVELS[e.area]
+            if e.level not in levels:
+                raise self.error(
+                    e.level_loc,
+                    f"unknown {e.area} level '{e.level}'",
+                    did_you_mean(e.level, levels) or f"{e.area} levels: {', '.join(levels)}",
+                )
+            self.once("expectation", e.area, e.loc)
+            self.ir.expectations[e.area] = Expectation(e.area, e.level, e.loc)
 
     def do_RoleRule(self, s: ast.RoleRule) -> None:
         # Specificity lets a later, narrower statement override a broader one in the same file
         # (`role *: init_std = sigma` then `role norms: init_std = 0`); the reverse is a duplicate.
         roles: dict[str, int] = {}
         for p in s.patterns:
-            spec = 2 if p.text in ROLES else (0 if p.text == "*" else 1)
+            spec = 2 if p.text in self.ir.role_table else (0 if p.text == "*" else 1)
             for r in self.expand(p):
                 roles[r] = max(roles.get(r, 0), spec)
         head = f"role {', '.join(p.text for p in s.patterns)}: "
@@ -294,7 +347,7 @@ class _FileResolver:
             half_life = kind in ("beta1", "beta2") and transform == "plain"  # beta1 = beta1^(m_B/m_D)
             value = self.convert(a.value, f"rule for {a.target}", role_rule=True, ratio_exponents=half_life)
             if LAYER in value.free_symbols:
-                outside = [r for r in roles if r not in BLOCK_ROLES]
+                outside = [r for r in roles if not self.ir.role_table[r].in_blocks]
                 if outside:
                     raise self.error(
                         a.value.loc,
@@ -360,10 +413,11 @@ class _FileResolver:
     def switch_optimizer(self, role: str, name: str, loc: ast.Loc, origin: Origin) -> None:
         """A role changes optimizer: targets in `carry` keep their rules, the others take the new defaults."""
         new = optimizer_of(name)
-        if new.matrices_only and ROLES[role] != "hidden":
+        if new.matrices_only and self.ir.width_class(role) != "hidden":
             raise self.error(
                 loc,
-                f"{name} orthogonalises hidden weight matrices; role '{role}' ({ROLES[role]}) cannot use it",
+                f"{name} orthogonalises hidden weight matrices; role '{role}' ({self.ir.role_table[role].kind}) "
+                "cannot use it",
                 "give embeddings, the readout, norms and biases adamw or sgd (e.g. `role hidden: optimizer = muon`)",
             )
         if name == self.ir.optimizer(role):
@@ -490,7 +544,7 @@ def _complete_root(ir: ParameterisationIR, root: ast.RuleFile) -> None:
             f"add e.g. `axis {missing_axes[0]} = 64 in [8, 65536]`",
             root.source,
         )
-    for role in ROLES:
+    for role in ir.role_table:
         rules = ir.roles.setdefault(role, {})
         for kind, default in DEFAULT_KINDS.items():
             rules.setdefault(kind, Rule(sympy.Integer(default), ()))

@@ -1,6 +1,13 @@
-"""The fixed vocabulary of the rule language: axes, roles, hyperparameter kinds and forward sites."""
+"""The vocabulary of the rule language as plain data: axes, roles and their kinds, hyperparameter kinds, forward
+sites, which role each site folds into and which sites forward hooks apply.
+
+Plain data only (no sympy, no torch): the compiler, the runtime planner and the multiplier hooks all read these
+facts from here.
+"""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 # Scaling axes: name -> ratio symbol used in rule files (m_N = n / n0, ...).
 AXES: dict[str, str] = {"n": "m_N", "L": "m_L", "B": "m_B", "D": "m_D", "d_head": "m_H"}
@@ -14,7 +21,9 @@ AXIS_DOCS: dict[str, str] = {
 # The axes of the design's exponent tables; d_head only enters attention-scale rules.
 MAIN_AXES: tuple[str, ...] = ("n", "L", "B", "D")
 
-# Roles (module types) and their width class (Tensor Programs): which dims grow with width.
+# Roles (module types) and their width class (Tensor Programs): which dims grow with width.  The classes are the
+# design's role kinds: input = embedding (fixed -> width), hidden (width -> width), output = readout (width ->
+# fixed), vector (gains, biases).
 ROLES: dict[str, str] = {
     "embed": "input",
     "attn.q": "hidden",
@@ -73,6 +82,49 @@ SITES: dict[str, str] = {
 }
 # Which role's effective forward multiplier a site contributes to (abc-analysis).
 SITE_OF_ROLE: dict[str, str] = {"unembed": "output.mult", "embed": "embed.mult"}
+# The roles whose tensors a site acts on: a site matters to a model only if one of these roles is bound.
+SITE_ROLES: dict[str, tuple[str, ...]] = {
+    "residual.attn": ("attn.q", "attn.k", "attn.v", "attn.o"),
+    "residual.mlp": ("mlp.up", "mlp.gate", "mlp.down"),
+    "attn.scale": ("attn.q", "attn.k"),
+    "output.mult": ("unembed",),
+    "embed.mult": ("embed",),
+}
+# Folding (the abc-symmetry, compiler/optimizers.py): the role whose tensors absorb a site's multiplier c (with the
+# biases of those linears: c (W x + b) = (c W) x + (c b)).  A per-role multiplier `mult[<role>]` folds into its role.
+FOLD_INTO: dict[str, str] = {
+    "output.mult": "unembed",
+    "embed.mult": "embed",
+    "residual.attn": "attn.o",  # the last linear of each residual branch
+    "residual.mlp": "mlp.down",
+    "attn.scale": "attn.q",  # exact only without QK-norm and with queries in a tensor of their own
+}
+# The attention scale every model applies by itself, d_head^ATTN_SCALE_EXPONENT (SDPA's default 1/sqrt(d_head)):
+# folding attn.scale leaves this value, every other site is left at 1.
+ATTN_SCALE_EXPONENT = Fraction(-1, 2)
+# Sites that only the module graph locates (which matrices end the residual branches, which are the queries).
+BRANCH_SITES: tuple[str, ...] = ("residual.attn", "residual.mlp", "attn.scale")
+# Sites a readout sharing its tensor with the embedding cannot absorb (the tensor trains as the embedding).
+TIED_BLOCKED: tuple[str, ...] = ("output.mult", "embed.mult", "mult[embed]")
+# Forward hooks (runtime/plan/multiplier_hooks.py) see module outputs: they apply these sites and per-role
+# multipliers; the rest sits inside ops (attention kernels, matmuls) and must be folded or built into the model.
+HOOK_SITES: tuple[str, ...] = ("output.mult", "embed.mult", "residual.attn", "residual.mlp")
+HOOK_ROLE_MULTS: tuple[str, ...] = ("mult[unembed]", "mult[embed]")
+# Which role's module ends each residual branch kind (where a residual hook goes).
+BRANCH_END_ROLES: dict[str, str] = {"attn": "attn.o", "mlp": "mlp.down"}
+# Norm roles: a norm's bias (its shift) starts at 0 whatever the gain's init_mean says.
+NORM_ROLES: tuple[str, ...] = ("norm", "qk_norm", "final_norm")
+
+
+def site_identity(site: str, d_head: float) -> float:
+    """The value at which a site changes nothing in a model that lacks it: d_head^-1/2 for attn.scale, else 1."""
+    return float(d_head) ** float(ATTN_SCALE_EXPONENT) if site == "attn.scale" else 1.0
+
+
+def role_mult_key(role: str) -> str:
+    """The multiplier key of a per-role forward multiplier in a plan ("mult[mlp.gate]")."""
+    return f"mult[{role}]"
+
 
 # Per-tensor symbols; their width exponents follow from the role's width class.  `fan_in`, `fan_out` and the
 # block index `l` (0-based, block roles only; with the depth `L` a file writes `lr *= (1 + l) / L`) may appear in

@@ -163,7 +163,38 @@ class SiteRule:
     loc: Loc = _loc()
 
 
-Statement = Docstring | Cite | AxisDecl | HPDecl | ParamDecl | LetDecl | GroupDecl | RoleRule | SiteRule
+@dataclass(frozen=True)
+class RoleDecl:
+    """`new role NAME: KIND [in blocks]`."""
+
+    name: str
+    kind: str  # embedding | hidden | readout | vector (checked by the resolver)
+    in_blocks: bool
+    loc: Loc = _loc()
+    kind_loc: Loc = _loc()
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One `AREA: LEVEL` of an `expect` statement."""
+
+    area: str
+    level: str
+    loc: Loc = _loc()
+    level_loc: Loc = _loc()
+
+
+@dataclass(frozen=True)
+class ExpectDecl:
+    """`expect AREA: LEVEL; ...`."""
+
+    items: tuple[Expect, ...]
+    loc: Loc = _loc()
+
+
+Statement = (
+    Docstring | Cite | AxisDecl | HPDecl | ParamDecl | LetDecl | GroupDecl | RoleRule | SiteRule | RoleDecl | ExpectDecl
+)
 
 
 @dataclass(frozen=True)

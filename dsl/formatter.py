@@ -80,6 +80,10 @@ def format_statement(s: ast.Statement) -> list[str]:
         return [f"group {s.name} = {_patterns(s.patterns, ' | ')}"]
     if isinstance(s, ast.SiteRule):
         return [f"site {_patterns(s.sites)} {s.op} {format_expr(s.value)}"]
+    if isinstance(s, ast.RoleDecl):
+        return [f"new role {s.name}: {s.kind}" + (" in blocks" if s.in_blocks else "")]
+    if isinstance(s, ast.ExpectDecl):
+        return ["expect " + ";  ".join(f"{e.area}: {e.level}" for e in s.items)]
     assert isinstance(s, ast.RoleRule)
     head = f"role {_patterns(s.patterns)}:"
     parts = [f"{a.target} {a.op} {format_expr(a.value)}" for a in s.assignments]

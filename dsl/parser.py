@@ -19,7 +19,21 @@ MAX_NUMBER_CHARS = 64  # characters in one number literal
 MAX_DECIMAL_EXPONENT = 400  # |e| in a literal such as 1e-16
 MAX_KNOTS = 64  # knots of one depth profile (`hp NAME = ... knots K`)
 
-KEYWORDS = ("parameterisation", "extends", "cite", "axis", "hp", "param", "let", "group", "role", "site", "knots")
+KEYWORDS = (
+    "parameterisation",
+    "extends",
+    "cite",
+    "axis",
+    "hp",
+    "param",
+    "let",
+    "group",
+    "role",
+    "site",
+    "knots",
+    "new",
+    "expect",
+)
 
 _TERMINAL_NAMES = {
     "NAME": "a name",
@@ -235,6 +249,21 @@ class _ToAst(Transformer):
     def site_rule(self, meta, *items):
         *sites, op, value = items
         return ast.SiteRule(tuple(ast.Pattern(str(s), self.L(s)) for s in sites), str(op), value, self.L(meta))
+
+    def role_decl(self, meta, name, kind, in_blocks):
+        return ast.RoleDecl(str(name), str(kind), in_blocks is not None, self.L(name), self.L(kind))
+
+    def role_name(self, meta, tok):
+        return tok
+
+    def in_blocks(self, meta):
+        return True
+
+    def expect_decl(self, meta, *items):
+        return ast.ExpectDecl(tuple(items), self.L(meta))
+
+    def expectation(self, meta, area, level):
+        return ast.Expect(str(area), str(level), self.L(area), self.L(level))
 
     def assignment(self, meta, target, op, value):
         return ast.Assignment(target, str(op), value, self.L(meta))

@@ -10,9 +10,9 @@ from typing import Any
 
 _EXPORTS = {
     "make_plan": "scalec.runtime.plan.planner",
-    "Plan": "scalec.runtime.plan.planner",
-    "PlanEntry": "scalec.runtime.plan.planner",
-    "PlanError": "scalec.runtime.plan.planner",
+    "Plan": "scalec.runtime.plan.plan_data",
+    "PlanEntry": "scalec.runtime.plan.plan_data",
+    "PlanError": "scalec.runtime.plan.plan_data",
     "bind": "scalec.runtime.plan.binding",
     "BindingError": "scalec.runtime.plan.binding",
     "scale_lrs": "scalec.runtime.plan.schedule",

@@ -74,7 +74,7 @@ def test_mup_plan_of_a_litgpt_model_has_the_table8_lrs():
     # muP with the base width moved to 64: at litgpt's n_embd 128, m_N = 2 (hand: hidden eta/2, vectors eta).
     model = GPT(NAMES["models"]["Llama-3.2-1B"]["parameters"])
     rules = scalec.load("mup", base={"n": 64})
-    opt = scalec.optimizer(model, rules, {"n": 128, "L": 2}, {"eta": 2**-7}, fold=True)
+    opt = scalec.optimizer(model, rules, {"n": 128, "L": 2, "d_head": 32}, {"eta": 2**-7}, fold=True)  # head_size
     lr = {r: g["lr"] for g in opt.param_groups for r in g["roles"]}
     assert lr["attn.q"] == lr["mlp.gate"] == lr["mlp.down"] == 2**-8 and lr["embed"] == lr["norm"] == 2**-7
     assert lr["unembed"] == 2**-8  # its 1/m_N multiplier folded into the lr

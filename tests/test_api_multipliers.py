@@ -131,8 +131,9 @@ def test_tied_mup_readout_multiplies_the_logits_by_one_over_m_n_and_removal_rest
 
 
 def test_completep_residual_and_readout_multipliers_match_the_forward_written_out():
-    # CompleteP at n = 256 (n0 = 128), L = 4 (L0 = 2), alpha = 1: branches x 1/m_L = 1/2, logits x 1/m_N = 1/2.
-    model = Net(d=256, depth=4, layout="separate")
+    # CompleteP at n = 256 (n0 = 128), L = 4 (L0 = 2), alpha = 1: branches x 1/m_L = 1/2, logits x 1/m_N = 1/2;
+    # d_head 32 = the base: the attention scale is the model's own.
+    model = Net(d=256, depth=4, heads=8, layout="separate")
     plan = planned(model, "completep", {"n": 256, "L": 4})
     with scalec.apply_multipliers(model, plan, example=IDS) as handles:
         assert handles.applied == {"residual.attn": 0.5, "residual.mlp": 0.5, "output.mult": 0.5}
@@ -205,7 +206,7 @@ def test_model_applies_names_checked_and_the_bundled_gpt_applies_its_own():
 
 
 def test_a_folded_plan_leaves_nothing_to_hook():
-    model = Net(d=256, depth=4, layout="separate")
+    model = Net(d=256, depth=4, heads=8, layout="separate")
     plan = scalec.plan(model, "completep", {"n": 256, "L": 4}, roles=ROLES, fold=True)
     assert scalec.apply_multipliers(model, plan).applied == {}
 
@@ -240,7 +241,7 @@ def gloo(tmp_path):
 def test_hooks_hold_under_ddp(gloo):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model = Net(d=256, depth=4, layout="separate")
+    model = Net(d=256, depth=4, heads=8, layout="separate")
     plan = planned(model, "completep", {"n": 256, "L": 4})
     expected = by_hand(model, IDS, residual=0.5, logits=0.5)
     ddp = DDP(model)

@@ -166,3 +166,38 @@ def test_importing_scalec_loads_no_torch_and_the_faces_resolve():
 
     for face in (scalec, runtime):
         assert all(getattr(face, name) is not None for name in face.__all__)
+
+
+@pytest.mark.slow
+def test_optimizer_and_hooks_from_a_compiled_rule_import_no_compiler_packages(tmp_path):
+    # torch's own Optimizer imports torch._dynamo and with it sympy; no scalec module may import sympy, lark or
+    # jinja2, nor the compiler's parser, checks, codegen or folding.
+    import subprocess
+
+    source = tmp_path / "compiled_mup.py"
+    source.write_text(scalec.load("mup").source)
+    code = f"""
+import builtins, importlib.util, sys, torch
+from torch import nn
+spec = importlib.util.spec_from_file_location("compiled_rule", {str(source)!r})
+rule = importlib.util.module_from_spec(spec); sys.modules["compiled_rule"] = rule; spec.loader.exec_module(rule)
+importers, _import = {{}}, builtins.__import__
+def watch(name, globals=None, *args, **kwargs):
+    top = name.split(".")[0]
+    if top in ("sympy", "lark", "jinja2") and top not in sys.modules and top not in importers:
+        importers[top] = (globals or {{}}).get("__name__", "?")
+    return _import(name, globals, *args, **kwargs)
+builtins.__import__ = watch
+import scalec
+model = nn.Sequential()
+model.add_module("tok", nn.Embedding(256, 256)); model.add_module("head", nn.Linear(256, 256, bias=False))
+roles = {{"tok.weight": "embed", "head.weight": "unembed"}}
+opt = scalec.optimizer(model, rule, {{"n": 256, "d_head": 32}}, roles=roles, applied_sites=scalec.HOOKABLE)
+assert scalec.apply_multipliers(model, opt.scalec_plan).applied == {{"output.mult": 0.5}}
+print(sorted(f"{{m}} (by {{who}})" for m, who in importers.items() if who.startswith("scalec"))
+      + sorted(m for m in sys.modules if m.startswith(("scalec.dsl", "scalec.compiler.parameterisation",
+               "scalec.compiler.folding", "scalec.compiler.codegen", "scalec.compiler.checks"))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -6,7 +6,9 @@ import pytest
 
 import scalec
 from scalec.compiler.analysis import equivalence
-from scalec.compiler.folding import FoldError, fold, folded_module
+from scalec.compiler.codegen import generate
+from scalec.compiler.folding import FoldError, fold
+from scalec.compiler.parameterisation import import_source
 
 
 def test_folding_mup_readout_gives_table3_form():
@@ -20,8 +22,9 @@ def test_folded_completedp_has_identity_sites_and_scaled_branch_ends():
     # n = 512 = 4 n0, L = 8 = 4 L0, alpha = 1, base B and D: hand-derived from design.md's Complete(d)P table.
     p = scalec.load("completedp", fold=True)
     assert p.fold and p.sites(p.shape(n=512, L=8)).residual_attn == 0.25  # load() keeps the module unfolded
-    module, lines = folded_module(p, ("residual.attn", "residual.mlp"))
-    assert lines == ("residual.attn -> attn.o (x m_L**(-alpha))", "residual.mlp -> mlp.down (x m_L**(-alpha))")
+    ir, report = fold(p.ir, sites=("residual.attn", "residual.mlp"))  # what `scalec compile --fold` emits
+    module = import_source(generate(ir), ir.name)
+    assert report.folded == ["residual.attn -> attn.o (x m_L**(-alpha))", "residual.mlp -> mlp.down (x m_L**(-alpha))"]
     shape = module.Shape(n=512, L=8, B=module.BASE.B, D=module.BASE.D, d_head=32)
     sites = module.sites(shape)
     assert sites.residual_attn == sites.residual_mlp == 1.0

@@ -64,7 +64,7 @@ def test_generated_module_interpolates_with_the_rule_line_commented():
     assert "#   completep_profile.scale:7  role hidden: lr *= lr_depth(l)" in text  # the rule-line table
     lr = "lr=hp.eta * depth_profile(hp.lr_depth, layer, BASE.L * m_L) / m_N,"
     at = text.index(lr)
-    assert text[:at].rsplit("\n", 2)[-2].strip().endswith("completep.scale:10, completep_profile.scale:7")
+    assert text[:at].rsplit("\n", 2)[-2].strip().endswith("completep.scale:11, completep_profile.scale:7")
     assert '    # completep_profile.scale:6  hp lr_depth = 1 in [1/8, 8] log knots 3\n    "lr_depth": (' in text
     hp = scalec.load("completep_profile").hparams(lr_depth_0=2, lr_depth_2=0.5)
     assert hp.lr_depth == (2.0, 1.0, 0.5)  # the knots' tuple, first block to last

@@ -122,14 +122,14 @@ GOLDEN = {
         "bad.scale:2:3: error: unexpected 'rol'\n"
         "      rol hidden: lr = 2\n"
         "      ^^^\n"
-        "hint: did you mean 'role'? (expected 'axis', 'cite', 'extends', 'group', 'hp', 'let', 'param', 'role', ...)"
+        "hint: did you mean 'role'? (expected 'axis', 'cite', 'expect', 'extends', 'group', 'hp', 'let', 'new', ...)"
     ),
     "parameterisation X\n  hp a = 1 in [1, 2] lgo\n": (
         "bad.scale:2:22: error: unexpected 'lgo'\n"
         "      hp a = 1 in [1, 2] lgo\n"
         "                         ^^^\n"
-        "hint: did you mean 'log'? (expected 'axis', 'cite', 'group', 'hp', 'knots', 'let', 'log' or 'linear', "
-        "'param', ...)"
+        "hint: did you mean 'log'? (expected 'axis', 'cite', 'expect', 'group', 'hp', 'knots', 'let', 'log' or "
+        "'linear', ...)"
     ),
     "parameterisation X\n  let y = (2\n": (
         "bad.scale:2:13: error: unexpected end of file\n      let y = (2\n                ^\nhint: expected ')'"

@@ -280,14 +280,18 @@ def test_umup_rule_matches_the_paper_where_the_language_reaches():
     assert "cannot say" in p.source or "cannot say" in "".join(p.ir.sources)
 
 
-def test_folding_refuses_roles_without_adams_symmetry():
-    """Plan-time folding scales lr by c and wd by 1/c (Adam); SGD's symmetry is lr x c^2, wd / c^2: refused."""
+def test_folding_uses_each_roles_optimizers_symmetry():
+    """Plan-time folding follows the role's optimizer: Adam lr x c, SGD lr x c^2 (tests/test_runtime_folding.py
+    trains both against the applied multipliers)."""
     cfg = GPTConfig(width=64, depth=2, head_dim=16, seq_len=16, vocab=64, qk_norm=False)
     shape = {"n": 64, "L": 2, "d_head": 16}
-    adam = make_plan(scalec.load("mup"), GPT(cfg), shape, applied_sites={"output.mult"}, fold=True)
-    assert any(line.startswith("attn.scale -> attn.q") for line in adam.folded)
-    with pytest.raises(PlanError, match=r"attn.scale = .* \(cannot be folded: attn.q trains with sgd"):
-        make_plan(scalec.load("mup_sgd"), GPT(cfg), shape, applied_sites={"output.mult"}, fold=True)
+    c = (32 / 16) ** 0.5  # muP's attn.scale (d_head0 = 32) over 1/sqrt(d_head)
+    for rule, power in (("mup", 1), ("mup_sgd", 2)):
+        rules = scalec.load(rule)
+        plain = make_plan(rules, GPT(cfg), shape).entry("blocks.0.attn.q.weight")
+        folded = make_plan(rules, GPT(cfg), shape, applied_sites={"output.mult"}, fold=True)
+        assert any(line.startswith("attn.scale -> attn.q") for line in folded.folded)
+        assert folded.entry("blocks.0.attn.q.weight").lr == pytest.approx(plain.lr * c**power), rule
 
 
 def test_momentum_has_one_domain_for_rules_and_tunable_hps(write_rule):

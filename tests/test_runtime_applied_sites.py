@@ -121,7 +121,7 @@ def test_ambiguous_graph_refuses_to_fold_a_depth_rule():
         make_plan(
             scalec.load("completep", fold=True),
             FloatIn(64, 8),
-            {"n": 64, "L": 8},
+            {"n": 64, "L": 8, "d_head": 16},  # untraceable, so the head dimension is the caller's to give
             preset="infer",
             base_model=FloatIn(32, 8),
         )

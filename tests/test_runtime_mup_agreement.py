@@ -111,7 +111,14 @@ def test_mlp_plan_matches_mup_lr_weight_decay_and_output_multiplier(rules, mult)
     _assert_same_optim(plan, _mup_settings(ref))
     assert plan.multipliers["output.mult"] == pytest.approx(1 / ref.readout.width_mult(), rel=1e-12)
     inferred = make_plan(
-        rules, MLP(n0 * mult), {"n": n0 * mult}, hp=HP, preset="infer", base_model=MLP(n0 // 2), applied_sites=APPLIED
+        rules,
+        MLP(n0 * mult),
+        {"n": n0 * mult},
+        hp=HP,
+        preset="infer",
+        base_model=MLP(n0 // 2),
+        applied_sites=APPLIED,
+        example_input=torch.randn(2, 8),  # the trace shows no attention, so muP's d_head rule reaches no tensor
     )
     assert [(e.lr, e.weight_decay) for e in inferred.entries] == [(e.lr, e.weight_decay) for e in plan.entries]
 

@@ -186,7 +186,9 @@ def test_plan_round_trips_through_json_and_is_plain_data(rules):
         "init_mean",
         "init_std",
         "lr",
-        "weight_decay",
+        "weight_decay_torch",
+        "weight_decay_rule",
+        "decay",
         "betas",
         "eps",
         "mult",
@@ -336,3 +338,24 @@ def test_plan_applies_to_an_fsdp2_sharded_model(rules):
         assert torch.all(model.final_norm.weight.full_tensor() != norm.init_mean)  # trained away from init
     finally:
         dist.destroy_process_group()
+
+
+def test_plan_json_names_each_weight_decay_number_by_its_convention():
+    """mup_indep_wd at n = 512 (n0 = 128): lambda_ind = 1/2560 for every role (the rule's value, an independent
+    shrink per step); torch's AdamW receives lambda_ind / lr: hidden lr 2^-8 / 4 = 2^-10 gives 0.4, embed lr 2^-8
+    gives 0.1. A plan written before the split (one `weight_decay` key, torch's) still reads."""
+    result = runner.invoke(app, ["plan", "mup_indep_wd", "--width", "512", "--depth", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = {p["name"]: p for p in json.loads(result.output)["parameters"]}
+    q, embed = data["blocks.0.attn.q.weight"], data["embed.weight"]
+    assert "weight_decay" not in q and q["decay"] == "independent"
+    assert (q["weight_decay_rule"], q["weight_decay_torch"]) == pytest.approx((1 / 2560, 0.4))
+    assert (embed["weight_decay_rule"], embed["weight_decay_torch"]) == pytest.approx((1 / 2560, 0.1))
+    coupled = json.loads(runner.invoke(app, ["plan", "mup", "--width", "512", "--depth", "2", "--json"]).output)
+    q = next(p for p in coupled["parameters"] if p["name"] == "blocks.0.attn.q.weight")
+    assert q["decay"] == "coupled" and q["weight_decay_rule"] == q["weight_decay_torch"] == pytest.approx(0.1 * 4)
+    legacy = json.loads(result.output)
+    for p in legacy["parameters"]:
+        p["weight_decay"] = p.pop("weight_decay_torch")
+        del p["weight_decay_rule"]
+    assert Plan.from_dict(legacy).entry("blocks.0.attn.q.weight").weight_decay == pytest.approx(0.4)

@@ -58,6 +58,7 @@ class _Op:
     outputs: list[int]
     scalar_other: bool = False  # a multiply/divide whose other operand is a Python number or a 1-element tensor
     lookup: bool = False  # reads a parameter at integer indices (an embedding lookup)
+    shapes: tuple[tuple[int, ...], ...] = ()  # shapes of the tensor operands, in order
 
 
 def _flatten(obj: Any, out: list[Any]) -> None:
@@ -71,8 +72,9 @@ def _flatten(obj: Any, out: list[Any]) -> None:
         out.append(obj)
 
 
-def record(model: Any, example_input: Any, param_names: dict[int, str]) -> list[_Op]:
-    """Run `model(example_input)` once (no grad) and return the torch ops it called, in order."""
+def record(model: Any, example_input: Any, param_names: dict[int, str], outputs: list[Any] | None = None) -> list[_Op]:
+    """Run `model(example_input)` once (no grad) and return the torch ops it called, in order (the model's
+    output is appended to `outputs` when given)."""
     import torch
     from torch.overrides import TorchFunctionMode
 
@@ -104,12 +106,15 @@ def record(model: Any, example_input: Any, param_names: dict[int, str]) -> list[
                     outputs=[id(t) for t in outs],
                     scalar_other=len(big) <= 1,
                     lookup=ints and any(id(t) in param_names and t.dim() == 2 for _, t in tensors),
+                    shapes=tuple(tuple(int(d) for d in t.shape) for _, t in tensors),
                 )
             )
             return out
 
     with torch.no_grad(), Recorder():
-        model(example_input)
+        out = model(example_input)
+    if outputs is not None:
+        outputs.append(out)
     return ops
 
 
@@ -269,3 +274,39 @@ def _gate(ops: list[_Op], body, pair: list[str], walk_back) -> str | None:
         if len(found) == 1:
             return next(p for p in pair if p != found[0])
     return None
+
+
+# Ops that only re-view a parameter (W.t(), W.T, W.transpose(0, 1), W.to(dtype)): their output is still that tensor.
+def _passes(op: _Op) -> bool:
+    return op.name in PRESERVING or (op.name in SCALING and op.scalar_other)
+
+
+def readout_of(ops: list[_Op], output_id: int) -> str | None:
+    """The parameter the op producing the model's output (through preserving ops and scalar multiplies) reads as
+    its matrix: the readout, whether a module's own weight or another's reused in forward (`x @ emb.weight.t()`,
+    `F.linear(x, emb.weight)`); None when the output does not come from a parameter."""
+    producer = {t: k for k, op in enumerate(ops) for t in op.outputs}
+    t = output_id
+    while t in producer:
+        op = ops[producer[t]]
+        if op.params and not op.inputs:  # a view of a parameter
+            return None
+        if op.params:
+            return op.params[0][1] if op.name in ("linear", "addmm", "matmul", "__matmul__", "mm", "bmm") else None
+        if op.name in BILINEAR or op.name in ("linear", "mm"):
+            for _, x in op.inputs:
+                k = producer.get(x)
+                while k is not None and ops[k].params == [] and _passes(ops[k]) and ops[k].inputs:
+                    k = producer.get(ops[k].inputs[0][1])
+                if k is not None and ops[k].params and not ops[k].inputs:
+                    return ops[k].params[0][1]
+            return None
+        if not _passes(op) or not op.inputs:
+            return None
+        t = op.inputs[0][1]
+    return None
+
+
+def attention_head_dims(ops: list[_Op]) -> set[int]:
+    """The head dimension of every scaled_dot_product_attention call: the last dim of its query."""
+    return {op.shapes[0][-1] for op in ops if op.name == "scaled_dot_product_attention" and op.shapes}

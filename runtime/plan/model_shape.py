@@ -28,6 +28,13 @@ def _config_value(config: Any, keys: tuple[str, ...]) -> float | None:
     return None
 
 
+def declared_head_dim(model: Any) -> tuple[float, str] | None:
+    """The head dimension a model declares, and where: its config (head_dim, or width / heads), else a `head_dim`
+    attribute of the model. The one reader for make_plan, coordinate checks and the CLI (a traced attention call
+    is the planner's last resort, model_trace.py)."""
+    return reveal(model, []).get("d_head")
+
+
 def reveal(model: Any, bound: list[BoundParam]) -> dict[str, tuple[float, str]]:
     """Per axis (n, L, d_head; plus intermediate and kv_heads where known), the model's value and where from."""
     out: dict[str, tuple[float, str]] = {}
@@ -40,6 +47,9 @@ def reveal(model: Any, bound: list[BoundParam]) -> dict[str, tuple[float, str]]:
                 out[axis] = (value, f"{cfg_name}.{next(k for k in keys if _config_value(config, (k,)))}")
         if "d_head" not in out and "n" in out and "heads" in out and out["n"][0] % out["heads"][0] == 0:
             out["d_head"] = (out["n"][0] / out["heads"][0], f"{cfg_name} (width / heads)")
+    attribute = getattr(unwrap(model), "head_dim", None)
+    if "d_head" not in out and isinstance(attribute, int) and not isinstance(attribute, bool) and attribute > 0:
+        out["d_head"] = (float(attribute), f"{type(unwrap(model)).__name__}.head_dim")
     if "n" not in out:
         embed = next((b for b in bound if b.role == "embed" and len(b.shape) == 2), None)
         if embed is not None:

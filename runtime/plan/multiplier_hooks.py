@@ -21,12 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scalec.compiler.vocabulary import BRANCH_END_ROLES, HOOK_ROLE_MULTS, HOOK_SITES, site_identity
 from scalec.runtime.plan.binding import normalise_name
-from scalec.runtime.plan.planner import Plan, PlanError
+from scalec.runtime.plan.plan_data import Plan, PlanError
 
-HOOK_SITES: tuple[str, ...] = ("output.mult", "embed.mult", "residual.attn", "residual.mlp")
-HOOK_ROLE_MULTS: tuple[str, ...] = ("mult[unembed]", "mult[embed]")
-BRANCH_ROLES: dict[str, str] = {"attn": "attn.o", "mlp": "mlp.down"}
+__all__ = [
+    "HOOK_ROLE_MULTS",
+    "HOOK_SITES",
+    "ModelSites",
+    "MultiplierHookError",
+    "MultiplierHooks",
+    "SiteRecorder",
+    "install",
+    "locate",
+    "named_modules",
+    "unapplied",
+    "verify_branches",
+]
+BRANCH_ROLES = BRANCH_END_ROLES  # the vocabulary's: which role's module ends each residual branch kind
 _RTOL = 1e-4  # float32 sums over a few dozen branches agree to ~1e-6
 
 
@@ -95,10 +107,8 @@ def locate(model: Any, plan: Plan) -> ModelSites:
 
 
 def _identity(plan: Plan, key: str) -> float:
-    """The value at which a multiplier changes nothing in a model that lacks it."""
-    if key == "attn.scale":
-        return float(plan.axes["d_head"]) ** -0.5  # the standard attention scale every model applies
-    return 1.0
+    """The value at which a multiplier changes nothing in a model that lacks it (attn.scale: 1/sqrt(d_head))."""
+    return site_identity(key, plan.axes["d_head"])
 
 
 def unapplied(plan: Plan) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from scalec.compiler.optimizers import OPTIMIZERS
-from scalec.runtime.plan.planner import PlanError
+from scalec.runtime.plan.plan_data import PlanError
 
 
 class PlanOptimizerError(PlanError):

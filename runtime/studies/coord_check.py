@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from scalec.errors import ScalecError
+from scalec.runtime.atomic_io import ensure_dir, write_text_atomic
 from scalec.runtime.trainer.data import Batch, ByteData, resolve_corpus
 
 # Modules reported per sweep. "attn"/"mlp" are the summed branch contributions of all blocks to the residual
@@ -210,10 +211,9 @@ class CoordCheckResult:
         """Write coord_check.json, coord_check.csv and coord_<sweep>.png into `out`; return {sweep: png}."""
         from scalec.runtime.studies.coord_plot import plot_all
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "coord_check.json").write_text(self.to_json())
-        (out / "coord_check.csv").write_text(self.to_csv())
+        out = ensure_dir(out)
+        write_text_atomic(out / "coord_check.json", self.to_json())
+        write_text_atomic(out / "coord_check.csv", self.to_csv())
         return plot_all(self, out)
 
     def to_csv(self) -> str:

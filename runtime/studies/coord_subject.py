@@ -9,10 +9,8 @@ make_plan into the queries where that is exact, refused otherwise. The recorded 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,18 @@ import torch.nn.functional as F
 
 from scalec.errors import ScalecError
 from scalec.runtime.studies.coord_check import CoordCheckError
+from scalec.runtime.studies.user_model import (
+    UserModel,
+    binding_record,
+    file_sha256,
+    head_dim_of,
+    load_function,
+    load_roles,
+)
 from scalec.runtime.trainer.data import Batch
+
+__all__ = ["GPTSubject", "Instance", "ModelSubject", "coord_bindings", "head_dim_of", "load_factory", "load_roles"]
+__all__ += ["record_binding"]
 
 BYTE_VOCAB = 256
 
@@ -37,11 +46,6 @@ class Instance:
     loss: Callable[[Batch], torch.Tensor]
     capture: Callable[[torch.Tensor], dict[str, torch.Tensor]]
     close: Callable[[], None]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 class GPTSubject:
@@ -110,103 +114,30 @@ def _with_branch_sums(out: dict[str, torch.Tensor], depth: int) -> dict[str, tor
     return out
 
 
-def head_dim_of(model: Any) -> int | None:
-    """The attention head dimension a model declares (config.head_dim, hidden_size / num_attention_heads, or a
-    `head_dim` attribute), None when it declares none."""
-    config = getattr(model, "config", None)
-    for obj in (config, model):
-        value = getattr(obj, "head_dim", None)
-        if isinstance(value, int) and value > 0:
-            return value
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
-    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads == 0:
-        return hidden // heads
-    return None
+class ModelSubject(UserModel):
+    """A user's model factory `FUNC(width, depth) -> nn.Module` (see `user_model.UserModel`) in a coordinate check."""
 
-
-class ModelSubject:
-    """A user's model factory `FUNC(width, depth) -> nn.Module`, bound by `patterns` or a preset / inference."""
-
-    def __init__(self, factory: Callable[[int, int], Any], patterns: Mapping[str, str] | None = None, label=None):
-        self.factory = factory
-        self.patterns = dict(patterns) if patterns else None
-        self.label = label or getattr(factory, "__name__", "model")
-
-    def make(self, width: int, depth: int, meta: bool = False) -> Any:
-        """FUNC(width, depth), its failures as one-line errors."""
-        from torch import nn
-
-        try:
-            if meta:
-                with torch.device("meta"):
-                    model = self.factory(width, depth)
-            else:
-                model = self.factory(width, depth)
-        except Exception as exc:  # the user's code: any failure becomes one line naming the call
-            raise CoordCheckError(f"error: {self.label}({width}, {depth}) raised {_one_line(exc)}") from None
-        if not isinstance(model, nn.Module):
-            raise CoordCheckError(
-                f"error: {self.label}({width}, {depth}) returned {type(model).__name__}, not a torch nn.Module"
-            )
-        return model
-
-    def _binding(self, model: Any, width: int, depth: int) -> dict[str, Any]:
-        """make_plan's preset / patterns / base_model: patterns when given, else a preset that recognises the
-        model, else inference (a second instance at twice the width, and the module graph on the probe)."""
-        from scalec.runtime.plan.binding import unique_parameters, unwrap
-        from scalec.runtime.plan.presets import detect_preset
-
-        if self.patterns:
-            return {"preset": "auto", "patterns": self.patterns}
-        if detect_preset(unwrap(model), [n for n, _, _ in unique_parameters(model)]) is not None:
-            return {"preset": "auto"}
-        return {"preset": "infer", "base_model": self.make(2 * width, depth, meta=True)}
-
-    def _check_head_dim(self, rules: Any, d_head: int | None) -> None:
-        """A rule whose attention scale depends on d_head needs the model's head dimension (else the plan would
-        silently assume the rule's base d_head)."""
-        import sympy
-
-        from scalec.compiler.folding import DEFAULT_ATTN_SCALE
-
-        if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / DEFAULT_ATTN_SCALE) != 1:
-            raise CoordCheckError(
-                f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
-                "declares none (config.head_dim or a head_dim attribute); pass head_dim= (--head-dim)"
-            )
+    Error = CoordCheckError
 
     def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
         """Build FUNC(width, depth) with `seed`, plan it, initialise it, hook its multipliers and modules."""
-        from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES, SiteRecorder, install, locate
-        from scalec.runtime.plan.planner import make_plan
+        from scalec.runtime.plan.multiplier_hooks import SiteRecorder, locate
 
-        torch.manual_seed(seed)
-        model = self.make(width, depth)
-        d_head = cfg.head_dim or head_dim_of(model)
-        self._check_head_dim(rules, d_head)
-        axes = {"n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         label = f"{self.label}({width}, {depth})"
-        try:  # every refusal names the model it refused
-            # The hooks apply the output, embedding and residual multipliers; make_plan folds the rest (the
-            # attention scale into the queries, per-role multipliers) where exact, and refuses otherwise.
-            plan = make_plan(
-                rules,
-                model,
-                axes,
-                cfg.hparams(rules),
-                applied_sites=(*HOOK_SITES, *HOOK_ROLE_MULTS),
-                fold=True,
-                example_input=probe,
-                **self._binding(model, width, depth),
-            )
-            torch.manual_seed(seed)
-            plan.init_(model)
-            _check_branch_count(locate(model, plan), depth)
-            hooks = install(model, plan, example=probe)
+        model, plan, hooks = self.bind(
+            rules,
+            width,
+            depth,
+            seed,
+            cfg.hparams(rules),
+            head_dim=cfg.head_dim,
+            example=probe,
+            before_hooks=lambda m, p: _check_branch_count(locate(m, p), depth),
+        )
+        try:
             recorder = SiteRecorder(model, hooks.sites)
-        except CoordCheckError:
-            raise
         except ScalecError as exc:
+            hooks.remove()
             raise CoordCheckError(f"error: {label}: {str(exc).removeprefix('error: ')}") from None
 
         @torch.no_grad()
@@ -231,6 +162,30 @@ class ModelSubject:
 
         model.train()
         return Instance(model, plan.optimizer(model), loss, capture, close)
+
+
+def coord_bindings(subject: UserModel, rules: Any, cfg: Any) -> dict[str, dict[str, Any]]:
+    """What the plan binds, folds and hooks at each (width, depth) a coordinate check builds, planned again on the
+    meta device (so it holds wherever, and in however many processes, the check trained)."""
+    from scalec.runtime.plan.multiplier_hooks import locate
+
+    shapes = [(w, cfg.depth_for_width_sweep) for w in cfg.widths] if "width" in cfg.sweeps else []
+    shapes += [(cfg.width_for_depth_sweep, d) for d in cfg.depths] if "depth" in cfg.sweeps else []
+    out = {}
+    for width, depth in dict.fromkeys(shapes):
+        model, plan = subject.plan(rules, width, depth, cfg.hparams(rules), cfg.head_dim)
+        out[f"n={width},L={depth}"] = binding_record(plan, locate(model, plan))
+    return out
+
+
+def record_binding(path: Path, subject: UserModel, rules: Any, cfg: Any, spec: str | None = None) -> None:
+    """Add to coord_check.json the binding at each shape, and for a FILE.py:FUNC model its content hash and roles."""
+    data = json.loads(path.read_text())
+    if spec is not None and not spec.startswith("python:"):
+        data["model_sha256"] = file_sha256(spec.rpartition(":")[0])
+    data["roles"] = subject.patterns
+    data["binding"] = coord_bindings(subject, rules, cfg)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _check_branch_count(sites: Any, depth: int) -> None:
@@ -266,40 +221,5 @@ def _logits(out: Any, idx: torch.Tensor, label: str) -> torch.Tensor:
 
 
 def load_factory(spec: str) -> Callable[[int, int], Any]:
-    """`FILE.py:FUNC` -> the function FUNC defined in FILE.py (imported as a fresh module)."""
-    path_text, sep, func = spec.rpartition(":")
-    if not sep or not path_text or not func:
-        raise CoordCheckError(f"error: --model '{spec}': expected FILE.py:FUNC, e.g. --model my_model.py:build")
-    path = Path(path_text)
-    if not path.is_file():
-        raise CoordCheckError(f"error: --model '{spec}': no such file {path}")
-    name = f"scalec_user_model_{abs(hash(str(path.resolve()))) % 10**10}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise CoordCheckError(f"error: --model '{spec}': {path} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report its failure in one line
-        raise CoordCheckError(f"error: importing {path} raised {_one_line(exc)}") from None
-    factory = getattr(module, func, None)
-    if not callable(factory):
-        raise CoordCheckError(f"error: --model '{spec}': {path} defines no function {func}(width, depth)")
-    return factory
-
-
-def load_roles(path: str | Path) -> dict[str, str]:
-    """ROLES.json: a JSON object {glob: role} (as make_plan's `patterns=`)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise CoordCheckError(f"error: --roles {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise CoordCheckError(f"error: --roles {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise CoordCheckError(
-            f'error: --roles {path}: expected an object of glob -> role, e.g. {{"blocks.*.mlp.down.weight": '
-            '"mlp.down"}'
-        )
-    return data
+    """`FILE.py:FUNC` -> the function FUNC defined in FILE.py (its folder importable, as for a script)."""
+    return load_function(spec, "--model", "(width, depth)")

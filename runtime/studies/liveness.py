@@ -1,15 +1,77 @@
-"""Is the process that holds a run lock or a search trial still alive?
+"""Is the process that holds a run lock or a search trial still alive? And the signals that end a search.
 
 A holder is named `host:pid:start` (start = the process's start time in clock ticks on Linux, else 0), so a
 pid the kernel reused for another process, or a killed child its parent has not reaped yet (a zombie, which
 `kill(pid, 0)` still finds), reads as dead.
+
+A search parent turns SIGTERM and SIGHUP into `Terminated` (so it stops its workers on the way out), and each
+worker it starts dies with it: on Linux the kernel sends the worker SIGTERM when the parent dies, even by SIGKILL
+(prctl PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached a process that must clean up on its way out (raised like Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated instead of ending the process at
+    once, so `finally` clauses (stopping child processes) run; the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process (SIGTERM) when `parent_pid`, its parent, dies, however it dies; at once if it already has."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -10,6 +10,7 @@ which is also how workers on other machines join), `run_search` runs them and re
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -17,20 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalec.redact import PASSWORD_ENV, mask_secrets, password_of
+from scalec.runtime.atomic_io import write_text_atomic
+from scalec.runtime.studies.liveness import die_with_parent, signals_raise
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
 from scalec.runtime.studies.search_storage import make_storage, open_study
 from scalec.runtime.studies.search_worker import ProgressFn, counted_runs, run_worker
+
+PARENT_ENV = "SCALEC_SEARCH_PARENT"  # set for the workers `spawn_workers` starts: the pid they die with
 
 
 def prepare_study(settings: SearchSettings) -> Any:
     """Create the study (and its tables) once, enqueueing the rule's default point as the first trial, and write
     `<out>/search_settings.json` (what workers on other machines run)."""
     out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise SearchError(f"error: --out {out} is a file; pass a folder as --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "search_settings.json").write_text(settings.to_json())
     except OSError as exc:
         raise SearchError(f"error: --out {out}: cannot write the search dir ({exc.strerror or exc})") from None
+    write_text_atomic(out / "search_settings.json", settings.to_json() + "\n", fix="pass a writable --out")
     study = open_study(settings).study
     defaults = {d.name: d.default for d in settings.dims if d.default is not None and d.low <= d.default <= d.high}
     if not study.trials and len(defaults) == len(settings.dims):
@@ -44,6 +52,10 @@ def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None =
     prepare_study(settings)
     cfg = out / "search_settings.json"
     log_dir = log_dir or out
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the worker dies with this process
+    password = password_of(settings.storage)
+    if password is not None:  # search_settings.json holds the URL without it
+        env[PASSWORD_ENV] = password
     procs = []
     for i in range(workers):
         with open(log_dir / f"worker{i}.log", "w") as log:  # the child keeps its own copy of the descriptor
@@ -52,6 +64,7 @@ def spawn_workers(settings: SearchSettings, workers: int, log_dir: Path | None =
                     [sys.executable, "-m", "scalec.runtime.studies.search", str(cfg), str(i)],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=env,
                 )
             )
     return procs
@@ -75,6 +88,11 @@ def supervise(settings: SearchSettings, procs: list[subprocess.Popen], progress:
         for p in procs:
             if p.poll() is None:
                 p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
                 p.wait()
     if all(p.returncode != 0 for p in procs):
         raise SearchError(f"error: search: every worker failed; see {settings.out}/worker*.log")
@@ -137,11 +155,12 @@ def collect(settings: SearchSettings) -> SearchResult:
 
 def run_search(settings: SearchSettings, workers: int = 1, progress: ProgressFn | None = None) -> SearchResult:
     """Run the study with `workers` processes (in-process when 1) and summarise it."""
-    if workers <= 1:
-        prepare_study(settings)
-        run_worker(settings, progress=progress)
-    else:
-        supervise(settings, spawn_workers(settings, workers), progress)
+    with signals_raise():  # SIGTERM / SIGHUP stop the workers on the way out, as Ctrl-C does
+        if workers <= 1:
+            prepare_study(settings)
+            run_worker(settings, progress=progress)
+        else:
+            supervise(settings, spawn_workers(settings, workers), progress)
     return collect(settings)
 
 
@@ -149,10 +168,21 @@ def main(argv: list[str]) -> int:
     """Worker entry point: `python -m scalec.runtime.studies.search SETTINGS_JSON [WORKER_INDEX]`."""
     from scalec.errors import ScalecError
 
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is not None and parent.isdigit():
+        die_with_parent(int(parent))  # started by `scalec search`: never outlive it
     try:
-        run_worker(SearchSettings.from_json(Path(argv[0]).read_text()), int(argv[1]) if len(argv) > 1 else 0)
+        path = Path(argv[0])
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SearchError(
+                f"error: {path} is unreadable ({exc.strerror if isinstance(exc, OSError) else exc}); pass the "
+                "search_settings.json a search wrote"
+            ) from None
+        run_worker(SearchSettings.from_json(text, str(path)), int(argv[1]) if len(argv) > 1 else 0)
     except ScalecError as exc:
-        print(exc, file=sys.stderr)
+        print(mask_secrets(str(exc)), file=sys.stderr)
         return 1
     return 0
 

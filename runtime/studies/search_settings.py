@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from scalec.errors import ScalecError
+from scalec.redact import without_password
+from scalec.runtime.atomic_io import ReadError, parse_json
 from scalec.runtime.studies.run_store import config_key
 
 
@@ -64,16 +66,37 @@ class SearchSettings:
     poll_s: float = 1.0
     startup_trials: int = 8
 
+    def __post_init__(self) -> None:
+        """Pin the inputs: when the run function declares `key_inputs` (the trainer's does), the fixed run config
+        is stamped with the hashes of its rule chain and corpus as they are now (kept when already there, as in
+        settings read back), so every worker keys its runs on the same inputs and the study name changes with
+        them: an edited rule is a new study, never mixed into the old one."""
+        from scalec.runtime.studies.search_worker import load_run_fn
+
+        try:
+            factory = getattr(load_run_fn(self.run_fn), "key_inputs", None)
+        except (ImportError, AttributeError, ValueError):
+            factory = None  # importable only where the workers run (their own error then says so)
+        if factory is not None:
+            self.fixed = factory()(self.fixed)
+
     def to_json(self) -> str:
-        """JSON text of the settings."""
-        return json.dumps(asdict(self))
+        """JSON text of the settings; a storage URL's password is left out (scalec.redact: the workers take it from
+        SCALEC_STORAGE_PASSWORD)."""
+        return json.dumps({**asdict(self), "storage": without_password(self.storage)})
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSettings:
-        """Settings from `to_json` text."""
-        data = json.loads(text)
-        data["dims"] = [Dim(**d) for d in data["dims"]]
-        return cls(**data)
+    def from_json(cls, text: str, where: str = "search settings") -> SearchSettings:
+        """Settings from `to_json` text (read from `where`); text that is not such settings is one SearchError."""
+        fix = "write it again with `scalec search ... --out` or pass the search_settings.json it wrote"
+        try:
+            data = parse_json(text, where, fix)
+            data["dims"] = [Dim(**d) for d in data["dims"]]
+            return cls(**data)
+        except ReadError as exc:
+            raise SearchError(str(exc)) from None
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise SearchError(f"error: {where} is not a scalec search's settings ({exc}); {fix}") from None
 
     def study_name(self) -> str:
         """The given study name, or one derived from the rule, fixed settings and search space."""

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalec.redact import mask_secrets, with_password
 from scalec.runtime.studies.search_samplers import make_sampler
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
+from scalec.runtime.trainer.run_inputs import INPUT_FIELDS, INPUT_NAMES
 
 RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
 
@@ -93,8 +95,8 @@ def make_storage(settings: SearchSettings) -> Any:
         )
     from sqlalchemy.exc import SQLAlchemyError
 
-    given = url
-    url = with_driver(url)
+    given = mask_secrets(url)  # what messages show
+    url = with_driver(with_password(url))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -109,7 +111,7 @@ def make_storage(settings: SearchSettings) -> Any:
             f"error: --storage {given}: driver missing ({exc}); for PostgreSQL install scalec[postgres]"
         ) from None
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-        raise SearchError(f"error: --storage {given}: cannot connect ({_first_line(exc)})") from None
+        raise SearchError(f"error: --storage {given}: cannot connect ({mask_secrets(_first_line(exc))})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -150,13 +152,36 @@ def open_study(settings: SearchSettings, worker: int = 0, sampler_seed: int | No
                 direction="minimize",
                 load_if_exists=True,
             )
-            return OpenStudy(study, storage, is_rdb(settings.storage))
         except Exception as exc:  # sqlalchemy errors from the race; one line on the last try
             if attempt == 4:
                 raise SearchError(
-                    f"error: --storage {settings.storage}: cannot open study {settings.study_name()} "
-                    f"({_first_line(exc)})"
+                    mask_secrets(
+                        f"error: --storage {settings.storage}: cannot open study {settings.study_name()} "
+                        f"({_first_line(exc)})"
+                    )
                 ) from None
             time.sleep(0.5 + random.random())
             storage = make_storage(settings)
+            continue
+        check_inputs(study, settings)
+        return OpenStudy(study, storage, is_rdb(settings.storage))
     raise AssertionError("unreachable")
+
+
+def check_inputs(study: Any, settings: SearchSettings) -> None:
+    """Record the input hashes the study's runs are keyed on (the first time) and refuse, in one line, to add
+    trials of other inputs to it (a study named with --study whose rule or corpus has changed since)."""
+    pinned = {k: settings.fixed[k] for k in INPUT_FIELDS if settings.fixed.get(k)}
+    if not pinned:
+        return
+    held = study.user_attrs.get("inputs")
+    if held == pinned:
+        return
+    if held is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr("inputs", pinned)
+        return
+    changed = ", ".join(INPUT_NAMES[k] for k in INPUT_FIELDS if (held or {}).get(k) != pinned.get(k))
+    raise SearchError(
+        f"error: study {study.study_name} holds trials of other inputs ({changed} changed, or not recorded); pass "
+        "another --study or --out to search the current inputs apart from the old results"
+    )

@@ -30,6 +30,7 @@ from scalec.runtime.studies.run_store import RunFn, RunStore, config_key
 from scalec.runtime.studies.search_samplers import make_sampler
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
 from scalec.runtime.studies.search_storage import OpenStudy, open_study
+from scalec.runtime.studies.user_objective import pruning
 
 # progress(done, total): distinct runs counted so far out of the budget.
 ProgressFn = Callable[[int, int], None]
@@ -142,7 +143,7 @@ def run_worker(settings: SearchSettings, worker: int = 0, progress: ProgressFn |
     def objective(trial: Any) -> float:
         trial.set_user_attr("worker", me)
         params = {d.name: trial.suggest_float(d.name, d.low, d.high, log=d.log) for d in settings.dims}
-        config = settings.run_config(params)
+        config = store.keyed(settings.run_config(params), run_fn)
         key = config_key(config)
         trial.set_user_attr("run", key)
         trials = study.get_trials(deepcopy=False)
@@ -150,8 +151,16 @@ def run_worker(settings: SearchSettings, worker: int = 0, progress: ProgressFn |
             prune(trial, "duplicate")
         if committed_before(trials, trial.number) >= settings.n_trials:
             prune(trial, "over_budget")
-        record = store.run(config, run_fn)
+
+        def report(step: int, loss: float) -> bool:  # run.report(step, loss) in a user's objective
+            trial.report(loss, step)
+            return trial.should_prune()
+
+        with pruning(report):
+            record = store.run(config, run_fn)
         trial.set_user_attr("status", record.status)
+        if record.summary.get("pruned"):
+            prune(trial, "pruned")
         if record.status == "running":
             prune(trial, "duplicate")  # the same run is being trained by a live process
         if record.status == "failed":

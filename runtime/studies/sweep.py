@@ -8,6 +8,7 @@ in tests).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,8 @@ from typing import Any
 from scalec.errors import ScalecError
 from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
+from scalec.runtime.studies.user_objective import run_objective
+from scalec.runtime.trainer.run_inputs import InputHasher
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -201,9 +204,45 @@ def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) 
     return "\n".join(lines)
 
 
+def load_rules(rule: Any, params: Mapping[str, str] | None = None) -> Any:
+    """`scalec.load` the rule (a name or .scale path; a loaded rule passes through)."""
+    import scalec
+
+    if not isinstance(rule, (str, Path)):
+        return rule
+    if not hasattr(scalec, "load"):
+        raise StudySpecError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
+    return scalec.load(rule, params=dict(params) if params else None)
+
+
+def split_hp_specs(items: Sequence[str] | None, rules: Any) -> tuple[dict[str, float], list[HPRange]]:
+    """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
+    from scalec.parsing import parse_hp_specs
+    from scalec.runtime.studies.hp_grid import resolve_specs
+
+    specs = resolve_specs(parse_hp_specs(list(items) if items else None), rules.module.HP_SPACE, rules.name)
+    fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
+    return fixed, [s for s in specs if s.is_range or len(s.values) > 1]
+
+
+def check_shapes(rules: Any, configs: Sequence[Mapping[str, Any]]) -> None:
+    """Every config's shape inside the rule's declared axis ranges (duration from steps when needed)."""
+    for c in configs:
+        shaped, labels = dict(c), {}
+        if shaped.get("duration") is None and shaped.get("steps") is not None:
+            shaped["duration"] = int(shaped["steps"]) * int(shaped["batch"])
+            labels["duration"] = f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
+        check_shape(rules, shaped, labels)
+
+
 def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Train one run config with the bundled trainer (`scalec.runtime.trainer.train.train`) and return its summary."""
+    """Train one run config and return its summary: with the user's objective when the config names one
+    (`user_objective.run_objective`), else with the bundled trainer (`scalec.runtime.trainer.train.train`) on the
+    bundled GPT or the config's `model`."""
     from scalec.runtime.trainer.train import train
+
+    if config.get("objective"):
+        return run_objective(config, out_dir)
     from scalec.runtime.trainer.train_config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -218,6 +257,12 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     if "progress" in names:
         kwargs.setdefault("progress", False)
     summary = train(TrainConfig(**kwargs))
-    if dataclasses.is_dataclass(summary):
-        return dataclasses.asdict(summary)
-    return dict(summary)
+    out = dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else dict(summary)
+    binding = Path(out_dir) / "binding.json"
+    if config.get("model") and binding.is_file():  # your model: what the plan bound, folded and hooked
+        out["binding"] = json.loads(binding.read_text())
+    return out
+
+
+# The store keys each run on the hashes of the rule chain and corpus it reads (run_inputs), not just their names.
+train_run_fn.key_inputs = InputHasher  # type: ignore[attr-defined]

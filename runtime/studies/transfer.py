@@ -348,10 +348,13 @@ def run_transfer(
     run_fn: RunFn,
     on_record: Callable[[int, RunRecord], None] | None = None,
     title: str | None = None,
+    runner: Callable[[list[dict[str, Any]], RunStore], list[RunRecord]] | None = None,
 ) -> list[RuleResult]:
-    """Run (or reuse from `out/store`) every run of the study, analyse, and write transfer.{json,md,png}."""
+    """Run (or reuse from `out/store`) every run of the study, analyse, and write transfer.{json,md,png};
+    `runner(configs, store) -> records` replaces the in-process loop (`grid_study.grid_runner`: shared by workers)."""
     configs = transfer_configs(spec)
-    records = run_sweep(configs, RunStore(out / "store"), run_fn, on_record)
+    store = RunStore(out / "store")
+    records = runner(configs, store) if runner is not None else run_sweep(configs, store, run_fn, on_record)
     results = analyse(spec, records)
     out.mkdir(parents=True, exist_ok=True)
     (out / "transfer.json").write_text(json.dumps(to_json(spec, results), indent=2) + "\n")

@@ -2,13 +2,14 @@
 
 A checkpoint is plain data (tensors, numbers, strings, lists and dicts) read back with `weights_only=True`, so a
 crafted file cannot run code: it is refused in one line. It is written to a temporary file and moved into place
-with os.replace, so an interruption leaves either the old or the new checkpoint. A checkpoint that cannot be read
+with os.replace after an fsync (`atomic_io`), so an interruption or a full disk leaves either the old or the new
+checkpoint, and a failed write is one line naming the file and the space it needs. A checkpoint that cannot be read
 or does not fit the run is reported in one line and never deleted or overwritten.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from scalec.errors import ScalecError
+from scalec.runtime.atomic_io import write_bytes_atomic
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2  # 2: RNG states as tensors (weights_only); 1 held pickled numpy objects
@@ -82,9 +84,13 @@ def save_checkpoint(
         "rng": rng_state(),
         "extra": {k: extra.get(k) for k in EXTRA_KEYS},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialised in memory first: its size is known and a full disk is a plain OSError
+    torch.save(state, buffer)
+    write_bytes_atomic(
+        path,
+        buffer.getbuffer(),
+        fix="free some space and run the same command again: it resumes from the last checkpoint",
+    )
 
 
 def _is_number(value: Any, allow_none: bool = False) -> bool:

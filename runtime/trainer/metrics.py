@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
+from scalec.runtime.atomic_io import ReadError, parse_json, write_error, write_text_atomic
 
 # Dense bf16 peaks per device (design.md): H100 SXM / H200 989 TFLOP/s, A100 312 TFLOP/s.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -27,13 +27,6 @@ def peak_flops(device: Any) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` via a temporary file and os.replace (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _clean(value: Any) -> Any:
@@ -76,13 +69,14 @@ class MetricsLog:
         must be a JSON object with a whole-number `step` (only a last line cut short by an interruption is dropped)."""
         lines = self.path.read_text(errors="replace").splitlines()
         kept = []
+        fix = "fix or move the file away to resume, or pass another --out"
         for i, line in enumerate(lines, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines):
-                    continue  # the line an interruption cut short
-                record = None
+                record = parse_json(line, f"{self.path}:{i}", fix)
+            except ReadError:
+                if i == len(lines) and line.startswith("{") and len(line) < 4096:
+                    continue  # a record an interruption (or a full disk) cut short
+                raise
             at = record.get("step") if isinstance(record, dict) else None
             if not isinstance(at, int) or isinstance(at, bool):
                 raise MetricsError(
@@ -91,15 +85,17 @@ class MetricsLog:
                 )
             if at <= step:
                 kept.append(line)
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one record (must hold `step`)."""
         if self._file is not None:
-            self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-            self._file.flush()
+            line = json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as exc:  # a full disk: the resume drops the cut-short line
+                raise write_error(self.path, exc, len(line)) from None
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):

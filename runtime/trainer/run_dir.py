@@ -1,22 +1,24 @@
 """A run dir: config.json, plan.json, metrics.jsonl, checkpoint.pt and summary.json of one training run.
 
 One training process holds a run dir at a time (an fcntl lock on `.lock`; a second is refused in one line).
-Every file read back is checked against its schema before use: a file that does not fit is one line naming it
-and the fix, and nothing is deleted or overwritten.
+A run dir that cannot be written (a read-only folder) is opened read-only, so a finished run there is still
+reported. Every file read back is checked against its schema before use (`atomic_io.read_json`): a file that does
+not fit is one line naming it and the fix, and nothing is deleted or overwritten. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import errno
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
-from scalec.runtime.trainer.metrics import write_json_atomic
+from scalec.runtime.atomic_io import ReadError, read_json, write_json_atomic, write_text_atomic
 from scalec.runtime.trainer.train_config import RunSummary
 
 try:
@@ -32,8 +34,13 @@ class RunDirError(ScalecError):
     """A run dir that cannot be created, locked or read back."""
 
 
-def _unusable(path: Path, exc: OSError) -> RunDirError:
-    return RunDirError(f"error: --out {path} is not a writable folder ({exc.strerror or exc}); pass another --out")
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+FIX = "move the run dir away or pass another --out"
+
+
+def _unusable(path: Path, exc: OSError | str) -> RunDirError:
+    reason = exc if isinstance(exc, str) else exc.strerror or exc
+    return RunDirError(f"error: --out {path} is not a writable folder ({reason}); pass another --out")
 
 
 def _check_path(path: Path) -> None:
@@ -45,10 +52,17 @@ def _check_path(path: Path) -> None:
 
 
 class RunDir:
-    """A run dir's files, each read back validated. `open` creates and locks it; plain construction only reads."""
+    """A run dir's files, each read back validated. `open` creates and locks it; plain construction only reads
+    (`writable` False)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writable: bool = False) -> None:
         self.path = Path(path)
+        self.writable = writable
+
+    def require_writable(self) -> None:
+        """Refuse (one line) to go on in a run dir opened read-only."""
+        if not self.writable:
+            raise _unusable(self.path, "read-only")
 
     @classmethod
     @contextlib.contextmanager
@@ -62,7 +76,12 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=True)
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _unusable(path, exc) from None
+            if exc.errno not in READ_ONLY or not path.is_dir() or not (path / "config.json").is_file():
+                raise _unusable(path, exc) from None
+            fd = None
+        if fd is None:  # a read-only run dir: a finished run can still be reported; anything else refuses
+            yield cls(path, writable=False)
+            return
         try:
             if fcntl is not None:
                 try:
@@ -75,7 +94,7 @@ class RunDir:
                     ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            yield cls(path)
+            yield cls(path, writable=True)
         except BaseException:
             if created and [p.name for p in path.iterdir()] == [LOCK]:
                 (path / LOCK).unlink()
@@ -84,14 +103,11 @@ class RunDir:
         finally:
             os.close(fd)  # closing releases the lock; the file stays (unlinking it would race with a waiter)
 
-    def _read_json(self, name: str) -> Any:
-        path = self.path / name
+    def _read_json(self, name: str, fix: str = FIX, check: Any = None, what: str = "file") -> Any:
         try:
-            return json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirError(
-                f"error: {path} is unreadable ({type(exc).__name__}); move the run dir away or pass another --out"
-            ) from None
+            return read_json(self.path / name, fix, check, what)
+        except ReadError as exc:
+            raise RunDirError(str(exc)) from None
 
     def has_run(self) -> bool:
         """Whether a run was started here (config.json exists)."""
@@ -99,37 +115,34 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         """config.json as a dict of settings."""
-        data = self._read_json("config.json")
-        if not isinstance(data, dict):
-            raise RunDirError(
-                f"error: {self.path / 'config.json'} is not a training config (a JSON object of settings); "
-                "move the run dir away or pass another --out"
-            )
-        return data
+        return self._read_json(
+            "config.json",
+            check=lambda d: None if isinstance(d, dict) else "a JSON object of settings expected",
+            what="training config",
+        )
 
     def summary(self, total_steps: int) -> RunSummary | None:
         """The run's outcome if it is over (finished or diverged), checked against the schema and `total_steps`."""
         path = self.path / "summary.json"
         if not path.exists():
             return None
-        data = self._read_json("summary.json")
-        problem = _summary_problem(data, total_steps)
-        if problem is not None:
-            raise RunDirError(
-                f"error: {path} is not a run summary ({problem}); move it away to train the run again, "
-                "or pass another --out"
-            )
+        data = self._read_json(
+            "summary.json",
+            "move it away to train the run again, or pass another --out",
+            lambda d: _summary_problem(d, total_steps),
+            "run summary",
+        )
         return RunSummary(**data) if data["status"] in ("finished", "diverged") else None
 
     def write_json(self, name: str, data: Any) -> None:
-        """Write `name` atomically."""
+        """Write `name` atomically (WriteError, one line, when it cannot be)."""
+        self.require_writable()
         write_json_atomic(self.path / name, data)
 
     def write_text(self, name: str, text: str) -> None:
-        """Write `name` atomically."""
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.path / name)
+        """Write `name` atomically (WriteError, one line, when it cannot be)."""
+        self.require_writable()
+        write_text_atomic(self.path / name, text)
 
 
 def _summary_problem(data: Any, total_steps: int) -> str | None:
@@ -155,4 +168,8 @@ def _summary_problem(data: Any, total_steps: int) -> str | None:
             return f"{name}: {value!r} is not a {'count' if kind == 'int' else 'number'}"
     if data["steps"] > total_steps or (data["status"] == "finished" and data["steps"] != total_steps):
         return f"it says {data['status']} after {data['steps']} steps, but this run has {total_steps}"
+    if data["status"] == "finished" and not all(
+        data[k] is not None and math.isfinite(data[k]) for k in ("final_val_loss", "best_val_loss")
+    ):
+        return "it says finished, but its validation losses are not finite numbers"
     return None

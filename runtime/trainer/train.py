@@ -13,6 +13,7 @@ device), `checkpoint`, `metrics` (log, progress, throughput). The loop reads the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import torch.distributed as dist
 
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.plan.schedule import scale_lrs
+from scalec.runtime.trainer.byte_model import build_byte_model
 from scalec.runtime.trainer.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, restore, save_checkpoint
 from scalec.runtime.trainer.data import ByteData, resolve_corpus
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
@@ -34,6 +36,14 @@ from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.metrics import MetricsLog, Progress, Throughput, peak_flops
 from scalec.runtime.trainer.prefetch import Prefetcher
 from scalec.runtime.trainer.run_dir import RunDir
+from scalec.runtime.trainer.run_inputs import (
+    INPUT_FIELDS,
+    INPUT_NAMES,
+    RunInputsError,
+    check_planned,
+    loaded_rule_sha256,
+    prepared_sha256,
+)
 from scalec.runtime.trainer.step import StepReading, StepStats, train_step
 from scalec.runtime.trainer.train_config import RESUME_FREE, RunSummary, TrainConfig, TrainConfigError
 
@@ -106,7 +116,7 @@ class BatchSplit:
 class Trainee:
     """What the loop trains: the model, the callable that runs it (compiled and/or DDP-wrapped), the optimizer."""
 
-    model: GPT
+    model: GPT | Any  # the bundled GPT, or your model as a byte_model.ByteLM
     forward: Any
     ddp: Any
     optimizer: torch.optim.Optimizer
@@ -139,11 +149,27 @@ def _model_config(cfg: TrainConfig) -> GPTConfig:
         raise TrainConfigError(f"error: model shape: {exc}") from None
 
 
-def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
+def _load_rules(cfg: TrainConfig, rules: Any) -> Any:
     if rules is None:
         import scalec
 
         rules = scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+    return rules
+
+
+def _with_inputs(cfg: TrainConfig, rules: Any, corpus_folder: Path) -> TrainConfig:
+    """`cfg` with the hashes of the rule chain and corpus this run reads; a preset hash (a study's key) that the
+    inputs no longer match is refused in one line."""
+    actual = {
+        "rule_sha256": loaded_rule_sha256(rules, cfg.params, cfg.base),
+        "corpus_sha256": prepared_sha256(corpus_folder),
+        "model_sha256": cfg.model_sha256,
+    }
+    check_planned(cfg.to_dict(), actual, {"rule_sha256": cfg.rule, "corpus_sha256": cfg.corpus or "(default)"})
+    return dataclasses.replace(cfg, **actual)
+
+
+def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
     shape = {"n": cfg.width, "L": cfg.depth, "B": cfg.batch, "D": cfg.total_tokens(), "d_head": gcfg.head_dim}
     with torch.device("meta"):
         return make_plan(rules, GPT(gcfg), shape, hp=dict(cfg.hp) or None)
@@ -194,13 +220,26 @@ def _evaluate(forward: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], at
 
 
 def _check_resumable(run_dir: RunDir, cfg: TrainConfig) -> None:
-    """Refuse to resume a run dir whose config.json differs in anything that changes the result."""
+    """Refuse to resume a run dir whose config.json differs in anything that changes the result: a setting, or
+    the content of an input (the rule chain, the corpus, the model file)."""
     if cfg.resume == "never":
         raise TrainConfigError(
             f"error: {run_dir.path} already holds a run; pass --resume auto to continue it or another --out"
         )
     old, new = run_dir.config(), json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and old.get(k) != new.get(k))
+    changed = [k for k in INPUT_FIELDS if k in diff]
+    if changed:
+        what = {"rule_sha256": cfg.rule, "corpus_sha256": cfg.corpus or "(default)", "model_sha256": "--model"}
+        parts = [
+            f"{INPUT_NAMES[k]} {what[k]} ({'not recorded' if old.get(k) is None else str(old[k])[:12]} then, "
+            f"{str(new.get(k))[:12]} now)"
+            for k in changed
+        ]
+        raise RunInputsError(
+            f"error: {run_dir.path} was trained on other inputs: {'; '.join(parts)} changed since; resuming would "
+            "mix the two, so pass another --out to start over (the run there is kept as it is)"
+        )
     if diff:
         raise TrainConfigError(
             f"error: {run_dir.path} holds a run with different settings ({', '.join(diff)}); pass "
@@ -214,6 +253,11 @@ def train(cfg: TrainConfig, rules: Any = None, on_step: OnStep | None = None) ->
     `on_step(step, record)` is called after every optimizer step; `record` is the logged metrics at log steps
     and None between them (tests use it to interrupt a run).
     """
+    if cfg.objective is not None:
+        raise TrainConfigError(
+            "error: TrainConfig.objective is your own loop, which the bundled loop does not run; run it with "
+            "scalec.runtime.studies.user_objective.run_objective (scalec train/sweep --objective)"
+        )
     t_start = time.perf_counter()
     at = _placement(cfg.device)
     own_group = at.world > 1 and not dist.is_initialized()
@@ -250,28 +294,39 @@ def _train(
     split = _split_batch(cfg, at.world)
 
     # Everything that can refuse to run does so before the run dir is written.
-    ckpt = None
-    if run_dir is not None and run_dir.has_run():
-        _check_resumable(run_dir, cfg)
-        done = run_dir.summary(total)
-        if done is not None:
-            return done
-        if (run_dir.path / CHECKPOINT).exists():
-            ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
-    gcfg = _model_config(cfg)
-    plan = _make_plan(cfg, rules, gcfg)
     if at.main:
         folder = resolve_corpus(cfg.corpus)
     if at.world > 1:
         dist.barrier()  # rank 0 fetches / prepares the corpus once; the others then find it prepared
     if not at.main:
         folder = resolve_corpus(cfg.corpus, fetch=False)
+    rules = _load_rules(cfg, rules)
+    cfg = _with_inputs(cfg, rules, folder)
+    ckpt = None
+    if run_dir is not None and run_dir.has_run():
+        _check_resumable(run_dir, cfg)
+        done = run_dir.summary(total)
+        if done is not None:
+            return done
+        run_dir.require_writable()
+        if (run_dir.path / CHECKPOINT).exists():
+            ckpt = load_checkpoint(run_dir.path / CHECKPOINT, total)
+    elif run_dir is not None and at.main:
+        run_dir.require_writable()
+    if cfg.model is None:
+        gcfg = _model_config(cfg)
+        plan = _make_plan(cfg, rules, gcfg)
     data = ByteData(folder, cfg.seq_len, cfg.seed)
 
-    model = GPT(gcfg, plan.multipliers).to(at.device)
-    torch.manual_seed(cfg.seed)
-    plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
-    optimizer = build_optimizer(plan, model, at.device)
+    binding = None
+    if cfg.model is None:
+        model = GPT(gcfg, plan.multipliers).to(at.device)
+        torch.manual_seed(cfg.seed)
+        plan.init_(model, generator=torch.Generator(device=at.device).manual_seed(cfg.seed))
+    else:  # your model: bound, planned, initialised and hooked on the CPU (byte_model)
+        example = data.eval_batches(1, 2)[0].x
+        model, plan, binding = build_byte_model(cfg, rules, example, at.device)
+    optimizer = build_optimizer(plan, model if binding is None else model.model, at.device)
     if ckpt is not None:
         restore(ckpt, model, optimizer)
     compile_ = cfg.compile and at.device.type == "cuda"  # inductor on CPU costs more than it saves here
@@ -282,7 +337,11 @@ def _train(
     try:
         if at.main and run_dir is not None:
             run_dir.write_json("config.json", cfg.to_dict())
-            run_dir.write_text("plan.json", plan.to_json() + "\n")
+            if binding is None:
+                run_dir.write_text("plan.json", plan.to_json() + "\n")
+            else:  # what the plan bound, folded and hooked, also on its own
+                run_dir.write_json("plan.json", {**plan.to_dict(), "binding": binding})
+                run_dir.write_json("binding.json", binding)
         loop = _Loop(cfg, at, trainee, data, split, run_dir, ckpt, t_start)
     except BaseException:
         log.close()

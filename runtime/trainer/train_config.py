@@ -30,7 +30,7 @@ class TrainConfig:
     params: dict[str, str] = field(default_factory=dict)
     base: dict[str, float] = field(default_factory=dict)
     seq_len: int = 256
-    head_dim: int = 32
+    head_dim: int | None = 32  # None: a --model's own (config.head_dim / head_dim attribute)
     n_heads: int | None = None
     qk_norm: bool = False
     mlp_ratio: float = 3.0
@@ -52,12 +52,23 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     peak_flops: float | None = None  # per device, for MFU; None = detect known GPUs
+    model: str | None = None  # your model FILE.py:FUNC, FUNC(width, depth) -> nn.Module (byte ids -> logits)
+    roles: dict[str, str] = field(default_factory=dict)  # {glob: role} for --model (default: a preset, else inferred)
+    objective: str | None = None  # your training function FILE.py:FUNC(model, optimizer, run) -> final loss
+    objective_sha256: str | None = None  # content hash of the --objective file
+    # What the run reads beyond these settings, as content hashes (run_inputs.py): the trainer fills them in,
+    # records them in config.json and refuses a resume whose inputs changed; a study presets them (its store key).
+    rule_sha256: str | None = None  # the rule's `extends` chain with the params and base overrides
+    corpus_sha256: str | None = None  # the prepared corpus's bytes
+    model_sha256: str | None = None  # a user model file (--model FILE.py:FUNC); None for the bundled GPT
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):
             self.resume = "auto" if self.resume else "never"
+        if self.head_dim is None and self.model is None:
+            raise TrainConfigError("error: --head-dim is needed for the bundled GPT")
         for name in ("width", "depth", "batch", "seq_len", "head_dim", "eval_batches"):
-            if int(getattr(self, name)) <= 0:
+            if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
                 raise TrainConfigError(f"error: --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.resume not in ("auto", "never"):
             raise TrainConfigError(f"error: --resume must be auto or never, got {self.resume!r}")
@@ -72,7 +83,11 @@ class TrainConfig:
                 f"error: --batch {self.batch} tokens is not a multiple of --seq-len "
                 f"{self.seq_len}; batch counts tokens per step"
             )
-        if self.width % (self.width // self.n_heads if self.n_heads else self.head_dim):
+        if self.objective is not None and self.model is None:
+            raise TrainConfigError("error: --objective trains a --model FILE.py:FUNC; pass --model too")
+        if self.roles and self.model is None:
+            raise TrainConfigError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
+        if self.model is None and self.width % (self.width // self.n_heads if self.n_heads else self.head_dim):
             raise TrainConfigError(f"error: --width {self.width} is not a multiple of --head-dim {self.head_dim}")
         if self.total_steps() < 1:
             raise TrainConfigError(
@@ -89,8 +104,10 @@ class TrainConfig:
         return int(self.duration) if self.steps is None else self.total_steps() * int(self.batch)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (config.json)."""
-        return dataclasses.asdict(self)
+        """Plain data (config.json); the OPTIONAL_KEYS left out while unset, so the configs (and run-dir names) of
+        runs made before those settings existed stay the same."""
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if not (k in OPTIONAL_KEYS and v in (None, {}))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -101,6 +118,9 @@ class TrainConfig:
             raise TrainConfigError(f"error: unknown training setting(s) {unknown}; known: {sorted(names)}")
         return cls(**data)
 
+
+# Settings added after run dirs existed: written only when set (to_dict).
+OPTIONAL_KEYS = ("model", "roles", "model_sha256", "objective", "objective_sha256", "rule_sha256", "corpus_sha256")
 
 # Settings that may differ between an interrupted run and its resumption without changing the result.
 RESUME_FREE = (

@@ -178,11 +178,15 @@ def register(app: typer.Typer) -> None:
         for line in summary_lines(cmp.sections):
             console.print(f"  {line}", markup=False)
         if empirical:
+            from scalec.runtime.studies.coord_subject import record_binding
+
             out = out or Path("report")
             results = []
             with torch_threads(threads):
                 for s, cfg in zip(cmp.sections, configs, strict=True):
                     s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
+                    if subject is not None:  # the binding (roles, folds, hooks) next to each rule's check
+                        record_binding(out / _folder(s.label) / "coord_check.json", subject, s.rules, cfg, model)
                     results.append((s.label, s.coord))
             for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))

@@ -16,6 +16,7 @@ from scalec.commands._options import real, whole
 from scalec.compiler.hp_domains import domain_violation
 from scalec.errors import ScalecError
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
+from scalec.runtime.atomic_io import check_output_dir
 
 STATUS_STYLE = {"pass": "green", "lazy": "yellow", "unstable": "bold red", "diverged": "bold red"}
 
@@ -204,6 +205,7 @@ def register(app: typer.Typer) -> None:
         import scalec
 
         parse_hp_specs(hp)  # every number is checked before the rule compiles
+        check_output_dir(out)  # an output folder that cannot be written is refused before any training
         subject = model_subject(model, roles)
         rules = scalec.load(rule, parse_params(param) or None)
         cfg = build_config(
@@ -226,6 +228,10 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         with torch_threads(threads):
             result, plots = run_and_save(rules, cfg, data, out, rule, subject)
+        if subject is not None:  # what the plan bound, folded and hooked, per model built
+            from scalec.runtime.studies.coord_subject import record_binding
+
+            record_binding(out / "coord_check.json", subject, rules, cfg, model)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)

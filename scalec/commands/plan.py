@@ -1,13 +1,15 @@
-"""`scalec plan`: the per-parameter plan (init, AdamW settings, multipliers) of a rule on a model shape."""
+"""`scalec plan`: the per-parameter plan (init, AdamW settings, multipliers) of a rule on a model shape (the
+bundled GPT, an HF model, or your model FILE.py:FUNC with its binding)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import whole
+from scalec.commands._options import Roles, whole
 from scalec.errors import ScalecError
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 
@@ -87,7 +89,11 @@ def register(app: typer.Typer) -> None:
         rule: Annotated[str, typer.Argument(help="Bundled rule (sp, mup, completep, completedp, ...) or .scale path.")],
         width: Annotated[int, typer.Option("--width", parser=whole(), help="Model width n (d_model).")],
         depth: Annotated[int, typer.Option("--depth", parser=whole(), help="Residual blocks L.")],
-        model: Annotated[str, typer.Option("--model", help="gpt (bundled), hf-gpt2 or hf-llama.")] = "gpt",
+        model: Annotated[
+            str,
+            typer.Option("--model", help="gpt (bundled), hf-gpt2, hf-llama, or your model FILE.py:FUNC(width, depth)."),
+        ] = "gpt",
+        roles: Roles = None,
         batch: Annotated[str | None, typer.Option("--batch", help="Tokens per step B (default: base).")] = None,
         duration: Annotated[str | None, typer.Option("--duration", help="Training tokens D (default: base).")] = None,
         heads: Annotated[
@@ -125,14 +131,29 @@ def register(app: typer.Typer) -> None:
         import scalec
         from scalec.runtime.plan.planner import make_plan
 
-        if model not in MODELS:
-            raise PlanCommandError(f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)}")
+        if model not in MODELS and ":" not in model:
+            raise PlanCommandError(
+                f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)} or FILE.py:FUNC (your model)"
+            )
+        if roles is not None and model in MODELS:
+            raise PlanCommandError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
         if heads is not None and head_dim is not None:
             raise PlanCommandError("error: give --heads or --head-dim, not both")
         if heads is not None:
             if width % heads:
                 raise PlanCommandError(f"error: --width {width} is not divisible by --heads {heads}")
             head_dim = width // heads
+        if model not in MODELS:
+            given = {"--applied": applied, "--fold/--no-fold": fold, "--intermediate": intermediate}
+            given.update({"--kv-heads": kv_heads, "--qk-norm": qk_norm or None, "--vocab": None if vocab == 256 else 1})
+            ignored = [name for name, value in given.items() if value is not None]
+            if ignored:
+                raise PlanCommandError(
+                    f"error: {', '.join(ignored)} describe the bundled or HF models; your model's plan leaves the "
+                    "multipliers hooks apply to hooks and folds the rest (as the studies train it)"
+                )
+            _plan_user_model(rule, model, roles, width, depth, head_dim, batch, duration, base, hp, param, as_json)
+            return
         head_dim = head_dim or 32
         if width % head_dim:
             raise PlanCommandError(f"error: --width {width} is not a multiple of the head dimension {head_dim}")
@@ -156,6 +177,46 @@ def register(app: typer.Typer) -> None:
         _print_table(result)
 
 
+def _plan_user_model(
+    rule: str,
+    model: str,
+    roles: Any,
+    width: int,
+    depth: int,
+    head_dim: int | None,
+    batch: str | None,
+    duration: str | None,
+    base: list[str] | None,
+    hp: list[str] | None,
+    param: list[str] | None,
+    as_json: bool,
+) -> None:
+    """`scalec plan RULE --model FILE.py:FUNC`: the plan of your model (built on the meta device) as the studies
+    make it, the multipliers hooks apply left to them, the rest folded; plus the binding (roles, folds, hooks)."""
+    import scalec
+    from scalec.runtime.studies.user_model import UserModel, binding_record, load_function, load_roles
+
+    hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
+    user = UserModel(load_function(model), load_roles(roles) if roles is not None else None, label=model)
+    rules = scalec.load(rule, params=params or None, base=bases or None)
+    hps = parse_hp_values(hp_specs, rules, "plan") or None
+    axes = {k: float(parse_int(v, f"--{n}")) for k, n, v in (("B", "batch", batch), ("D", "duration", duration)) if v}
+    _, result = user.plan(rules, width, depth, hps, head_dim, axes)
+    binding = {**binding_record(result), "model": model, "model_sha256": _sha(model)}
+    if as_json:
+        typer.echo(json.dumps({**result.to_dict(), "binding": binding}, indent=2))
+        return
+    _print_table(result)
+    for site, hook in binding["hooks"].items():
+        console.print(f"hook {site}: x {hook['factor']:.6g} (applied by a forward hook)", markup=False)
+
+
+def _sha(spec: str) -> str:
+    from scalec.runtime.studies.user_model import file_sha256
+
+    return file_sha256(spec.rpartition(":")[0])
+
+
 def _print_table(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -163,7 +224,11 @@ def _print_table(result: Any) -> None:
     axes = ", ".join(f"{k}={v:g}" for k, v in result.axes.items())
     table = Table(title=f"{result.rule} plan at {axes}", title_justify="left", box=None, pad_edge=False)
     table.add_column("parameter", no_wrap=True)
-    for col in ("shape", "role", "optimizer", "init", "lr", "wd", "betas/momentum", "eps", "mult"):
+    # wd (torch): what torch's optimizer receives (a per-step shrink lr_t * wd); wd (rule): the rule's own value
+    # where its convention differs (independent decay: the shrink per step, wd (torch) x lr).
+    independent = any(e.decay != "coupled" for e in result.entries)
+    cols = ("shape", "role", "optimizer", "init", "lr", "wd (torch)", *(("wd (rule)",) if independent else ()))
+    for col in (*cols, "betas/momentum", "eps", "mult"):
         table.add_column(col, justify="left" if col in ("shape", "role") else "right", no_wrap=True)
     for e in result.entries:
         name = e.name + (f" (= {', '.join(e.tied_with)})" if e.tied_with else "")
@@ -180,6 +245,7 @@ def _print_table(result: Any) -> None:
             init,
             _fmt(e.lr),
             _fmt(e.weight_decay),
+            *((_fmt(e.weight_decay_rule) if e.weight_decay_rule is not None else "-",) if independent else ()),
             betas,
             _fmt(e.eps) if e.eps is not None else "-",
             _fmt(e.mult),

@@ -44,8 +44,9 @@ def check_cmd(
     files: Annotated[list[str], typer.Argument(help="Rule files or bundled names.")],
     param: Annotated[list[str] | None, typer.Option("--param", help="Override a param, e.g. alpha=1/2.")] = None,
 ) -> None:
-    """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata)."""
-    from scalec.compiler.analysis import desiderata
+    """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata, expectations); exit 1
+    when a file has an error or breaks one of its `expect` lines."""
+    from scalec.compiler.expectations import LEVELS
     from scalec.compiler.parameterisation import compile_ir
     from scalec.compiler.region import region_lines
 
@@ -57,11 +58,23 @@ def check_cmd(
             err_console.print(format_error(exc), markup=False)
             failed += 1
             continue
-        d = desiderata(ir)
+        broken = report.broken
+        failed += bool(broken)
+        status = "[red]FAIL[/red]" if broken else "[green]ok[/green]"
         console.print(
-            f"[green]ok[/green] {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
-            f"width: {d.width_class}; depth: {d.depth_class}"
+            f"{status} {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
+            f"width: {report.width_class}; depth: {report.depth_class}"
         )
+        held = [f"{e.area}: {e.level}" for e in report.expectations if e.holds]
+        if held:
+            console.print(f"  expect {', '.join(held)}: holds", markup=False)
+        for e in broken:
+            for line in e.broken:
+                console.print(f"  broken: {e.where}: expect {e.area}: {e.level}: {line}", markup=False)
+        covered = {a for e in broken for a in LEVELS[e.area][e.level].areas}
+        for line in report.failures:  # every failed desideratum the classes above refer to, and the rest
+            if line.split(" / ", 1)[0] not in covered:
+                console.print(f"  fails: {line}", markup=False)
         for line in region_lines(ir):
             console.print(f"  region: {line}", markup=False)
         for w in report.warnings:
@@ -114,14 +127,13 @@ def check_output_file(path: Path, option: str) -> None:
 
 def write_atomic(path: Path, text: str, option: str) -> None:
     """Write through a temporary file beside `path`, then rename; on failure nothing is left behind."""
+    from scalec.runtime.atomic_io import WriteError, write_text_atomic
+
     check_output_file(path, option)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputPathError(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
+        write_text_atomic(path, text, fix=f"pass a writable {option} path")
+    except WriteError as exc:
+        raise OutputPathError(f"{exc}".replace("error: cannot write", f"error: {option}: cannot write", 1)) from None
 
 
 @guarded
@@ -217,7 +229,10 @@ def show_cmd(
             row = table.get(role, label)
             shown = dict.fromkeys(f"{getattr(v, kind):.6g}" for v in per_block)
             text = " .. ".join(shown) + (" (blocks 0 .. L-1)" if len(shown) > 1 else "")
-            t.add_row(role, kind, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+            # weight decay in the rule's own convention: name it when it is not torch's (plan's wd (torch) = / lr)
+            decay = getattr(values, "decay", "coupled")
+            name = f"{kind} ({decay})" if kind == "weight_decay" and decay != "coupled" else kind
+            t.add_row(role, name, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
         t.add_section()
     sites = p.sites(shape, hparams).as_dict()
     for site, value in sites.items():
@@ -229,5 +244,23 @@ def show_cmd(
         f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
     )
     console.print(t)
+    for line in declared_role_lines(p.ir):
+        console.print(line, markup=False)
     for line in region_lines(p.ir):
         console.print(f"feasible region: {line}", markup=False)
+
+
+def declared_role_lines(ir) -> list[str]:
+    """Where each rule of a declared role (`new role NAME: KIND [in blocks]`) came from, one line per target."""
+    lines = []
+    for role, info in ir.role_table.items():
+        if info.declared is None:
+            continue
+        place = ", in blocks" if info.in_blocks else ""
+        lines.append(f"new role {role} ({info.kind}{place}; {info.declared.path}:{info.declared.line}):")
+        derived = dict(info.derivation)
+        for kind, rule in ir.roles[role].items():
+            chain = [f"{o.short()} {o.text}" + (f" ({derived[kind]})" if o.line == info.declared.line and
+                     o.path == info.declared.path and kind in derived else "") for o in rule.origins]  # fmt: skip
+            lines.append(f"  {kind}: {'; '.join(chain) or 'default'}")
+    return lines

@@ -10,25 +10,8 @@ from typing import Annotated
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import (
-    Batch,
-    Corpus,
-    Depth,
-    Device,
-    Duration,
-    EvalBatches,
-    EvalEvery,
-    HeadDim,
-    Params,
-    QkNorm,
-    RuleArg,
-    SeqLen,
-    Steps,
-    Width,
-    run_args,
-)
+from scalec.commands._options import RuleArg, StudyOptions, study_options
 from scalec.commands._progress import StudyProgress
-from scalec.commands.sweep import SweepArgsError, check_shapes, load_rules, split_hp_specs
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +19,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     @guarded
+    @study_options(seed=(Annotated[int, typer.Option(help="Training seed of every trial.")], 0))
     def search_cmd(
         rule: RuleArg,
         space: Annotated[
@@ -70,75 +54,23 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
         out: Annotated[Path, typer.Option(help="Search dir: run store, journal, worker logs.")] = Path("sweeps/search"),
-        width: Width = 128,
-        depth: Depth = 2,
-        batch: Batch = "4096",
-        duration: Duration = None,
-        steps: Steps = None,
-        seq_len: SeqLen = 128,
-        head_dim: HeadDim = 32,
-        qk_norm: QkNorm = False,
-        param: Params = None,
-        seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
         sampler_seed: Annotated[int, typer.Option(help="Sampler seed (worker k uses seed + k).")] = 0,
-        device: Device = "auto",
-        corpus: Corpus = None,
-        eval_every: EvalEvery = None,
-        eval_batches: EvalBatches = None,
+        options: StudyOptions = None,  # type: ignore[assignment]  # the shared run settings (study_options)
     ) -> None:
-        """Minimise final validation loss over the chosen HPs, starting from the rule's defaults (trial 0).
-        Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid locally) and
-        retried once with the same parameters, resuming its run from the store."""
-        from scalec.parsing import parse_params
+        """Minimise final validation loss (or --objective's value) over the chosen HPs, starting from the rule's
+        defaults (trial 0). Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid
+        locally) and retried once with the same parameters, resuming its run from the store."""
         from scalec.runtime.studies.search import run_search
-        from scalec.runtime.studies.search_samplers import SAMPLERS
-        from scalec.runtime.studies.search_settings import Dim, SearchSettings, default_dims
-        from scalec.runtime.studies.sweep import fmt_value
-        from scalec.runtime.trainer.gpt import ROLES
+        from scalec.runtime.studies.search_settings import SearchError
+        from scalec.runtime.studies.studies import search_settings
+        from scalec.runtime.studies.sweep import fmt_value, load_rules
 
-        if sampler not in SAMPLERS:
-            raise SweepArgsError(f"error: --sampler {sampler}: unknown; choose one of {', '.join(SAMPLERS)}")
         if trials < 1 or workers < 1:
-            raise SweepArgsError("error: --trials and --workers must be at least 1")
-        params = parse_params(param)
-        rules = load_rules(rule, params)
-        fixed_hp, ranges = split_hp_specs(hp, rules)
-        roles = [r for r in ROLES if r != "qk_norm" or qk_norm]
-        patterns = [p.strip() for p in space.split(",") if p.strip()]
-        dims = {d.name: d for d in default_dims(rules.module.HP_SPACE, patterns, roles) if d.name not in fixed_hp}
-        for r in ranges:
-            if not r.is_range:
-                raise SweepArgsError(f"error: --hp '{r.text}': search takes a range NAME=LO..HI or one fixed value")
-            spec = rules.module.HP_SPACE[r.name]
-            dims[r.name] = Dim(
-                r.name,
-                r.low,
-                r.high,
-                r.scale == "log",
-                spec.default if r.low <= spec.default <= r.high else None,
-            )
-        if not dims:
-            raise SweepArgsError("error: --space: nothing left to search once the fixed --hp values are removed")
-        fixed = run_args(
-            rule,
-            width=width,
-            depth=depth,
-            batch=batch,
-            duration=duration,
-            steps=steps,
-            seq_len=seq_len,
-            head_dim=head_dim,
-            qk_norm=qk_norm,
-            params=params,
-            hp=fixed_hp,
-            seed=seed,
-            device=device,
-            corpus=corpus,
-            eval_every=eval_every,
-            eval_batches=eval_batches,
-        ).config()
-        check_shapes(rules, [fixed])
-        settings = SearchSettings(list(dims.values()), fixed, trials, str(out), sampler, storage, study, sampler_seed)
+            raise SearchError("error: --trials and --workers must be at least 1")
+        rules = load_rules(rule, options.params())
+        run = options.run_args(rule, {})
+        settings = search_settings(rules, run, out, space, hp or [], sampler, trials, storage, study, sampler_seed)
+        dims = [d.name for d in settings.dims]
         console.print(
             f"search: {settings.study_name()} | {sampler} | {trials} trials | {workers} worker(s) | "
             f"{len(dims)} HPs: {', '.join(dims)}",
@@ -166,4 +98,5 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         hp_text = " ".join(f"--hp '{k}={v:.6g}'" for k, v in result.best_params.items())
-        console.print(f"best: final val loss {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)
+        what = "objective" if options.objective else "final val loss"
+        console.print(f"best: {what} {result.best_value:.4f} with {hp_text}", markup=False, soft_wrap=True)

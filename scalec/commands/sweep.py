@@ -10,61 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import (
-    Batch,
-    Corpus,
-    Depth,
-    Device,
-    Duration,
-    EvalBatches,
-    EvalEvery,
-    HeadDim,
-    Params,
-    QkNorm,
-    RuleArg,
-    SeqLen,
-    Steps,
-    Width,
-    run_args,
-    whole,
-)
+from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
-from scalec.errors import ScalecError
-
-
-class SweepArgsError(ScalecError):
-    """A malformed sweep/search/transfer argument."""
-
-
-def load_rules(rule: str, params: dict[str, str]) -> Any:
-    """`scalec.load` the rule (one-line error when the compiler is not available)."""
-    import scalec
-
-    if not hasattr(scalec, "load"):
-        raise SweepArgsError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
-    return scalec.load(rule, params=params or None)
-
-
-def split_hp_specs(items: list[str] | None, rules: Any) -> tuple[dict[str, float], list[Any]]:
-    """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
-    from scalec.parsing import parse_hp_specs
-    from scalec.runtime.studies.hp_grid import resolve_specs
-
-    specs = resolve_specs(parse_hp_specs(items), rules.module.HP_SPACE, rules.name)
-    fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
-    return fixed, [s for s in specs if s.is_range or len(s.values) > 1]
-
-
-def check_shapes(rules: Any, configs: list[dict[str, Any]]) -> None:
-    """Every config's shape inside the rule's declared axis ranges (duration from steps when needed)."""
-    from scalec.runtime.studies.sweep import check_shape
-
-    for c in configs:
-        shaped, labels = dict(c), {}
-        if shaped.get("duration") is None and shaped.get("steps") is not None:
-            shaped["duration"] = int(shaped["steps"]) * int(shaped["batch"])
-            labels["duration"] = f"--steps {shaped['steps']} (= {shaped['duration']} tokens at --batch {c['batch']})"
-        check_shape(rules, shaped, labels)
+from scalec.runtime.atomic_io import check_output_dir
 
 
 def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
@@ -110,6 +58,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     @guarded
+    @study_options()
     def sweep_cmd(
         rule: RuleArg,
         hp: Annotated[
@@ -126,86 +75,37 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seeds: Annotated[int, typer.Option(parser=whole(), help="Seeds per HP point.")] = 1,
         out: Annotated[Path, typer.Option(help="Sweep dir (run store; rerun to resume).")] = Path("sweeps/sweep"),
-        width: Width = 128,
-        depth: Depth = 2,
-        batch: Batch = "4096",
-        duration: Duration = None,
-        steps: Steps = None,
-        seq_len: SeqLen = 128,
-        head_dim: HeadDim = 32,
-        qk_norm: QkNorm = False,
-        param: Params = None,
-        seed: Annotated[int, typer.Option(help="First seed.")] = 0,
         sample_seed: Annotated[int, typer.Option(help="Seed of --random sampling.")] = 0,
-        device: Device = "auto",
-        corpus: Corpus = None,
-        eval_every: EvalEvery = None,
-        eval_batches: EvalBatches = None,
         top: Annotated[int | None, typer.Option(help="Show only the best K rows.")] = None,
+        workers: Workers = 1,
+        storage: Storage = None,
+        study: StudyName = None,
+        options: StudyOptions = None,  # type: ignore[assignment]  # the shared run settings (study_options)
     ) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
-        rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config."""
-        from scalec.parsing import parse_params
-        from scalec.runtime.studies.run_store import RunStore
-        from scalec.runtime.studies.sweep import (
-            SweepSpec,
-            best_row,
-            rows_markdown,
-            run_sweep,
-            summarize,
-            sweep_configs,
-            train_run_fn,
-        )
+        rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config.
+        --model FILE.py:FUNC trains your model in the bundled loop, --objective FILE.py:FUNC with your own."""
+        from scalec.runtime.studies.studies import shared_runner, sweep_study
+        from scalec.runtime.studies.sweep import best_row, load_rules
 
-        if seeds < 1 or (random is not None and random < 1):
-            raise SweepArgsError("error: --seeds and --random must be at least 1")
-        params = parse_params(param)
-        rules = load_rules(rule, params)
-        fixed_hp, swept = split_hp_specs(hp, rules)
-        if random is None:
-            for s in swept:
-                s.grid()  # a range without a point count is an error before anything runs
-        fixed = run_args(
-            rule,
-            width=width,
-            depth=depth,
-            batch=batch,
-            duration=duration,
-            steps=steps,
-            seq_len=seq_len,
-            head_dim=head_dim,
-            qk_norm=qk_norm,
-            params=params,
-            hp=fixed_hp,
-            seed=seed,
-            device=device,
-            corpus=corpus,
-            eval_every=eval_every,
-            eval_batches=eval_batches,
-        ).config()
-        configs = sweep_configs(SweepSpec(fixed, swept, random, seeds, sample_seed))
-        check_shapes(rules, configs)
-        names = [s.name for s in swept]
-        store = RunStore(out)
-        console.print(
-            f"sweep: {len(configs)} runs ({len(configs) // seeds} points x {seeds} seeds) in {out}",
-            markup=False,
-            soft_wrap=True,
-        )
+        check_output_dir(out)  # a folder that cannot hold the store is refused before any training
+        rules = load_rules(rule, options.params())
+        checked = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
+        n, names = len(checked.configs), checked.names
+        console.print(f"sweep: {n} runs ({n // seeds} points x {seeds} seeds) in {out}", markup=False, soft_wrap=True)
         t0 = [time.perf_counter()]
-        with StudyProgress("sweep", len(configs)) as bar:
+        with StudyProgress("sweep", n) as bar:
 
             def report(i: int, record: Any) -> None:
-                bar.advance(fmt_record(i, len(configs), record, names, t0[0]))
+                bar.advance(fmt_record(i, n, record, names, t0[0]))
                 t0[0] = time.perf_counter()
 
-            records = run_sweep(configs, store, train_run_fn, report)
-        rows = summarize(records)
+            rows = checked.run(report, shared_runner(workers, storage, study, bar.update))
         print_rows(rows, names, top)
-        (out / "sweep.md").write_text(rows_markdown(rows, names) + "\n")
         best = best_row(rows)
         if best is None:
             console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)
             raise typer.Exit(2)
         hp_text = " ".join(f"--hp {k}={v:.6g}" for k, v in sorted(best.hp.items()))
-        console.print(f"best: final val loss {best.loss:.4f} with {hp_text}", markup=False, soft_wrap=True)
+        what = "objective" if options.objective else "final val loss"
+        console.print(f"best: {what} {best.loss:.4f} with {hp_text}", markup=False, soft_wrap=True)

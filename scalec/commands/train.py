@@ -1,4 +1,4 @@
-"""`scalec train RULE ...`: train the bundled GPT under a rule's plan (data-parallel under torchrun)."""
+"""`scalec train RULE ...`: train the bundled GPT, or your model, under a rule's plan (data-parallel under torchrun)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,28 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.commands._options import Depth, Device, QkNorm, RuleArg, real, whole
+from scalec.commands._options import Depth, Device, Model, Objective, QkNorm, Roles, RuleArg, real, whole
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
+
+# What a run of your objective reads (the bundled loop's own settings do not reach it).
+RUN_KEYS = ("rule", "width", "depth", "batch", "duration", "steps", "hp", "params", "base", "head_dim", "seed")
+RUN_KEYS += ("device", "model", "roles", "model_sha256", "objective", "objective_sha256")
+
+
+def _finished_objective(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the same objective run already finished in `out` (then it is not run again), else None."""
+    try:
+        same = json.loads((out / "config.json").read_text()) == json.loads(json.dumps(config))
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if same and summary.get("status") in ("finished", "diverged") else None
 
 
 def default_out(cfg: Any) -> str:
@@ -43,8 +58,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seq_len: Annotated[int, typer.Option(parser=whole(), help="Sequence length T.")] = 256,
         head_dim: Annotated[
-            int, typer.Option(parser=whole(), help="Attention head dimension (heads = width / head_dim).")
-        ] = 32,
+            int | None,
+            typer.Option(
+                parser=whole(),
+                help="Attention head dimension (heads = width / head_dim); default 32, or --model's own.",
+            ),
+        ] = None,
         qk_norm: QkNorm = False,
         hp: Annotated[
             list[str] | None, typer.Option(help="HP override NAME=VALUE, e.g. eta=2^-7, lr\\[mlp.down]=2 (repeatable).")
@@ -76,10 +95,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to <out>/tb.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+        model: Model = None,
+        roles: Roles = None,
+        objective: Objective = None,
     ) -> None:
-        """Train the bundled GPT (bytes, Llama-style) with the rule's init, per-parameter AdamW settings and
-        forward multipliers; writes config.json, plan.json, metrics.jsonl, summary.json and a checkpoint."""
+        """Train the bundled GPT (bytes, Llama-style), or --model FILE.py:FUNC, with the rule's init, per-parameter
+        optimizer settings and forward multipliers; writes config.json, plan.json (with --model also binding.json:
+        roles, folds, hooks), metrics.jsonl, summary.json and a checkpoint."""
         import scalec
+        from scalec.runtime.studies.user_model import model_settings
         from scalec.runtime.trainer.train import train
         from scalec.runtime.trainer.train_config import TrainConfig
 
@@ -87,6 +111,7 @@ def register(app: typer.Typer) -> None:
         tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
         rules = scalec.load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
+            **model_settings(model, roles, objective),
             rule=rule,
             width=width,
             depth=depth,
@@ -97,7 +122,7 @@ def register(app: typer.Typer) -> None:
             params=params,
             base=bases,
             seq_len=seq_len,
-            head_dim=head_dim,
+            head_dim=head_dim if head_dim is not None or model is not None else 32,
             qk_norm=qk_norm,
             seed=seed,
             device=device,
@@ -111,8 +136,23 @@ def register(app: typer.Typer) -> None:
             tensorboard=tensorboard,
             progress=not quiet,
         )
-        rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), d_head=head_dim)  # before any work
+        head = {"d_head": cfg.head_dim} if cfg.head_dim is not None else {}  # None: --model's own, read later
+        rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), **head)  # before any work
         cfg.out_dir = out or default_out(cfg)
+        if objective is not None:  # your loop: one run, as a sweep's, into the run dir
+            from scalec.runtime.studies.user_objective import run_objective
+
+            config = {k: v for k, v in cfg.to_dict().items() if k in RUN_KEYS}
+            done = _finished_objective(Path(cfg.out_dir), config) or run_objective(config, Path(cfg.out_dir))
+            loss = "n/a" if done["final_val_loss"] is None else f"{done['final_val_loss']:.4f}"
+            console.print(
+                f"{done['status']}: objective {loss} after {done['steps']} steps | {done['wall_s']:.1f}s | "
+                f"{cfg.out_dir}",
+                markup=False,
+            )
+            if done["status"] == "diverged":
+                raise typer.Exit(2)
+            return
         summary = train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:
             return

@@ -1,0 +1,92 @@
+"""`scalec derive`: a checked rule file from the desiderata (exact rational LPs, compiler/derive.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scalec.cli_support import err_console, guarded
+from scalec.parsing import parse_params
+
+
+def register(app: typer.Typer) -> None:
+    app.command("derive")(derive_cmd)
+
+
+@guarded
+def derive_cmd(
+    axes: Annotated[str, typer.Option("--axes", help="Axes that scale: width[,depth,batch,duration].")] = "width",
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw | sgd | muon (Muon on hidden matrices).")] = (
+        "adamw"
+    ),
+    gauge: Annotated[
+        str,
+        typer.Option(
+            "--gauge",
+            help="abc-symmetry gauge: table3 (no multipliers) | mup (readout multiplier) | unit (unit init, u-muP).",
+        ),
+    ] = "table3",
+    eps: Annotated[
+        str,
+        typer.Option(
+            "--eps",
+            help="eps policy: symmetry (the `mup` package) | fixed | gradient (Complete(d)P) | blocks (CompleteP).",
+        ),
+    ] = "symmetry",
+    decay: Annotated[str, typer.Option("--decay", help="Weight decay: coupled (torch) | independent.")] = "coupled",
+    adjust_lr: Annotated[
+        str, typer.Option("--adjust-lr", help="Muon's adjust_lr_fn: original | match_rms_adamw.")
+    ] = "original",
+    param: Annotated[list[str] | None, typer.Option("--param", help="Pin a param, e.g. alpha=1/2.")] = None,
+    name: Annotated[str, typer.Option("--name", help="The derived parameterisation's name.")] = "Derived",
+    extends: Annotated[
+        Path | None,
+        typer.Option("--extends", help="Derive the rules of the roles this file declares (`new role NAME: KIND`)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the rule file here.")] = None,
+) -> None:
+    """Derive a parameterisation's exponents from the desiderata and write a rule file that passes `scalec check`."""
+    import sympy
+
+    from scalec.commands.rules import check_output_file, write_atomic
+    from scalec.compiler.derive import DeriveError, DeriveSpec
+    from scalec.compiler.derive_emit import derive_file
+
+    if output is not None:
+        check_output_file(output, "-o")
+    params = parse_params(param)
+    unknown = set(params) - {"alpha"}
+    if unknown:
+        raise DeriveError(f"error: --param {', '.join(sorted(unknown))}: derive takes only alpha (the depth exponent)")
+    alpha = (sympy.Rational(1, 2), sympy.Integer(1))
+    if "alpha" in params:
+        alpha = (sympy.Rational(params["alpha"]),) * 2
+    if not name.isidentifier():
+        raise DeriveError(f"error: --name {name!r} is not a name; use letters, digits and _ (e.g. MyMuP)")
+    spec = DeriveSpec(
+        axes=tuple(a.strip() for a in axes.split(",") if a.strip()),
+        optimizer=optimizer,
+        gauge=gauge,
+        eps=eps,
+        decay=decay,
+        adjust_lr=adjust_lr,
+        alpha=alpha,
+        name=name,
+    )
+    if extends is not None:
+        from scalec.compiler.derive_extends import derive_extends
+
+        if output is not None and output.resolve().parent != extends.resolve().parent:
+            raise DeriveError(
+                f"error: -o {output}: write the derived file beside {extends} (its `extends` is resolved there)"
+            )
+        text = derive_extends(extends, spec)
+    else:
+        text = derive_file(spec)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    write_atomic(output, text, "-o")
+    err_console.print(f"wrote {output} ({name}; passes scalec check)")
