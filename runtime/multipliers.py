@@ -29,7 +29,6 @@ import torch
 
 from scalec.runtime.plan.binding import normalise_name, unwrap
 from scalec.runtime.plan.multiplier_hooks import MultiplierHookError, install, named_modules
-from scalec.runtime.trainer.gpt import GPT
 
 # What hooks apply: `multiplier_hooks.install`'s sites and role multipliers, plus the attention scale here.
 HOOKABLE: tuple[str, ...] = (
@@ -102,9 +101,8 @@ def _concerns_model(key: str, plan: Any) -> bool:
 
 
 def _model_applies(model: Any, plan: Any, model_applies: Collection[str] | str | None) -> set[str]:
-    if model_applies is None:  # what the model's class declares (make_plan's default), the bundled GPT everything
-        declared = set(getattr(type(unwrap(model)), "APPLIED_SITES", ()))
-        return set(plan.multipliers) if isinstance(unwrap(model), GPT) else declared
+    if model_applies is None:  # what the model's class declares (make_plan's default): the bundled GPT everything
+        return set(getattr(type(unwrap(model)), "APPLIED_SITES", ()))
     if isinstance(model_applies, str):
         if model_applies != "all":
             raise MultiplierHookError(
@@ -146,7 +144,7 @@ def apply_multipliers(
     docstring); returns the handles (`.remove()` restores the original forward).
 
     example: a batch of input ids, needed to prove the residual and attention hooks exact. model_applies: the
-    multipliers the model computes itself (default: its class's `APPLIED_SITES`; all for the bundled GPT).
+    multipliers the model computes itself (default: its class's `APPLIED_SITES`, everything for the bundled GPT).
     A model compiled before its hooks changed recompiles on its next call. The plan must have been made with
     those sites in `applied_sites`, or make_plan would have folded them."""
     todo = to_apply(model, plan, model_applies)
