@@ -50,6 +50,8 @@ def test_settings_added_later_stay_out_of_older_configs():
         "model_sha256",
         "objective",
         "objective_sha256",
+        "rule_sha256",
+        "corpus_sha256",
     }
     assert set(config) == old_fields  # so runs/<rule>_n<w>_L<d>_<hash> of an earlier run is found again
     assert TrainConfig(steps=3, model="m.py:build", head_dim=None).to_dict()["model"] == "m.py:build"
