@@ -151,7 +151,8 @@ def main() -> None:
             key = (e.lr, e.weight_decay, e.betas, e.eps)
             groups.setdefault(key, {"params": [], "lr": e.lr, "weight_decay": e.weight_decay, "betas": e.betas,
                                     "eps": e.eps})["params"].append(p)  # fmt: skip
-        return model, torch.optim.AdamW(list(groups.values()))
+        fused = bool(opt_api.defaults.get("fused"))  # the same AdamW kernel as the API's optimizer
+        return model, torch.optim.AdamW(list(groups.values()), fused=fused)
 
     model_direct, opt_direct = direct_setup()
     model_direct.load_state_dict(model_api.state_dict())

@@ -123,8 +123,8 @@ def test_a_muon_rule_returns_the_plan_optimizer_stepping_muon_and_adamw():
 
 
 def test_torch_options_reach_the_torch_optimizer():
-    opt = scalec.optimizer(Net(d=256), "mup", {"n": 256}, roles=ROLES, fold=True, foreach=False)
-    assert opt.defaults["foreach"] is False
+    opt = scalec.optimizer(Net(d=256), "mup", {"n": 256}, roles=ROLES, fold=True, fused=False, foreach=False)
+    assert opt.defaults["foreach"] is False and opt.defaults["fused"] is False
 
 
 REFUSALS = [
