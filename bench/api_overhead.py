@@ -108,6 +108,17 @@ def _median_interval(ratios: list[float], resamples: int = 2000) -> tuple[float,
     return medians[resamples // 20], medians[resamples - 1 - resamples // 20]
 
 
+def _total_interval(pairs: list[tuple[float, float]], resamples: int = 2000) -> tuple[float, float]:
+    """5th and 95th percentiles of sum(api) / sum(direct) over bootstrap resamples of the block pairs."""
+    rng = random.Random(0)
+    out = []
+    for _ in range(resamples):
+        pick = rng.choices(pairs, k=len(pairs))
+        out.append(sum(a for a, _ in pick) / sum(d for _, d in pick))
+    out.sort()
+    return out[resamples // 20], out[resamples - 1 - resamples // 20]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rule", default="completep")
@@ -188,6 +199,8 @@ def main() -> None:
     ratios = {c: [a / b for a, b in zip(times["api", c], times["direct", c], strict=True)] for c in ("cpu", "wall")}
     ratio = {c: statistics.median(r) for c, r in ratios.items()}
     band = {c: _median_interval(r) for c, r in ratios.items()}
+    pairs = list(zip(times["api", "cpu"], times["direct", "cpu"], strict=True))
+    totals = sum(a for a, _ in pairs) / sum(d for _, d in pairs), _total_interval(pairs)
     once = {k: statistics.median(v) for k, v in setup.items()}
     spread = (once["api"] - once["direct"]) / args.run_steps / step["direct", "cpu"]
     total = ratio["cpu"] - 1 + spread
@@ -202,6 +215,7 @@ def main() -> None:
     for c in ("cpu", "wall"):
         print(f"median {c} time per step: api {step['api', c] * 1e3:.2f} ms, direct {step['direct', c] * 1e3:.2f} ms; "
               f"ratio (median of blocks) {ratio[c]:.4f}, 90 % interval {band[c][0]:.4f}-{band[c][1]:.4f}")  # fmt: skip
+    print(f"ratio of total CPU time {totals[0]:.4f}, 90 % interval {totals[1][0]:.4f}-{totals[1][1]:.4f}")
     print(f"one-off setup (CPU): api {once['api'] * 1e3:.1f} ms (bind, plan, init, AdamW, hook proofs), direct "
           f"{once['direct'] * 1e3:.1f} ms (init, AdamW); spread over {args.run_steps} steps: "
           f"{spread * 100:+.3f} % per step")  # fmt: skip
