@@ -125,8 +125,8 @@ def _render(ir: ParameterisationIR, spec: DeriveSpec, d: Derivation, parent: Pat
     if "n" in axes:
         axes.add("d_head")
     lines = [
-        f"# Derived by `scalec derive --extends {_comment_safe(parent.name)} --axes {','.join(spec.axes)} --gauge {spec.gauge} "
-        f"--eps {spec.eps} --decay {spec.decay}` (scalec {__version__}).",
+        f"# Derived by `scalec derive --extends {_comment_safe(parent.name)} --axes {','.join(spec.axes)} "
+        f"--gauge {spec.gauge} --eps {spec.eps} --decay {spec.decay}` (scalec {__version__}).",
         "# Each factor takes the declared role's rule in the parent to the exponents the desiderata give (exact",
         "# rational LPs, compiler/derive.py); its comment names the constraints that bind it.",
         f"# gauge {spec.gauge}: {GAUGES[spec.gauge]}",

@@ -128,3 +128,40 @@ def test_head_dim_that_nothing_reveals_is_refused_when_the_rule_needs_it():
     assert sp.axes["d_head"] == 32
     with pytest.raises(PlanError, match="the shape says d_head=32 but the model has d_head=64"):
         make_plan(scalec.load("mup"), HeadDimModel(True), {"n": 128, "L": 1, "d_head": 32}, patterns=HEAD_PATTERNS)
+
+
+def _float_mlp(d: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+
+
+class FloatAttention(nn.Module):
+    """Float inputs (the default token probe cannot run it) and an attention call with head dimension 16."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.inp, self.qkv, self.out = nn.Linear(3, d), nn.Linear(d, 3 * d), nn.Linear(d, 1)
+        self.d = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        q, k, v = self.qkv(h).view(x.shape[0], x.shape[1], 3, self.d // 16, 16).unbind(2)
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.out(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.d))
+
+
+def test_inferred_roles_without_an_example_plan_when_a_static_trace_shows_no_attention():
+    """A float-input MLP cannot run on the default token probe; torch.fx traces it without inputs and finds no
+    attention call, so muP's d_head-dependent attention scale reaches no tensor: planned.  A model that does call
+    attention is still refused: its head dimension is unknown."""
+    plan = make_plan(
+        scalec.load("mup", fold=True), _float_mlp(64), {"n": 64, "L": 1}, preset="infer", base_model=_float_mlp(128)
+    )
+    assert plan.axes["d_head"] == 32
+    with pytest.raises(PlanError, match="depends on the head dimension"):
+        make_plan(
+            scalec.load("mup", fold=True),
+            FloatAttention(64),
+            {"n": 64, "L": 1},
+            preset="infer",
+            base_model=FloatAttention(128),
+        )

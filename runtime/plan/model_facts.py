@@ -67,8 +67,8 @@ def traced_head_dim(module: Any, model: Any, shape: Any, hp: Any, bound: list[Bo
     seen = trace.get()
     if len(seen.head_dims) == 1:
         return resolve_shape(module, {**dataclasses.asdict(shape), "d_head": float(next(iter(seen.head_dims)))})
-    if need == "maybe" and not seen.failed and not seen.head_dims:
-        return shape  # traced: no attention anywhere, so the attention scale reaches no tensor
+    if need == "maybe" and (not seen.failed or seen.no_attention) and not seen.head_dims:
+        return shape  # traced (or fx-traced without inputs): no attention anywhere, the scale reaches no tensor
     why = seen.failed or (
         f"its attention calls use head dimensions {sorted(seen.head_dims)}"
         if seen.head_dims

@@ -19,6 +19,26 @@ class ModelTrace:
     readout: str | None = None
     head_dims: frozenset[int] = field(default_factory=frozenset)
     failed: str | None = None
+    no_attention: bool = False  # the forward could not run, but a static (fx) trace proves it calls no attention
+
+
+def _statically_without_attention(model: Any) -> bool:
+    """True when torch.fx traces the model without inputs and its graph calls no scaled_dot_product_attention and
+    holds no nn.MultiheadAttention (as much as a run of the forward would show); False when it cannot tell."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - data-dependent forwards cannot be traced statically: unknown
+        return False
+    sdpa = {F.scaled_dot_product_attention, getattr(torch._C._nn, "scaled_dot_product_attention", None)}
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in sdpa:
+            return False
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), torch.nn.MultiheadAttention):
+            return False
+    return True
 
 
 def default_example(model: Any) -> Any:
@@ -53,7 +73,8 @@ def trace_model(model: Any, example_input: Any = None) -> ModelTrace:
     try:
         ops = record(model, default_example(model) if example_input is None else example_input, names, outputs)
     except Exception as exc:  # noqa: BLE001 - any failure of a foreign forward pass means: unknown
-        return ModelTrace(failed=f"the forward pass failed ({type(exc).__name__}; pass example_input=)")
+        why = f"the forward pass failed ({type(exc).__name__}; pass example_input=)"
+        return ModelTrace(failed=why, no_attention=_statically_without_attention(model))
     finally:
         model.train(was_training)
     logits = _output_tensor(outputs[0])

@@ -54,6 +54,9 @@ class RunArgs:
             raise RunArgsError("error: give the training length: --duration TOKENS or --steps N")
         config: dict[str, Any] = {}
         for name in ALWAYS:
+            if name == "head_dim" and given.get("model") and given.get("head_dim") is None:
+                config[name] = None  # a --model's own head dimension (its config or head_dim attribute)
+                continue
             value = given.get(name, DEFAULTS[name])
             if value is not None:
                 config[name] = dict(value) if isinstance(value, Mapping) else value
