@@ -16,11 +16,20 @@ _EXPORTS = {
     "bind": "scalec.runtime.plan.binding",
     "BindingError": "scalec.runtime.plan.binding",
     "scale_lrs": "scalec.runtime.plan.schedule",
+    "PlanOptimizer": "scalec.runtime.plan.optimizer",
+    "apply_multipliers": "scalec.runtime.multipliers",
+    "MultiplierHandles": "scalec.runtime.multipliers",
+    "MultiplierHookError": "scalec.runtime.plan.multiplier_hooks",
+    "HOOKABLE": "scalec.runtime.multipliers",
 }
-__all__ = ["BindingError", "Plan", "PlanEntry", "PlanError", "bind", "make_plan", "scale_lrs"]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'scalec.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -97,7 +97,7 @@ def test_own_model_snippet_plans_folds_and_trains():
 
     torch.manual_seed(0)
     ns: dict = {"model": MyModel(d=256, depth=6)}
-    run_checking_comments(snippet("patterns=roles"), ns)
+    run_checking_comments(snippet('rules, {"n": 256, "L": 6'), ns)
     plan, model, opt = ns["plan"], ns["model"], ns["opt"]
     assert plan.folded == ["residual.mlp -> mlp.down (x 0.333333)"]  # m_L^-alpha at m_L = 3, alpha = 1
     # Folding removed every multiplier this model has no hook for (residual and readout).

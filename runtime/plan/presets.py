@@ -106,7 +106,38 @@ HF_LLAMA = Preset(
     note="transformers LlamaForCausalLM",
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (GPT, HF_GPT2, HF_LLAMA)}
+# litgpt's own `GPT` (litgpt/model.py), names as its source builds them at Lightning-AI/litgpt@26857050fe3f
+# (tests/data/litgpt_names.json, written by tests/data/make_litgpt_names.py): the fused `attn.qkv` splits as
+# [q; k; v] and is bound as attn.q; LLaMAMLP computes proj(act(fc_1(x)) * fc_2(x)) (fc_1 the gate); GptNeoxMLP
+# proj(act(fc(x))); Qwen3/OLMo-2 QK-norm `attn.norm_q|norm_k`; Gemma-style post-branch norms are hidden norms.
+LITGPT = Preset(
+    name="litgpt",
+    rules=(
+        Rule("transformer.wte.weight", "embed", "in_out"),
+        Rule("transformer.h.*.norm_1.weight", "norm"),
+        Rule("transformer.h.*.norm_2.weight", "norm"),
+        Rule("transformer.h.*.post_attention_norm.weight", "norm"),
+        Rule("transformer.h.*.post_mlp_norm.weight", "norm"),
+        Rule("transformer.h.*.attn.qkv.weight", "attn.q", fused=True),
+        Rule("transformer.h.*.attn.proj.weight", "attn.o"),
+        Rule("transformer.h.*.attn.norm_q.weight", "qk_norm"),
+        Rule("transformer.h.*.attn.norm_k.weight", "qk_norm"),
+        Rule("transformer.h.*.mlp.fc_1.weight", "mlp.gate"),
+        Rule("transformer.h.*.mlp.fc_2.weight", "mlp.up"),
+        Rule("transformer.h.*.mlp.fc.weight", "mlp.up"),
+        Rule("transformer.h.*.mlp.proj.weight", "mlp.down"),
+        Rule("transformer.h.*.bias", "bias"),
+        Rule("transformer.ln_f.weight", "final_norm"),
+        Rule("transformer.ln_f.bias", "final_norm"),
+        Rule("lm_head.weight", "unembed"),
+        Rule("lm_head.bias", "bias"),
+    ),
+    classes=("GPT",),
+    marker_names=("transformer.wte.weight", "transformer.h.0.attn.qkv.weight"),
+    note="litgpt's GPT (litgpt/model.py at 26857050fe3f)",
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (GPT, HF_GPT2, HF_LLAMA, LITGPT)}
 
 
 def detect_preset(model: object, names: list[str]) -> Preset | None:

@@ -1,0 +1,1 @@
+"""Recipes for the trainers people use: `scalec.integrations.hf` (transformers' `Trainer`)."""
