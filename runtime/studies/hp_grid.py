@@ -1,6 +1,6 @@
 """Sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
 
-Spec forms (values are numbers as `scalec.parsing` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
+Spec forms (values are numbers as `scalec.compiler.values` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
 `name=v1,v2,...` (list), `name=lo..hi:K` (K <= MAX_GRID points, log-spaced for log-scale HPs, `:K:lin` / `:K:log`
 to force), `name=lo..hi` (a range: for random search and search bounds). `lr` and `wd` are aliases of the globals
 `eta` and `lambda` when the rule has no HP of that name.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalec.compiler.hp_domains import domain_violation
+from scalec.compiler.values import evaluate
 from scalec.errors import ScalecError
-from scalec.parsing import evaluate
 
 ALIASES = {"lr": "eta", "wd": "lambda", "weight_decay": "lambda"}
 MAX_GRID = 10_000  # points in one `lo..hi:K` grid and in a sweep's whole cartesian product
