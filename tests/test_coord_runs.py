@@ -43,7 +43,7 @@ def test_shared_parallel_runs_give_the_serial_curves(write_rule):
     rules = [scalec.load("mup"), scalec.load("sp")]
     cfg = CoordCheckConfig(widths=(32, 64), depths=(1, 2), steps=2, seeds=1)
     batches, probe = load_batches(None, cfg)
-    parallel, shared = run_coord_checks([(p, cfg) for p in rules], batches, probe, workers=2)
+    parallel, _, shared = run_coord_checks([(p, cfg) for p in rules], batches, probe, workers=2)
     assert shared.total == 8 and len(shared.distinct) == 6
     for p, result in zip(rules, parallel, strict=True):
         serial = run_coord_check(p, cfg, batches, probe)

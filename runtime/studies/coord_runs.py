@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,44 +91,29 @@ def _train_in_worker(
     return runs, time.perf_counter() - start
 
 
+def _save_in_worker(result: CoordCheckResult, out: Path) -> dict[str, Path]:
+    return result.save(out)
+
+
 def run_coord_checks(
     checks: Sequence[tuple[Any, CoordCheckConfig]],
     batches: Sequence[Batch],
     probe: torch.Tensor,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[CoordCheckResult], SharedPoints]:
+    outs: Sequence[Path] | None = None,
+) -> tuple[list[CoordCheckResult], list[dict[str, Path]], SharedPoints]:
     """Coordinate checks of the bundled GPT under each (rules, config), every distinct point trained once, in
-    `workers` processes (1: here). `progress(done, total)` after each point. Each result's `wall_s` is the
-    training time of the points it uses."""
+    `workers` processes (1: here); with `outs`, each result is saved there (`CoordCheckResult.save`: JSON, CSV,
+    plots) by the same workers. Returns (results, their {sweep: plot} (empty without `outs`), the shared points).
+    `progress(done, total)` after each point. Each result's `wall_s` is the training time of the points it uses."""
     subject = GPTSubject()
     shared = shared_points(checks, subject)
     order = sorted(shared.distinct, key=lambda k: -shared.distinct[k].cost)
     done: dict[str, tuple[PointRuns, float]] = {}
     if progress:
         progress(0, len(order))
-    if workers > 1 and len(order) > 1:
-        # fork: a worker starts in milliseconds with everything imported (spawn re-imports torch, ~15 s under
-        # load); safe here because no torch thread pool runs in the parent (it only planned on the meta device)
-        # and each worker computes with the parent's thread count
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        threads = torch.get_num_threads()
-        with ProcessPoolExecutor(min(workers, len(order)), mp_context=context, initializer=_start_worker,
-                                 initargs=(threads,)) as pool:  # fmt: skip
-            pending = {}
-            for key in order:
-                point = shared.distinct[key]
-                rules, cfg = checks[point.check]
-                job = (rules.inputs, rules.fold, cfg, point, key, batches, probe)
-                pending[pool.submit(_train_in_worker, *job)] = key
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    done[pending.pop(future)] = future.result()
-                if progress:
-                    progress(len(done), len(order))
-    else:
+    if workers <= 1 or len(order) <= 1:
         for key in order:
             point = shared.distinct[key]
             rules, cfg = checks[point.check]
@@ -136,9 +122,39 @@ def run_coord_checks(
             done[key] = (runs, time.perf_counter() - start)
             if progress:
                 progress(len(done), len(order))
+        results = _assemble(checks, shared, done, batches, probe)
+        plots = [r.save(out) for r, out in zip(results, outs, strict=True)] if outs is not None else []
+        return results, plots, shared
+    # fork: a worker starts in milliseconds with everything imported (spawn re-imports torch, ~15 s under load);
+    # safe here because no torch thread pool runs in the parent (it only planned on the meta device) and each
+    # worker computes with the parent's thread count
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(min(workers, len(order)), mp_context=context, initializer=_start_worker,
+                             initargs=(torch.get_num_threads(),)) as pool:  # fmt: skip
+        pending = {}
+        for key in order:
+            point = shared.distinct[key]
+            rules, cfg = checks[point.check]
+            job = (rules.inputs, rules.fold, cfg, point, key, batches, probe)
+            pending[pool.submit(_train_in_worker, *job)] = key
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[pending.pop(future)] = future.result()
+            if progress:
+                progress(len(done), len(order))
+        results = _assemble(checks, shared, done, batches, probe)
+        saving = [pool.submit(_save_in_worker, r, out) for r, out in zip(results, outs, strict=True)] if outs else []
+        plots = [f.result() for f in saving]
+    return results, plots, shared
+
+
+def _assemble(checks, shared: SharedPoints, done, batches, probe) -> list[CoordCheckResult]:
+    """Each check's result from the trained points (run_coord_check fits and judges them)."""
     results = []
     for (rules, cfg), keys in zip(checks, shared.keys, strict=True):
         result = run_coord_check(rules, cfg, batches, probe, trained=lambda w, d, keys=keys: done[keys[(w, d)]][0])
         result.wall_s = sum(done[k][1] for k in set(keys.values()))
         results.append(result)
-    return results, shared
+    return results

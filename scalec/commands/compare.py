@@ -70,15 +70,16 @@ def _run_shared(cmp: Any, configs: list[Any], data: tuple[Any, Any], out: Path, 
     from ._progress import StudyProgress
 
     checks = [(s.rules, cfg) for s, cfg in zip(cmp.sections, configs, strict=True)]
+    outs = [out / _folder(s.label) for s in cmp.sections]
     with StudyProgress("coord-checks", 1) as bar:
-        results, shared = run_coord_checks(checks, *data, workers=workers, progress=bar.update)
+        results, plots, shared = run_coord_checks(checks, *data, workers=workers, progress=bar.update, outs=outs)
     console.print(
         f"coordinate checks: {len(shared.distinct)} distinct training points of {shared.total} "
         f"({shared.total - len(shared.distinct)} shared by identical plans), {workers} worker process(es)",
         markup=False,
     )
-    for s, result in zip(cmp.sections, results, strict=True):
-        s.coord, s.plots = result, result.save(out / _folder(s.label))
+    for s, result, plot in zip(cmp.sections, results, plots, strict=True):
+        s.coord, s.plots = result, plot
 
 
 def register(app: typer.Typer) -> None:
