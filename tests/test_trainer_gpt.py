@@ -154,6 +154,7 @@ def test_rope_tables_are_cos_and_sin_of_position_times_inverse_frequency():
         assert model.rope_sin[t, i].item() == pytest.approx(math.sin(angle), rel=1e-6, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_meta_build_imports_no_dynamo():
     """Plans and coordinate checks build the GPT on the meta device: that must not import torch._dynamo (~1 s)."""
     import subprocess
