@@ -92,7 +92,13 @@ class Parameterisation:
 
     def _compile(self) -> tuple[Any, Any]:
         if self._compiled is None:
-            self._compiled = _pipeline().compile_ir(*self.inputs)
+            pipeline = _pipeline()
+            ir, report = pipeline.compile_ir(*self.inputs)
+            if pipeline.generate(ir) != self.summary.source:  # the IR must be the one this module came from
+                raise ScalecError(
+                    f"error: rule {self.inputs[0]} changed on disk since it was loaded; load it again (scalec.load)"
+                )
+            self._compiled = (ir, report)
         return self._compiled
 
     @property

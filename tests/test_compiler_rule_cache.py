@@ -204,3 +204,19 @@ def test_load_on_a_hit_imports_no_sympy_lark_jinja2(tmp_path):
     env = {**os.environ, "SCALEC_CACHE": str(tmp_path)}
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env) for _ in range(2)]
     assert [r.stdout.strip() for r in runs] == ["muP ['jinja2', 'lark', 'sympy']", "muP []"], runs[1].stderr
+
+
+def test_ir_of_a_cached_rule_is_compiled_on_demand_and_must_match_its_module(cache, write_rule):
+    from scalec.compiler.parameterisation import _load_cached, load
+    from scalec.errors import ScalecError
+
+    path = write_rule("a", "parameterisation A extends SP\n  role hidden: lr *= m_N^-1\n")
+    rule_summary(path)  # stored
+    _load_cached.cache_clear()
+    p = load(path)
+    assert p._compiled is None and p.ir.name == "A"  # a hit, compiled when asked
+    _load_cached.cache_clear()
+    q = load(path)
+    path.write_text("parameterisation A extends SP\n  role hidden: lr *= m_N^-2\n")
+    with pytest.raises(ScalecError, match="changed on disk"):
+        q.ir
