@@ -219,4 +219,4 @@ def test_ir_of_a_cached_rule_is_compiled_on_demand_and_must_match_its_module(cac
     q = load(path)
     path.write_text("parameterisation A extends SP\n  role hidden: lr *= m_N^-2\n")
     with pytest.raises(ScalecError, match="changed on disk"):
-        q.ir
+        _ = q.ir
