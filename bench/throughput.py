@@ -1,11 +1,11 @@
 """Training throughput of the bundled trainer: tokens/s, MFU, and the ratio to a plain-PyTorch reference loop.
 
 Our step is the trainer's own hot loop (`Prefetcher` batches, `lr_factor` + `scale_lrs`, `train_step`, the
-device-side `StepStats`) with the rule's plan and param groups; the reference is the same Llama-style model written
-plainly below with one AdamW group, in a loop as careful as nanoGPT's: pinned non-blocking copies on CUDA, no host
-read of the loss between log steps. Both read the loss once per round (a log step). The two alternate in rounds
-inside one process, so machine load hits both alike; we report the median of the per-round paired ratios
-and its quartiles.
+device-side `StepStats`) with the rule's plan and the trainer's optimizer; the reference is the same Llama-style model
+written plainly below with one fused AdamW group, in a loop as careful as nanoGPT's: pinned non-blocking copies on
+CUDA, no host read of the loss between log steps (no per-step host sync in either arm). Both read the loss once per
+round (a log step). The two alternate in rounds inside one process, so machine load hits both alike; we report the
+median of the per-round paired ratios and its quartiles.
 
     python bench/throughput.py                  # CPU: small shapes, < 2 minutes
     python bench/throughput.py --device cuda    # GPT-2-small shape (d=768, L=12, T=1024) + a shape sweep
@@ -32,6 +32,7 @@ from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.metrics import peak_flops
 from scalec.runtime.trainer.prefetch import Prefetcher
 from scalec.runtime.trainer.step import StepStats, train_step
+from scalec.runtime.trainer.train import build_optimizer
 
 
 class RefBlock(nn.Module):
@@ -121,11 +122,9 @@ def measure(
     ours = plan.init_(GPT(gcfg, plan.multipliers).to(device))
     ref = RefGPT(gcfg).to(device)
     assert ours.num_params(non_embedding=False) == sum(p.numel() for p in ref.parameters())
-    fused = device.type == "cuda"
-    opt_ours = torch.optim.AdamW(plan.param_groups(ours), fused=fused, foreach=None if fused else True)
-    opt_ref = torch.optim.AdamW(
-        ref.parameters(), lr=1e-3, weight_decay=0.1, fused=fused, foreach=None if fused else True
-    )
+    opt_ours = build_optimizer(plan, ours, device)  # the trainer's own: fused AdamW on CUDA and CPU
+    # The reference as nanoGPT builds it: torch's fused AdamW kernel (CUDA and, in torch >= 2.4, CPU).
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
     fwd_ours = torch.compile(ours) if compile_ else ours
     fwd_ref = torch.compile(ref) if compile_ else ref
     autocast = (

@@ -1,16 +1,25 @@
-"""Find rule files (bundled by name, or by path) and load an inheritance chain root-first."""
+"""Find rule files (bundled by name, or by path) and load an inheritance chain root-first.
+
+`chain_files` finds the same chain from the files' headers alone (no lark), for the rule cache's key."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
-from scalec.dsl.parser import parse_file
 
 _HEADER = re.compile(r"^\s*parameterisation\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+# A file's opening, exactly as the grammar reads it (dsl/grammar.lark: `header: "parameterisation" NAME
+# ["extends" NAME]`, whitespace and `#` comments ignored); anything else is left to the parser.
+_GAP = r"(?:\s|#[^\n]*)"
+_OPENING = re.compile(
+    rf"{_GAP}*parameterisation{_GAP}+([A-Za-z_][A-Za-z0-9_]*)(?:{_GAP}+extends{_GAP}+([A-Za-z_][A-Za-z0-9_]*))?"
+    rf"(?![A-Za-z0-9_])"
+)
 
 
 def bundled_dir() -> Path:
@@ -98,8 +107,54 @@ def _find_parent(child: ast.RuleFile) -> Path:
     )
 
 
+def read_header(text: str) -> tuple[str, str | None] | None:
+    """(name, parent or None) from a rule file's header without the parser; None when the opening is not plainly
+    `parameterisation NAME [extends NAME]` (the caller then parses the file)."""
+    m = _OPENING.match(text)
+    if m is None:
+        return None
+    if m.group(2) is None and re.match(rf"{_GAP}*extends(?![A-Za-z0-9_])", text[m.end() :]):
+        return None  # `extends` not followed by a plain name: let the parser report it
+    return m.group(1), m.group(2)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """The header fields `_find_parent` reads, from `read_header` instead of a parse."""
+
+    name: str
+    parent: str
+    path: str
+    source: str
+    parent_loc: ast.Loc
+
+
+def chain_files(name_or_path: str | Path) -> list[tuple[Path, str]] | None:
+    """(path, text) of each file `load_chain` would parse, root first, found from the headers alone with the same
+    `locate` and `_find_parent`; None when a header is not plain, a parent is missing or the chain cycles (the full
+    load then reports it)."""
+    try:
+        files = [locate(name_or_path)]
+        texts: list[str] = []
+        names: set[str] = set()
+        while True:
+            texts.append(files[-1].read_text(encoding="utf-8"))
+            header = read_header(texts[-1])
+            if header is None or header[0].lower() in names or len(files) > 64:
+                return None
+            names.add(header[0].lower())
+            if header[1] is None:
+                return list(reversed(list(zip(files, texts, strict=True))))
+            where = ast.Loc(str(files[-1]), 0, 0)
+            files.append(_find_parent(_Header(header[0], header[1], str(files[-1]), texts[-1], where)))
+    except (OSError, UnicodeDecodeError, RuleError):
+        return None
+
+
 def load_chain(name_or_path: str | Path) -> list[ast.RuleFile]:
     """Parse a file and its `extends` ancestors; returns the chain root first. Cycles are errors."""
+    from scalec.dsl.parser import parse_file  # lark loads only when a file is parsed (not on a rule-cache hit)
+
     chain: list[ast.RuleFile] = [parse_file(locate(name_or_path))]
     seen = {chain[0].name.lower(): chain[0]}
     while chain[-1].parent is not None:

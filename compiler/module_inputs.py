@@ -8,9 +8,9 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from scalec.compiler.values import parse_number
 from scalec.compiler.vocabulary import AXES
 from scalec.errors import ScalecError
-from scalec.parsing import parse_number
 
 __all__ = [
     "HParamError",

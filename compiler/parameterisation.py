@@ -1,4 +1,7 @@
-"""`scalec.load`: a checked, compiled parameterisation with its generated module ready to use."""
+"""`scalec.load`: a checked, compiled parameterisation with its generated module ready to use.
+
+Light to import: a rule the on-disk cache holds (compiler/rule_cache.py) loads without sympy, lark or jinja2; the
+full compile (compiler/pipeline.py) runs on a miss, and `Parameterisation.ir` recompiles on first use."""
 
 from __future__ import annotations
 
@@ -8,14 +11,9 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import sympy
-
-from scalec.compiler.checks import CheckReport, run_checks
-from scalec.compiler.codegen import generate
-from scalec.compiler.hp_domains import derive_hp_domains
-from scalec.compiler.ir import ParameterisationIR, Quantity
-from scalec.compiler.loader import load_chain
+from scalec.compiler import rule_cache
 from scalec.compiler.module_inputs import (  # noqa: F401 (re-exported)
     HParamError,
     RuleValueError,
@@ -24,25 +22,51 @@ from scalec.compiler.module_inputs import (  # noqa: F401 (re-exported)
     make_hparams,
     make_shape,
 )
-from scalec.compiler.resolve import resolve
+from scalec.compiler.rule_cache import RuleSummary
+from scalec.compiler.values import parse_exact, parse_int
 from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
-from scalec.parsing import parse_exact, parse_int
+from scalec.errors import ScalecError
 
 
 @dataclass(eq=False)
 class Parameterisation:
     """A parameterisation after parsing, resolution, checks and code generation."""
 
-    ir: ParameterisationIR
-    report: CheckReport
-    source: str
+    summary: RuleSummary  # the generated module's source and what `check` and `show` print
     module: types.ModuleType
     fold: bool = False  # make_plan may fold what a model does not apply (runtime/plan/folding_policy.py)
+    inputs: tuple[Any, ...] = ()  # (name_or_path, params, base): what `ir` recompiles from
+    _compiled: tuple[Any, Any] | None = None  # (ir, report) when known
+
+    @property
+    def source(self) -> str:
+        return self.summary.source
+
+    @property
+    def ir(self):
+        """The checked IR (compiled on first use when the rule came from the cache)."""
+        return self._compile()[0]
+
+    @property
+    def report(self):
+        """The checks' report (compiled on first use when the rule came from the cache)."""
+        return self._compile()[1]
+
+    def _compile(self) -> tuple[Any, Any]:
+        if self._compiled is None:
+            pipeline = _pipeline()
+            ir, report = pipeline.compile_ir(*self.inputs)
+            if pipeline.generate(ir) != self.summary.source:  # the IR must be the one this module came from
+                raise ScalecError(
+                    f"error: rule {self.inputs[0]} changed on disk since it was loaded; load it again (scalec.load)"
+                )
+            self._compiled = (ir, report)
+        return self._compiled
 
     @property
     def name(self) -> str:
-        return self.ir.name
+        return self.summary.name
 
     def shape(self, hp: object | None = None, **axes: float | str):
         """A checked module.Shape; axes not given take their base values. Raises ShapeValueError (a ValueError)
@@ -77,7 +101,7 @@ class Parameterisation:
         return guarded_call(self.module, self.module.sites, shape, hp)
 
     def __repr__(self) -> str:
-        return f"<Parameterisation {self.name} ({' -> '.join(self.ir.lineage)})>"
+        return f"<Parameterisation {self.name} ({' -> '.join(self.summary.lineage)})>"
 
 
 def import_source(source: str, name: str) -> types.ModuleType:
@@ -90,35 +114,38 @@ def import_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def _apply_base(ir: ParameterisationIR, base: Mapping[str, float]) -> None:
-    for axis, raw in base.items():
-        if axis not in AXES:
-            raise RuleError(
-                ir.header_loc, f"unknown axis '{axis}' in base override", f"axes: {', '.join(AXES)}", ir.sources[-1]
-            )
-        q = ir.axes[axis]
-        value = sympy.Integer(parse_int(raw, f"base {axis}"))
-        if q.low is not None and not (q.low <= value <= q.high):
-            raise RuleError(
-                q.loc,
-                f"base {axis}={raw} is outside the range [{q.low}, {q.high}] the file declares",
-                "choose a base inside the range",
-                ir.sources[ir.paths.index(q.loc.path)] if q.loc.path in ir.paths else None,
-            )
-        ir.axes[axis] = Quantity(axis, value, q.low, q.high, None, q.loc)
+def _pipeline() -> types.ModuleType:
+    """The full compile (sympy, lark, jinja2), imported only when a rule is not in the cache."""
+    from scalec.compiler import pipeline
+
+    return pipeline
 
 
-def compile_ir(
-    name_or_path: str | Path, params: Mapping[str, str | float] | None = None, base: Mapping[str, float] | None = None
-) -> tuple[ParameterisationIR, CheckReport]:
-    """Parse, resolve and check (the HP domains too: one an HP cannot satisfy is an error); raises RuleError on the
-    first problem."""
-    ir = resolve(load_chain(name_or_path), params)
-    if base:
-        _apply_base(ir, base)
-    report = run_checks(ir)
-    derive_hp_domains(ir)
-    return ir, report
+def __getattr__(name: str) -> Any:
+    if name == "compile_ir":  # kept importable from here; it lives with the rest of the full compile
+        return _pipeline().compile_ir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def rule_summary(
+    name_or_path: str | Path,
+    params: Mapping[str, str | float] | None = None,
+    base: Mapping[str, int] | None = None,
+    fold: bool = False,
+) -> tuple[RuleSummary, tuple[Any, Any] | None]:
+    """(summary, (ir, report) when it was compiled now): from the rule cache when it holds this exact chain, else
+    compiled (raising RuleError on the first problem) and stored. Only a rule that passed every check is stored."""
+    found = rule_cache.rule_key(name_or_path, params, base, fold)
+    if found is not None:
+        hit = rule_cache.read(found[0])
+        if hit is not None:
+            return hit, None
+    pipeline = _pipeline()
+    ir, report = pipeline.compile_ir(name_or_path, params, base)
+    summary = pipeline.summarise(ir, report)
+    if found is not None and not summary.broken and tuple(zip(ir.paths, ir.sources, strict=True)) == found[1]:
+        rule_cache.write(found[0], summary)  # the files parsed are exactly the ones the key hashed
+    return summary, (ir, report)
 
 
 def load(
@@ -144,6 +171,6 @@ def load(
 @functools.lru_cache(maxsize=64)
 def _load_cached(key) -> Parameterisation:
     name_or_path, params, base, fold = key[0], dict(key[1]), dict(key[2]), key[3]
-    ir, report = compile_ir(name_or_path, params, base)
-    source = generate(ir)
-    return Parameterisation(ir, report, source, import_source(source, ir.name), fold)
+    summary, compiled = rule_summary(name_or_path, params, base, fold)
+    module = import_source(summary.source, summary.name)
+    return Parameterisation(summary, module, fold, (name_or_path, params, base), compiled)

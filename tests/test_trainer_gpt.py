@@ -128,3 +128,45 @@ def test_forward_hooks_see_stable_module_names():
         m(_tokens())
     assert seen["unembed"] == (2, 16, 256) and seen["blocks.0.attn"] == (2, 16, 32)
     assert set(seen) == set(names)
+
+
+def test_seeded_init_is_normal_002_in_parameter_order_with_unit_norm_gains():
+    """The seeded default init is unchanged by the meta-device shortcut: N(0, 0.02) drawn parameter by parameter in
+    `named_parameters` order from the seed, norm gains 1 (regenerated here with torch's generator directly)."""
+    model = _model(qk_norm=True, seed=7)
+    torch.manual_seed(7)
+    for name, p in model.named_parameters():  # nn.Linear's own constructor init draws first, in build order
+        if name.split(".")[-2] in ("q", "k", "v", "o", "up", "gate", "down"):
+            torch.nn.init.kaiming_uniform_(torch.empty_like(p), a=math.sqrt(5))
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        else:
+            assert torch.equal(p, torch.empty_like(p).normal_(0.0, 0.02)), name
+
+
+def test_rope_tables_are_cos_and_sin_of_position_times_inverse_frequency():
+    model = _model()
+    head_dim, base = model.config.head_dim, model.config.rope_base
+    for t, i in [(0, 0), (3, 1), (15, head_dim // 2 - 1)]:
+        angle = t / base ** (2 * i / head_dim)
+        assert model.rope_cos[t, i].item() == pytest.approx(math.cos(angle), rel=1e-6, abs=1e-7)
+        assert model.rope_sin[t, i].item() == pytest.approx(math.sin(angle), rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_meta_build_imports_no_dynamo():
+    """Plans and coordinate checks build the GPT on the meta device: that must not import torch._dynamo (~1 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from scalec.runtime.trainer.gpt import GPT, GPTConfig\n"
+        "with torch.device('meta'):\n"
+        "    m = GPT(GPTConfig(width=64, depth=2, head_dim=16, seq_len=16, qk_norm=True))\n"
+        "assert m.rope_cos.shape == (16, 8) and m.embed.weight.is_meta\n"
+        "print(sorted(k for k in sys.modules if k.startswith('torch._dynamo'))[:3])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

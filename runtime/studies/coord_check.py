@@ -272,6 +272,26 @@ def run_one(
     return rec, losses
 
 
+PointRuns = list[tuple[dict[str, dict[str, list[float]]], list[float]]]  # run_one's result, one per seed
+
+
+def seed_runs(
+    rules, width: int, depth: int, cfg: CoordCheckConfig, batches: Sequence[Batch], probe: torch.Tensor, subject=None
+) -> PointRuns:
+    """One (width, depth) point: `cfg.seeds` runs, seeds 1000, 1001, ..."""
+    return [run_one(rules, width, depth, 1000 + s, cfg, batches, probe, subject) for s in range(cfg.seeds)]
+
+
+def sweep_points(cfg: CoordCheckConfig) -> list[tuple[str, int, int]]:
+    """(axis, width, depth) of every point the config's sweeps train, in order."""
+    out = []
+    for axis in cfg.sweeps:
+        for x in cfg.widths if axis == "width" else cfg.depths:
+            point = (x, cfg.depth_for_width_sweep) if axis == "width" else (cfg.width_for_depth_sweep, x)
+            out.append((axis, *point))
+    return out
+
+
 def _sweep(
     rules,
     axis: str,
@@ -280,6 +300,7 @@ def _sweep(
     probe: torch.Tensor,
     progress: Callable[[str], None] | None,
     subject=None,
+    trained: Callable[[int, int], PointRuns] | None = None,
 ) -> Sweep:
     xs = list(cfg.widths if axis == "width" else cfg.depths)
     fixed = {"depth": cfg.depth_for_width_sweep} if axis == "width" else {"width": cfg.width_for_depth_sweep}
@@ -290,7 +311,7 @@ def _sweep(
         width, depth = (x, fixed["depth"]) if axis == "width" else (fixed["width"], x)
         if progress:
             progress(f"{axis} sweep: width={width} depth={depth}")
-        runs = [run_one(rules, width, depth, 1000 + s, cfg, batches, probe, subject) for s in range(cfg.seeds)]
+        runs = trained(width, depth) if trained else seed_runs(rules, width, depth, cfg, batches, probe, subject)
         for m in METRICS:
             for mod in MODULES:
                 arr = np.array([r[0][m][mod] for r in runs], dtype=float)  # (seeds, steps+1)
@@ -332,16 +353,20 @@ def run_coord_check(
     progress: Callable[[str], None] | None = None,
     sweeps: Sequence[str] | None = None,
     subject=None,
+    trained: Callable[[int, int], PointRuns] | None = None,
 ) -> CoordCheckResult:
     """Run the sweeps of `rules` (a `scalec.load` Parameterisation; default `cfg.sweeps`) on token batches.
 
     `batches`: training batches (reused cyclically), `probe`: (batch, seq_len) tokens; see `load_batches`.
-    `subject`: what is trained, a `coord_subject` GPTSubject (default) or ModelSubject.
+    `subject`: what is trained, a `coord_subject` GPTSubject (default) or ModelSubject. `trained(width, depth)`,
+    when given, supplies each point's runs already trained (coord_runs.py) instead of training them here.
     """
     import time
 
     start = time.perf_counter()
-    results = {axis: _sweep(rules, axis, cfg, batches, probe, progress, subject) for axis in sweeps or cfg.sweeps}
+    results = {
+        axis: _sweep(rules, axis, cfg, batches, probe, progress, subject, trained) for axis in sweeps or cfg.sweeps
+    }
     verdicts = [v for s in results.values() for v in judge(s, cfg)]
     label = subject.label if subject is not None else "bundled GPT"
     return CoordCheckResult(rules.name, cfg, results, verdicts, time.perf_counter() - start, label)

@@ -53,15 +53,37 @@ class GPTSubject:
 
     label = "bundled GPT"
 
-    def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
-        """Plan, build and initialise the GPT at (width, depth) with `seed`."""
+    def plan(self, rules: Any, width: int, depth: int, cfg: Any) -> tuple[Any, Any]:
+        """(the rule's plan, the GPTConfig) at (width, depth), planned on the meta device."""
         from scalec.runtime.plan.planner import make_plan
         from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
         shape = rules.shape(n=float(width), L=float(depth), d_head=float(cfg.head_dim))
         gcfg = GPTConfig(width=width, depth=depth, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
         with torch.device("meta"):
-            plan = make_plan(rules, GPT(gcfg), shape, cfg.hparams(rules))
+            return make_plan(rules, GPT(gcfg), shape, cfg.hparams(rules)), gcfg
+
+    def run_key(self, rules: Any, width: int, depth: int, cfg: Any) -> str:
+        """Everything one (width, depth) point's training depends on besides the data: the model's config, every
+        number of the plan (per-tensor init, optimizer settings, multipliers; exact float reprs), the steps and
+        the seeds. Two points with equal keys train identically, whatever rules they came from."""
+        plan, gcfg = self.plan(rules, width, depth, cfg)
+        data = plan.to_dict()
+        return json.dumps(
+            {
+                "model": gcfg.to_dict(),
+                "parameters": data["parameters"],
+                "multipliers": data["multipliers"],
+                "training": {"steps": cfg.steps, "seeds": cfg.seeds, "batch": cfg.batch, "seq_len": cfg.seq_len},
+            },
+            sort_keys=True,
+        )
+
+    def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
+        """Plan, build and initialise the GPT at (width, depth) with `seed`."""
+        from scalec.runtime.trainer.gpt import GPT
+
+        plan, gcfg = self.plan(rules, width, depth, cfg)
         torch.manual_seed(seed)
         model = GPT(gcfg, plan.multipliers)
         torch.manual_seed(seed)

@@ -1,6 +1,6 @@
 """Sweep specs: parse `--hp eta=2^-12..2^-4:7`, check them against a rule's HP_SPACE, expand grids.
 
-Spec forms (values are numbers as `scalec.parsing` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
+Spec forms (values are numbers as `scalec.compiler.values` reads them: `2^-7`, `1e-3`, `1/3`): `name=v` (fixed),
 `name=v1,v2,...` (list), `name=lo..hi:K` (K <= MAX_GRID points, log-spaced for log-scale HPs, `:K:lin` / `:K:log`
 to force), `name=lo..hi` (a range: for random search and search bounds). `lr` and `wd` are aliases of the globals
 `eta` and `lambda` when the rule has no HP of that name.
@@ -12,13 +12,13 @@ import difflib
 import itertools
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scalec.compiler.module_inputs import domain_violation
+from scalec.compiler.values import evaluate, split_assignments
 from scalec.errors import ScalecError
-from scalec.parsing import evaluate
 
 ALIASES = {"lr": "eta", "wd": "lambda", "weight_decay": "lambda"}
 MAX_GRID = 10_000  # points in one `lo..hi:K` grid and in a sweep's whole cartesian product
@@ -188,3 +188,9 @@ def random_points(specs: Sequence[HPRange], count: int, seed: int = 0) -> list[d
         raise HPSpecError(f"error: --random {count}: beyond the bound of {MAX_GRID} points; use fewer")
     rng = random.Random(seed)
     return [{s.name: s.sample(rng) for s in specs} for _ in range(count)]
+
+
+def parse_hp_specs(items: Iterable[str] | None, what: str = "--hp") -> list:
+    """`--hp` items as hp_grid specs (values, lists, `lo..hi:K` ranges), every number checked; no rule needed,
+    so a bad number is refused before the rule is compiled."""
+    return [parse_hp_spec(f"{name}={value}") for name, value in split_assignments(items, what)]

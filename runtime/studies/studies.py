@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalec.parsing import parse_hp_specs
 from scalec.runtime.atomic_io import write_text_atomic
-from scalec.runtime.studies.hp_grid import HPRange, resolve_specs
+from scalec.runtime.studies.hp_grid import HPRange, parse_hp_specs, resolve_specs
 from scalec.runtime.studies.run_args import DEFAULTS, RunArgs
 from scalec.runtime.studies.run_store import RunRecord, RunStore
 from scalec.runtime.studies.search import SearchResult, run_search

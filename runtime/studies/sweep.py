@@ -217,8 +217,7 @@ def load_rules(rule: Any, params: Mapping[str, str] | None = None) -> Any:
 
 def split_hp_specs(items: Sequence[str] | None, rules: Any) -> tuple[dict[str, float], list[HPRange]]:
     """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
-    from scalec.parsing import parse_hp_specs
-    from scalec.runtime.studies.hp_grid import resolve_specs
+    from scalec.runtime.studies.hp_grid import parse_hp_specs, resolve_specs
 
     specs = resolve_specs(parse_hp_specs(list(items) if items else None), rules.module.HP_SPACE, rules.name)
     fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}

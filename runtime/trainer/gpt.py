@@ -112,10 +112,18 @@ class Unembed(nn.Module):
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (T, head_dim/2) for rotary embeddings."""
+    """cos/sin tables (T, head_dim/2) for rotary embeddings. On the meta device (plans, coordinate checks) only
+    their shape matters: `torch.arange` there would import torch._dynamo (about 1 s of CPU per process)."""
+    if _building_on_meta():
+        return torch.empty(seq_len, head_dim // 2), torch.empty(seq_len, head_dim // 2)
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
+
+
+def _building_on_meta() -> bool:
+    """Whether new tensors land on the meta device (inside `with torch.device("meta")`)."""
+    return torch.get_default_device().type == "meta"
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -224,7 +232,7 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
-            else:
+            elif not p.is_meta:  # a meta tensor holds no values; its normal_ would import torch._dynamo
                 p.normal_(0.0, 0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:

@@ -176,10 +176,11 @@ def _make_plan(cfg: TrainConfig, rules: Any, gcfg: GPTConfig) -> Any:
 
 
 def build_optimizer(plan: Any, model: GPT, device: torch.device) -> torch.optim.Optimizer:
-    """Each role's optimizer (AdamW, SGD, Muon) over the plan's groups, fused on CUDA, foreach on CPU; an all-AdamW
-    plan gets torch's AdamW itself."""
-    fused = device.type == "cuda"
-    return plan.optimizer(model, fused=fused, foreach=None if fused else True)
+    """Each role's optimizer (AdamW, SGD, Muon) over the plan's groups: fused on CUDA; on CPU AdamW fused (torch
+    has the kernel there too) and the others foreach. An all-AdamW plan gets torch's AdamW itself."""
+    if device.type == "cuda":
+        return plan.optimizer(model, fused=True)
+    return plan.optimizer(model, foreach=True)  # AdamW: fused where supported (build_optimizer)
 
 
 def _forward(model: GPT, at: Placement, compile_: bool) -> tuple[Any, Any]:

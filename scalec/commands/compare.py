@@ -63,6 +63,25 @@ def _folder(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
+def _run_shared(cmp: Any, configs: list[Any], data: tuple[Any, Any], out: Path, workers: int) -> None:
+    """The bundled GPT's coordinate checks of every section (runtime/studies/coord_runs.py), saved per section."""
+    from scalec.runtime.studies.coord_runs import run_coord_checks
+
+    from ._progress import StudyProgress
+
+    checks = [(s.rules, cfg) for s, cfg in zip(cmp.sections, configs, strict=True)]
+    outs = [out / _folder(s.label) for s in cmp.sections]
+    with StudyProgress("coord-checks", 1) as bar:
+        results, plots, shared = run_coord_checks(checks, *data, workers=workers, progress=bar.update, outs=outs)
+    console.print(
+        f"coordinate checks: {len(shared.distinct)} distinct training points of {shared.total} "
+        f"({shared.total - len(shared.distinct)} shared by identical plans), {workers} worker process(es)",
+        markup=False,
+    )
+    for s, result, plot in zip(cmp.sections, results, plots, strict=True):
+        s.coord, s.plots = result, plot
+
+
 def register(app: typer.Typer) -> None:
     """Add `compare` to the CLI."""
 
@@ -104,6 +123,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="With --empirical: check FILE.py:FUNC(width, depth) instead of the GPT.")
         ] = None,
         roles: Annotated[Path | None, typer.Option(help="JSON {glob: role} binding --model's parameters.")] = None,
+        workers: Annotated[
+            int, typer.Option(parser=whole(), help="Processes training the bundled GPT's coordinate checks.")
+        ] = 2,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
         from scalec.runtime.studies.comparison import analyse, equivalence_text, failure_lines, summary_lines
@@ -183,11 +205,14 @@ def register(app: typer.Typer) -> None:
             out = out or Path("report")
             results = []
             with torch_threads(threads):
-                for s, cfg in zip(cmp.sections, configs, strict=True):
-                    s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
-                    if subject is not None:  # the binding (roles, folds, hooks) next to each rule's check
+                if subject is None:  # the bundled GPT: every distinct plan trained once, in worker processes
+                    _run_shared(cmp, configs, data, out, workers)
+                else:
+                    for s, cfg in zip(cmp.sections, configs, strict=True):
+                        s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
+                        # the binding (roles, folds, hooks) next to each rule's check
                         record_binding(out / _folder(s.label) / "coord_check.json", subject, s.rules, cfg, model)
-                    results.append((s.label, s.coord))
+            results = [(s.label, s.coord) for s in cmp.sections]
             for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))
             console.print(f"{results[0][1].config.thresholds()}.", markup=False)

@@ -46,38 +46,26 @@ def check_cmd(
 ) -> None:
     """Parse, resolve and check rule files (symbols, identity at base, domains, desiderata, expectations); exit 1
     when a file has an error or breaks one of its `expect` lines."""
-    from scalec.compiler.expectations import LEVELS
-    from scalec.compiler.parameterisation import compile_ir
-    from scalec.compiler.region import region_lines
+    from scalec.compiler.parameterisation import rule_summary
 
     failed = 0
     for f in files:
         try:
-            ir, report = compile_ir(f, parse_params(param))
+            s, _ = rule_summary(f, parse_params(param))  # the rule cache holds only rules that passed every check
         except ScalecError as exc:
             err_console.print(format_error(exc), markup=False)
             failed += 1
             continue
-        broken = report.broken
-        failed += bool(broken)
-        status = "[red]FAIL[/red]" if broken else "[green]ok[/green]"
+        failed += s.broken
+        status = "[red]FAIL[/red]" if s.broken else "[green]ok[/green]"
         console.print(
-            f"{status} {f}: {ir.name} ({' -> '.join(ir.lineage)}); "
-            f"width: {report.width_class}; depth: {report.depth_class}"
+            f"{status} {f}: {s.name} ({' -> '.join(s.lineage)}); width: {s.width_class}; depth: {s.depth_class}"
         )
-        held = [f"{e.area}: {e.level}" for e in report.expectations if e.holds]
-        if held:
-            console.print(f"  expect {', '.join(held)}: holds", markup=False)
-        for e in broken:
-            for line in e.broken:
-                console.print(f"  broken: {e.where}: expect {e.area}: {e.level}: {line}", markup=False)
-        covered = {a for e in broken for a in LEVELS[e.area][e.level].areas}
-        for line in report.failures:  # every failed desideratum the classes above refer to, and the rest
-            if line.split(" / ", 1)[0] not in covered:
-                console.print(f"  fails: {line}", markup=False)
-        for line in region_lines(ir):
+        for line in s.check_lines:
+            console.print(f"  {line}", markup=False)
+        for line in s.region:
             console.print(f"  region: {line}", markup=False)
-        for w in report.warnings:
+        for w in s.warnings:
             console.print(f"  [yellow]warning[/yellow]: {w}", markup=True)
     if failed:
         raise typer.Exit(1)
@@ -92,15 +80,18 @@ def compile_cmd(
     qk_norm: Annotated[bool, typer.Option("--qk-norm", help="(with --fold) the model uses QK-norm.")] = False,
 ) -> None:
     """Compile a rule file to a standalone Python module (stdlib only)."""
-    from scalec.compiler.codegen import generate
-    from scalec.compiler.folding import fold as fold_ir
-    from scalec.compiler.parameterisation import compile_ir
+    from scalec.compiler.parameterisation import rule_summary
 
     if output is not None:
         check_output_file(output, "-o")
-    ir, _ = compile_ir(file, parse_params(param))
-    if fold:
-        ir, report = fold_ir(ir, qk_norm=qk_norm)
+    summary, compiled = rule_summary(file, parse_params(param))
+    name, source = summary.name, summary.source
+    if fold:  # the fold's own symbolic proof needs the IR (sympy)
+        from scalec.compiler.codegen import generate
+        from scalec.compiler.folding import fold as fold_ir
+        from scalec.compiler.pipeline import compile_ir
+
+        ir, report = fold_ir((compiled or compile_ir(file, parse_params(param)))[0], qk_norm=qk_norm)
         for line in report.folded:
             err_console.print(f"folded {line}")
         if any(line.startswith("residual.") for line in report.folded):
@@ -109,12 +100,12 @@ def compile_cmd(
                 "models whose branches end in a bias-free matrix; for branch biases use "
                 "make_plan(rules, model, ..., fold=True), which folds them too"
             )
-    source = generate(ir)
+        name, source = ir.name, generate(ir)
     if output is None:
         typer.echo(source, nl=False)
         return
     write_atomic(output, source, "-o")
-    err_console.print(f"wrote {output} ({ir.name}, {len(source.splitlines())} lines)")
+    err_console.print(f"wrote {output} ({name}, {len(source.splitlines())} lines)")
 
 
 def check_output_file(path: Path, option: str) -> None:
@@ -197,9 +188,7 @@ def show_cmd(
     hp: Annotated[list[str] | None, typer.Option("--hp", help="Override an HP, e.g. eta=2^-7.")] = None,
 ) -> None:
     """Every role x HP value at a shape, with its scaling exponents."""
-    from scalec.compiler.exponents import exponent_table
     from scalec.compiler.parameterisation import load
-    from scalec.compiler.region import region_lines
 
     options = {"n": ("--width", width), "L": ("--depth", depth), "B": ("--batch", batch)}
     options |= {"D": ("--duration", duration), "d_head": ("--head-dim", head_dim)}
@@ -212,7 +201,7 @@ def show_cmd(
         p.module.check_shape(shape, hparams)  # the region at these HPs (p.shape checked it at the defaults)
     except ValueError as exc:
         raise ScalecError(f"error: {exc}") from None
-    table = exponent_table(p.ir)
+    exponent = p.summary.exponent  # (subject, hp) -> symbolic exponent per axis, as exponent_table gives them
     t = Table("role", "HP", "value", "m_N", "m_L", "m_B", "m_D")
     layered = getattr(p.module, "LAYERED_ROLES", frozenset())
     for role in p.module.ROLES:
@@ -226,41 +215,25 @@ def show_cmd(
             if getattr(values, kind, None) is None:
                 continue  # a target this role's optimizer does not have
             label = f"1-{kind}" if kind.startswith("beta") or kind == "momentum" else kind
-            row = table.get(role, label)
+            row = exponent(role, label)
             shown = dict.fromkeys(f"{getattr(v, kind):.6g}" for v in per_block)
             text = " .. ".join(shown) + (" (blocks 0 .. L-1)" if len(shown) > 1 else "")
             # weight decay in the rule's own convention: name it when it is not torch's (plan's wd (torch) = / lr)
             decay = getattr(values, "decay", "coupled")
             name = f"{kind} ({decay})" if kind == "weight_decay" and decay != "coupled" else kind
-            t.add_row(role, name, text, *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+            t.add_row(role, name, text, *(row[a] for a in ("n", "L", "B", "D")))
         t.add_section()
     sites = p.sites(shape, hparams).as_dict()
     for site, value in sites.items():
-        row = table.get(site, "site")
-        t.add_row(site, "site", f"{value:.6g}", *(row.symbolic[a] for a in ("n", "L", "B", "D")))
+        row = exponent(site, "site")
+        t.add_row(site, "site", f"{value:.6g}", *(row[a] for a in ("n", "L", "B", "D")))
     console.print(
         f"[bold]{p.name}[/bold] at n={shape.n:g} L={shape.L:g} B={shape.B:g} D={shape.D:g} "
         f"d_head={shape.d_head:g}  (base n={p.module.BASE.n:g} L={p.module.BASE.L:g} "
         f"B={p.module.BASE.B:g} D={p.module.BASE.D:g}); steps={p.module.steps(shape)}"
     )
     console.print(t)
-    for line in declared_role_lines(p.ir):
+    for line in p.summary.declared_lines:
         console.print(line, markup=False)
-    for line in region_lines(p.ir):
+    for line in p.summary.region:
         console.print(f"feasible region: {line}", markup=False)
-
-
-def declared_role_lines(ir) -> list[str]:
-    """Where each rule of a declared role (`new role NAME: KIND [in blocks]`) came from, one line per target."""
-    lines = []
-    for role, info in ir.role_table.items():
-        if info.declared is None:
-            continue
-        place = ", in blocks" if info.in_blocks else ""
-        lines.append(f"new role {role} ({info.kind}{place}; {info.declared.path}:{info.declared.line}):")
-        derived = dict(info.derivation)
-        for kind, rule in ir.roles[role].items():
-            chain = [f"{o.short()} {o.text}" + (f" ({derived[kind]})" if o.line == info.declared.line and
-                     o.path == info.declared.path and kind in derived else "") for o in rule.origins]  # fmt: skip
-            lines.append(f"  {kind}: {'; '.join(chain) or 'default'}")
-    return lines
