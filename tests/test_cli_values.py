@@ -123,7 +123,9 @@ def test_params_and_hps_read_one_syntax():
     data = json.loads(result.stdout)
     assert data["multipliers"]["residual.attn"] == pytest.approx((8 / 2) ** -0.5)  # base L = 2
     checked = CliRunner().invoke(app, ["check", "completep", "--param", "alpha=2^-1"])
-    assert checked.exit_code == 0 and "alpha=1/2" in checked.output
+    assert "alpha=1/2" in checked.output
+    # CompleteP states `expect depth: complete`, which alpha = 1/2 is not (depth-muP): check says so and exits 1
+    assert checked.exit_code == 1 and "expect depth: complete" in checked.output
 
 
 def test_train_config_names_the_steps_it_refuses():

@@ -126,12 +126,16 @@ def _bundled(name: str):
 
 
 def _open(ir, role: str, kind: str, axis: str) -> bool:
+    width = ir.expectations.get("width")
+    if axis == "n" and width is not None and width.level == "stable":
+        return True  # `width: stable` is one-sided: a smaller lr or init along width keeps it (uMuP_rules)
     if kind != "eps":
         return False
     if ir.optimizer(role) == "muon":
         return True
     tracked = "eps" in ir.expectations and any(v.role == role and v.area == "eps" for v in desiderata(ir).verdicts)
-    return axis == "n" and not tracked
+    # `eps: bounded` allows any eps from the gradient's scale up to m_N^1 above it: a smaller eps along width keeps it
+    return axis == "n" and (not tracked or ir.expectations["eps"].level != "tracks_gradient")
 
 
 def _perturb(ir, subject: str, kind: str, axis: str, delta: Fraction):
