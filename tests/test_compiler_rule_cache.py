@@ -55,13 +55,23 @@ def test_editing_an_ancestor_invalidates_the_entry(cache, write_rule):
 
 
 @pytest.mark.slow
-def test_params_and_base_key_separate_entries(cache):
-    a, _ = rule_summary("completep")
-    b, compiled = rule_summary("completep", {"alpha": "1/2"})
-    c, compiled_base = rule_summary("completep", None, {"n": 512})
+def test_params_and_base_key_separate_entries(cache, tmp_path):
+    rule = tmp_path / "k.scale"
+    rule.write_text('parameterisation K extends SP\n  "x"\n  param k = 1 in [1/2, 1]\n  role hidden: lr *= m_N^-k\n')
+    a, _ = rule_summary(rule)
+    b, compiled = rule_summary(rule, {"k": "1/2"})
+    c, compiled_base = rule_summary(rule, None, {"n": 512})
     assert compiled is not None and compiled_base is not None
-    assert a.exponent("mlp.up", "lr") != b.exponent("mlp.up", "lr") or a.source != b.source
-    assert a.source != c.source and len(_entries(cache)) == 3
+    assert a.source != b.source and a.source != c.source and len(_entries(cache)) == 3  # k and n0 in PARAMS/BASE
+
+
+def test_a_rule_that_breaks_its_expectations_is_never_cached(cache):
+    """CompleteP expects `depth: complete`; at alpha = 1/2 it is not: check exits 1, and nothing is stored."""
+    summary, compiled = rule_summary("completep", {"alpha": "1/2"})
+    assert summary.broken and compiled is not None
+    assert _entries(cache) == [] if cache.exists() else True
+    again, compiled_again = rule_summary("completep", {"alpha": "1/2"})
+    assert compiled_again is not None  # compiled again, not read back
 
 
 def _tamper(entry: Path, change) -> None:
