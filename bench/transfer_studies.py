@@ -17,6 +17,7 @@ reuses them and only redoes the tables and figures. One training process at a ti
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -24,9 +25,13 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+from scalec.runtime.studies import drift_protocol as protocol  # noqa: E402
 RESULTS = ROOT / "results"
 SCALEC = [sys.executable, "-c", "from scalec.cli import main; main()"]
 # Small CPU runs: 64-token sequences, 2048 tokens/step, final-only evaluation on 16 x 16 sequences.
@@ -212,6 +217,216 @@ def write_per_module_table(best) -> None:
     print("\n".join(lines))
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# The evidence experiments (issue 20): every curve is one `scalec sweep` process on the drift protocol's grid
+# (runtime/studies/drift_protocol.py); the runs land in results/evidence/store/<curve> (not committed) and are
+# summarised, run by run, in results/evidence/<NAME>.json, which `--analyse` turns into tables and figures.
+# ---------------------------------------------------------------------------------------------------------------
+
+EVIDENCE = "results/evidence"
+EV_STORE = f"{EVIDENCE}/store"
+EV_RULES = f"{EVIDENCE}/rules"
+CDP = f"{EV_RULES}/completedp_b10_d19.scale"  # Complete(d)P with its base at B = 2^10, D = 2^19
+BETAS = f"{EV_RULES}/completep_betas_b10_d19.scale"  # CompleteP + Complete(d)P's beta rules only
+EV_EVAL = ["--seq-len", "64", "--eval-every", "1000000", "--eval-batches", str(protocol.EVAL_BATCHES), "--device",
+           "cpu"]  # fmt: skip
+AXIS_FLAG = {"n": "--width", "L": "--depth", "B": "--batch", "D": "--duration"}
+
+
+@dataclass(frozen=True)
+class EvCurve:
+    """One rule at one size: a sweep of eta on the protocol's grid around `centre` (log2 of the predicted optimum).
+
+    `shape` holds every flag of the run shape (--width, --depth, --batch, --duration or --steps); `fixed` holds
+    fixed HP overrides (NAME=VALUE) and `grid=False` runs only the point `centre` (with `fixed`), for E4's arms.
+    """
+
+    label: str
+    rule: str
+    axis: str
+    shape: tuple[tuple[str, int], ...]
+    centre: float
+    seeds: int = protocol.SEEDS
+    fixed: tuple[str, ...] = ()
+    grid: bool = True
+
+    @property
+    def value(self) -> int:
+        """The size on the scaled axis."""
+        return dict(self.shape)[AXIS_FLAG[self.axis]]
+
+    @property
+    def out(self) -> str:
+        """The curve's sweep directory: every setting in its name, so studies sharing a curve share its runs."""
+        stem = Path(self.rule).stem
+        parts = [f"{flag.strip('-')}{v}" for flag, v in self.shape]
+        if self.fixed:  # the fixed HPs by a short hash of their text
+            parts.append("hp" + hashlib.sha256(" ".join(self.fixed).encode()).hexdigest()[:8])
+        if not self.grid:
+            parts.append(f"eta{self.centre:g}")
+        return f"{EV_STORE}/{stem}_{'_'.join(parts)}_s{self.seeds}"
+
+    def args(self, log2_grid: list[float]) -> list[str]:
+        """The `scalec sweep` arguments for the grid (log2 eta values)."""
+        shape = [a for flag, v in self.shape for a in (flag, str(v))]
+        etas = ",".join(f"2^{x:g}" for x in log2_grid)
+        hps = [a for f in self.fixed for a in ("--hp", f)]
+        return ["sweep", self.rule, *shape, "--hp", f"eta={etas}", *hps, "--seeds", str(self.seeds), *EV_EVAL,
+                "--out", self.out]  # fmt: skip
+
+
+def curve_runs(curve: EvCurve) -> list[dict[str, Any]]:
+    """The finished and diverged runs of a curve's sweep directory as evidence rows."""
+    from scalec.runtime.studies.run_store import RunStore
+
+    rows = []
+    for r in RunStore(ROOT / curve.out).records():
+        if r.status not in ("finished", "diverged"):
+            continue
+        loss = r.loss
+        rows.append({
+            "rule": curve.label, "axis": curve.axis, "value": curve.value, "eta": float(r.config["hp"]["eta"]),
+            "seed": int(r.config["seed"]), "val_loss": loss if math.isfinite(loss) else None,
+            **({"hp": {k: v for k, v in r.config["hp"].items() if k != "eta"}} if curve.fixed else {}),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["eta"], r["seed"]))
+
+
+def run_curve(curve: EvCurve, dry: bool) -> None:
+    """Sweep the curve's 5-point grid, then extend it one point at a time while the seed-mean best is at an edge."""
+    grid = protocol.centred_grid(curve.centre) if curve.grid else [curve.centre]
+    for _ in range(protocol.MAX_EXTENSIONS + 1):
+        run(curve.args(grid), dry)
+        if dry or not curve.grid:
+            return
+        means: dict[float, list[float]] = {}
+        for r in curve_runs(curve):
+            loss = math.inf if r["val_loss"] is None else r["val_loss"]
+            means.setdefault(round(math.log2(r["eta"]), 9), []).append(loss)
+        xs = sorted(x for x in means if any(math.isclose(x, g) for g in grid))
+        wider = protocol.extend_grid(xs, [sum(means[x]) / len(means[x]) for x in xs])
+        if len(wider) == len(xs):
+            return
+        grid = wider
+
+
+def _shape(**kw: int) -> tuple[tuple[str, int], ...]:
+    return tuple((f"--{k}", v) for k, v in kw.items())
+
+
+EV_ARMS = (("CompleteP", "completep"), ("Complete(d)P", CDP), ("beta-only", BETAS))
+
+
+def _ev_duration() -> list[EvCurve]:
+    return [EvCurve(label, rule, "D", _shape(width=32, depth=2, batch=2**10, duration=2**d), -9.0)
+            for d in (19, 17, 21) for label, rule in EV_ARMS]  # fmt: skip
+
+
+def _ev_batch() -> list[EvCurve]:
+    return [EvCurve(label, rule, "B", _shape(width=32, depth=2, batch=2**b, duration=2**19), -9.0)
+            for b in (10, 8, 12) for label, rule in EV_ARMS]  # fmt: skip
+
+
+def _ev_depth() -> list[EvCurve]:
+    arms = (("CompleteP (alpha=1)", "completep"), ("depth-muP (alpha=1/2)", "depth_mup"), ("muP", "mup"))
+    curves = [EvCurve(label, rule, "L", _shape(width=32, depth=d, batch=2048, steps=100), -9.0)
+              for d in (2, 16) for label, rule in arms]  # fmt: skip
+    # 4x the tokens (400 steps) for muP and CompleteP: does "depth hurts muP" survive longer training?
+    curves += [EvCurve(f"{label}, 400 steps", rule, "L", _shape(width=32, depth=d, batch=2048, steps=400), -9.0)
+               for d in (2, 16) for label, rule in arms if rule != "depth_mup"]  # fmt: skip
+    return curves
+
+
+def _ev_width() -> list[EvCurve]:
+    # Centres: the old 3-seed grid optima (muP 2^-9 at every width; SP 2^-7 at n=32, one octave lower per doubling).
+    centres = {("mup", 32): -9.0, ("mup", 256): -9.0, ("sp", 32): -7.0, ("sp", 256): -10.0}
+    return [EvCurve(label, rule, "n", _shape(width=n, depth=2, batch=2048, steps=100), centres[rule, n], seeds=2)
+            for n in (32, 256) for label, rule in (("muP", "mup"), ("SP", "sp"))]  # fmt: skip
+
+
+# E4's arms at the target (n = 128): HPs from results/per_module/per_module.json and its target sweep.
+PM_BEST = {
+    "eta": 0.003431027577762971, "lr[embed]": 0.32034136011639974, "lr[attn.q]": 1.2774053429653733,
+    "lr[attn.k]": 1.4485513455196495, "lr[attn.v]": 0.20021206404376984, "lr[attn.o]": 1.037192578120986,
+    "lr[mlp.up]": 2.2469053983343303, "lr[mlp.gate]": 0.48758692680685, "lr[mlp.down]": 1.9854243924619466,
+    "lr[norm]": 0.9279374593999603, "lr[final_norm]": 1.3074833349666446, "lr[unembed]": 3.77307723221382,
+}  # fmt: skip
+
+
+def _ev_per_module() -> list[EvCurve]:
+    shape = _shape(width=128, depth=2, batch=2048, steps=100)
+    pm_eta = math.log2(PM_BEST["eta"])
+    per_module = tuple(f"{k}={v:.6g}" for k, v in PM_BEST.items() if k != "eta")
+    embeds = tuple(f"{k}={PM_BEST[k]:.6g}" for k in ("lr[embed]", "lr[unembed]"))
+    arms = (("global eta (target best)", -8.0, ()), ("global eta (next grid point)", -9.0, ()),
+            ("per-module (12 HPs)", pm_eta, per_module), ("embed/unembed only", pm_eta, embeds))  # fmt: skip
+    return [EvCurve(label, "completep", "n", shape, c, seeds=5, fixed=f, grid=False) for label, c, f in arms]
+
+
+# name -> (curves, base size, the study's figure/table title); the order is the order of value (issue 20)
+EVIDENCE_STUDIES: dict[str, tuple[Callable[[], list[EvCurve]], int | None, str]] = {
+    "duration": (_ev_duration, 2**19, "E1 duration: n=32, L=2, B=2^10"),
+    "batch": (_ev_batch, 2**10, "E2 batch: n=32, L=2, D=2^19"),
+    "depth": (_ev_depth, 2, "E3 depth: n=32, 2048-token batches"),
+    "width": (_ev_width, 32, "E5 width: L=2, 100 steps x 2048 tokens"),
+    "per_module": (_ev_per_module, None, "E4 per-module at n=128, L=2, 100 steps x 2048 tokens"),
+}
+
+
+def evidence(name: str, dry: bool, keep: Callable[[EvCurve], bool] = lambda c: True) -> None:
+    """Run one evidence experiment's curves that `keep` selects (reusing finished runs), then write
+    results/evidence/NAME.json from every curve of the experiment that has runs."""
+    make, _, _ = EVIDENCE_STUDIES[name]
+    for curve in make():
+        if keep(curve):
+            run_curve(curve, dry)
+    if not dry:
+        write_evidence(name)
+
+
+def write_evidence(name: str) -> Path:
+    """results/evidence/NAME.json from the curves' run stores, with the drifts the protocol derives."""
+    make, base, title = EVIDENCE_STUDIES[name]
+    runs = [r for curve in make() for r in curve_runs(curve)]
+    data: dict[str, Any] = {"experiment": name, "title": title, "base": base, "runs": runs}
+    if base is not None:
+        data["drifts"] = analyse_drifts(runs, base)
+    path = ROOT / EVIDENCE / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+
+def rule_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, protocol.SeedCurves]]:
+    """label -> size -> the protocol's paired seed curves, in the order the rows name them."""
+    grouped: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for r in runs:
+        grouped.setdefault(r["rule"], {}).setdefault(r["value"], []).append(r)
+    return {rule: {v: protocol.curves_from_runs(rows) for v, rows in sorted(sizes.items())}
+            for rule, sizes in grouped.items()}  # fmt: skip
+
+
+def analyse_drifts(runs: list[dict[str, Any]], base: int) -> list[dict[str, Any]]:
+    """Every rule's drift from the base size to each other size, with the protocol's intervals and verdict."""
+    out = []
+    for rule, curves in rule_curves(runs).items():
+        if base not in curves:
+            continue
+        sd = protocol.pooled_residual_sd(list(curves.values()))
+        for size, curve in curves.items():
+            if size == base:
+                continue
+            est = protocol.drift(curves[base], curve, sd)
+            lo, hi = est.ci90
+            out.append({
+                "rule": rule, "from": base, "to": size, "octaves": est.value, "ci90": [lo, hi],
+                "verdict": protocol.verdict(lo, hi), "ci90_seed": list(est.ci_seed), "ci90_param": list(est.ci_param),
+                "base_opt": protocol.optimum(curves[base]), "target_opt": protocol.optimum(curve), "residual_sd": sd,
+            })  # fmt: skip
+    return out
+
+
 STUDIES = {
     "width": width,
     "width256": width256,
@@ -222,6 +437,36 @@ STUDIES = {
     "width-muon": width_muon,
 }
 ALL = [n for n in STUDIES if n != "width256"]
+
+
+def _evidence_study(name: str) -> Callable[[bool], None]:
+    def study(dry: bool) -> None:
+        evidence(name, dry)
+
+    study.__doc__ = f"evidence (issue 20): {EVIDENCE_STUDIES[name][2]} -> {EVIDENCE}/{name}.json"
+    return study
+
+
+for _name in EVIDENCE_STUDIES:
+    STUDIES[f"ev-{_name.replace('_', '-')}"] = _evidence_study(_name)
+
+
+def _long(curve: EvCurve) -> bool:
+    return curve.label.endswith("400 steps")
+
+
+def ev_depth(dry: bool) -> None:
+    """evidence (issue 20): E3 depth at 100 steps (the three rules) -> results/evidence/depth.json"""
+    evidence("depth", dry, lambda c: not _long(c))
+
+
+def ev_depth_long(dry: bool) -> None:
+    """evidence (issue 20): E3 depth at 400 steps (muP, CompleteP) -> results/evidence/depth.json"""
+    evidence("depth", dry, _long)
+
+
+STUDIES["ev-depth"] = ev_depth
+STUDIES["ev-depth-long"] = ev_depth_long
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,243 @@
+"""The drift protocol of the evidence studies (issue 20), fixed before any of their runs.
+
+Design: each curve (one rule at one size) is a grid of 5 points half an octave apart in log2(eta) around the
+predicted optimum, extended by one point beyond an edge while the seed-mean best sits at that edge; 3 paired
+seeds (the same seeds at every point, size and rule) and 16 x 16-sequence eval windows.
+
+Analysis: a least-squares quadratic in log2(eta) per seed and on the seed mean; a curve's optimum is the vertex
+of the seed-mean fit, clipped to the measured range (a non-convex fit gives its lower end). The drift is the
+target optimum minus the base optimum in octaves, with two 90 % bootstrap intervals: one resampling whole paired
+seed curves (the same seeds drawn for base and target), one parametric, adding to the fitted mean curves
+Gaussian noise of the pooled residual sd (residuals about the mean fit, each seed's offset removed: an offset
+cannot move a vertex). The verdict reads the hull of both intervals: *transfers* if it lies inside +-0.35
+octaves, *does not transfer* if it excludes 0 and its near end lies beyond +-0.35, else *inconclusive*.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+GRID_POINTS = 5
+GRID_STEP = 0.5  # octaves between grid points
+SEEDS = 3
+EVAL_BATCHES = 16  # validation windows of 16 sequences each
+MAX_EXTENSIONS = 4  # one point at a time beyond an edge
+TRANSFER_BAND = 0.35  # octaves
+CI_LEVEL = 0.90
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 20
+TRANSFERS, DOES_NOT_TRANSFER, INCONCLUSIVE = "transfers", "does not transfer", "inconclusive"
+# Two-sided 90 % Student t quantiles (0.95 one-sided) for 1..10 degrees of freedom.
+T90 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812)
+
+
+def centred_grid(log2_centre: float, points: int = GRID_POINTS, step: float = GRID_STEP) -> list[float]:
+    """log2(eta) of `points` values `step` octaves apart, centred on `log2_centre`."""
+    half = (points - 1) / 2
+    return [log2_centre + (i - half) * step for i in range(points)]
+
+
+def extend_grid(log2_grid: Sequence[float], mean_losses: Sequence[float], step: float = GRID_STEP) -> list[float]:
+    """The grid plus one point beyond the edge where the seed-mean best lies; the grid itself when it is interior.
+
+    Non-finite losses (diverged) never count as best.
+    """
+    pts = sorted(zip(log2_grid, mean_losses, strict=True))
+    finite = [i for i, (_, y) in enumerate(pts) if math.isfinite(y)]
+    xs = [x for x, _ in pts]
+    if not finite:
+        return xs
+    best = min(finite, key=lambda i: pts[i][1])
+    if best == 0:
+        return [xs[0] - step, *xs]
+    if best == len(xs) - 1:
+        return [*xs, xs[-1] + step]
+    return xs
+
+
+@dataclass(frozen=True)
+class SeedCurves:
+    """One rule at one size: losses[s][p] of seed seeds[s] at log2(eta) = x[p]; only points every seed finished."""
+
+    x: tuple[float, ...]
+    seeds: tuple[int, ...]
+    losses: tuple[tuple[float, ...], ...]
+
+    @property
+    def mean(self) -> list[float]:
+        """Seed-mean loss per point."""
+        return [float(v) for v in np.mean(np.asarray(self.losses, float), axis=0)]
+
+    def select(self, seed_rows: Sequence[int]) -> SeedCurves:
+        """The curves of the given seed rows (repeats allowed: a bootstrap draw)."""
+        return SeedCurves(self.x, tuple(self.seeds[i] for i in seed_rows), tuple(self.losses[i] for i in seed_rows))
+
+
+def curves_from_runs(runs: Sequence[Mapping[str, Any]]) -> SeedCurves:
+    """SeedCurves from run rows {"eta", "seed", "val_loss"} (val_loss None = diverged or missing).
+
+    A point enters only if every seed of the curve has a finite loss there (the curves stay paired).
+    """
+    table: dict[float, dict[int, float]] = {}
+    for r in runs:
+        loss = r.get("val_loss")
+        y = math.inf if loss is None else float(loss)
+        table.setdefault(round(math.log2(float(r["eta"])), 9), {})[int(r["seed"])] = y
+    seeds = sorted({s for row in table.values() for s in row})
+    xs = sorted(x for x, row in table.items() if all(math.isfinite(row.get(s, math.inf)) for s in seeds))
+    return SeedCurves(tuple(xs), tuple(seeds), tuple(tuple(table[x][s] for x in xs) for s in seeds))
+
+
+def fit_quadratic(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (a, b, c) of y = a x^2 + b x + c (needs at least 3 distinct x)."""
+    if len(set(x)) < 3:
+        raise ValueError(f"a quadratic fit needs 3 distinct points, got {len(set(x))}")
+    a, b, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 2)
+    return float(a), float(b), float(c)
+
+
+def vertex(x: Sequence[float], y: Sequence[float]) -> float:
+    """Minimiser of the least-squares quadratic over [min x, max x]: the vertex clipped to the range when convex,
+    else the end where the fit is lower."""
+    a, b, c = fit_quadratic(x, y)
+    lo, hi = min(x), max(x)
+    if a > 0:
+        return min(hi, max(lo, -b / (2 * a)))
+    return lo if a * lo * lo + b * lo <= a * hi * hi + b * hi else hi
+
+
+def optimum(curve: SeedCurves) -> float:
+    """log2 of the fitted optimum of the seed-mean curve."""
+    return vertex(curve.x, curve.mean)
+
+
+def seed_optima(curve: SeedCurves) -> list[float]:
+    """log2 of each seed's own fitted optimum."""
+    return [vertex(curve.x, ys) for ys in curve.losses]
+
+
+def fitted_loss(curve: SeedCurves, log2_eta: float) -> list[float]:
+    """Each seed's quadratic fit evaluated at `log2_eta` (the loss of that seed at a chosen eta)."""
+    out = []
+    for ys in curve.losses:
+        a, b, c = fit_quadratic(curve.x, ys)
+        out.append(a * log2_eta**2 + b * log2_eta + c)
+    return out
+
+
+def pooled_residual_sd(curves: Sequence[SeedCurves]) -> float:
+    """Residual sd about the seed-mean quadratic, each seed's offset removed, pooled over `curves`."""
+    ss, dof = 0.0, 0
+    for c in curves:
+        a, b, q0 = fit_quadratic(c.x, c.mean)
+        fit = np.array([a * x * x + b * x + q0 for x in c.x])
+        resid = np.asarray(c.losses, float) - fit
+        resid -= resid.mean(axis=1, keepdims=True)
+        ss += float((resid**2).sum())
+        dof += resid.size - 3 - (len(c.seeds) - 1)
+    return math.sqrt(ss / dof) if dof > 0 else math.nan
+
+
+def _interval(draws: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(np.asarray(draws, float), [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def slope(log2_sizes: Sequence[float], optima: Sequence[float]) -> float:
+    """Least-squares slope of log2 optimum against log2 size (gamma in lr* ~ size^gamma)."""
+    xs, ys = np.asarray(log2_sizes, float), np.asarray(optima, float)
+    return float(np.polyfit(xs, ys, 1)[0]) if len(xs) > 2 else float((ys[-1] - ys[0]) / (xs[-1] - xs[0]))
+
+
+def seed_bootstrap(
+    curves: Sequence[SeedCurves], statistic, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+) -> list[float]:
+    """`statistic(optima per curve)` over draws resampling whole seeds, the same seeds for every curve (paired)."""
+    seeds = curves[0].seeds
+    for c in curves:
+        if c.seeds != seeds:
+            raise ValueError(f"curves are not paired: seeds {c.seeds} vs {seeds}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        rows = rng.integers(0, len(seeds), len(seeds))
+        out.append(statistic([optimum(c.select(rows)) for c in curves]))
+    return out
+
+
+def parametric_bootstrap(
+    curves: Sequence[SeedCurves], statistic, sd: float, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+) -> list[float]:
+    """`statistic(optima per curve)` over draws of mean curves = fitted mean quadratic + noise of sd/sqrt(seeds)."""
+    rng = np.random.default_rng(seed + 1)
+    fits = []
+    for c in curves:
+        a, b, q0 = fit_quadratic(c.x, c.mean)
+        fits.append(np.array([a * x * x + b * x + q0 for x in c.x]))
+    out = []
+    for _ in range(draws):
+        optima = []
+        for c, fit in zip(curves, fits, strict=True):
+            noise = rng.normal(0.0, sd, (len(c.seeds), len(c.x))).mean(axis=0)
+            optima.append(vertex(c.x, fit + noise))
+        out.append(statistic(optima))
+    return out
+
+
+def verdict(lo: float, hi: float, band: float = TRANSFER_BAND) -> str:
+    """transfers | does not transfer | inconclusive, from a drift interval [lo, hi] in octaves."""
+    if -band <= lo and hi <= band:
+        return TRANSFERS
+    if lo > 0 and lo > band or hi < 0 and hi < -band:
+        return DOES_NOT_TRANSFER
+    return INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its seed-bootstrap, parametric and hull 90 % intervals."""
+
+    value: float
+    ci_seed: tuple[float, float]
+    ci_param: tuple[float, float]
+
+    @property
+    def ci90(self) -> tuple[float, float]:
+        """The hull of the two intervals (what the verdict reads)."""
+        return min(self.ci_seed[0], self.ci_param[0]), max(self.ci_seed[1], self.ci_param[1])
+
+
+def estimate(curves: Sequence[SeedCurves], statistic, sd: float) -> Estimate:
+    """`statistic` of the curves' optima with both bootstrap intervals."""
+    value = statistic([optimum(c) for c in curves])
+    return Estimate(
+        value, _interval(seed_bootstrap(curves, statistic)), _interval(parametric_bootstrap(curves, statistic, sd))
+    )
+
+
+def drift(base: SeedCurves, target: SeedCurves, sd: float) -> Estimate:
+    """Target optimum minus base optimum (octaves) with its intervals."""
+    return estimate([base, target], lambda o: o[1] - o[0], sd)
+
+
+def exponent(curves: Sequence[SeedCurves], log2_sizes: Sequence[float], sd: float) -> Estimate:
+    """Slope of log2 optimum against log2 size over the curves (gamma in lr* ~ size^gamma) with its intervals."""
+    return estimate(curves, lambda o: slope(log2_sizes, o), sd)
+
+
+def paired_t(diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, tuple[float, float]]:
+    """Mean of paired differences and its two-sided t interval (level 0.90 only)."""
+    if level != CI_LEVEL:
+        raise ValueError("paired_t knows the 90 % t quantiles only")
+    n = len(diffs)
+    mean = float(np.mean(diffs))
+    if n < 2:
+        return mean, (math.nan, math.nan)
+    half = T90[min(n - 1, len(T90)) - 1] * float(np.std(diffs, ddof=1)) / math.sqrt(n)
+    return mean, (mean - half, mean + half)
