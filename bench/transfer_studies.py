@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -30,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalec.runtime.studies import drift_protocol as protocol
+
 ROOT = Path(__file__).resolve().parent.parent
-from scalec.runtime.studies import drift_protocol as protocol  # noqa: E402
 RESULTS = ROOT / "results"
 SCALEC = [sys.executable, "-c", "from scalec.cli import main; main()"]
 # Small CPU runs: 64-token sequences, 2048 tokens/step, final-only evaluation on 16 x 16 sequences.
@@ -293,6 +295,18 @@ def curve_runs(curve: EvCurve) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["eta"], r["seed"]))
 
 
+def curve_horizon(curve: EvCurve) -> dict[str, Any] | None:
+    """The curve's parameter count and training tokens, from any finished run's summary."""
+    from scalec.runtime.studies.run_store import RunStore
+
+    for r in RunStore(ROOT / curve.out).records():
+        if r.status == "finished":
+            s = r.summary
+            return {"rule": curve.label, "axis": curve.axis, "value": curve.value, "params": s["params"],
+                    "tokens": s["tokens"]}  # fmt: skip
+    return None
+
+
 def run_curve(curve: EvCurve, dry: bool) -> None:
     """Sweep the curve's 5-point grid, then extend it one point at a time while the seed-mean best is at an edge."""
     grid = protocol.centred_grid(curve.centre) if curve.grid else [curve.centre]
@@ -333,8 +347,9 @@ def _ev_depth() -> list[EvCurve]:
     curves = [EvCurve(label, rule, "L", _shape(width=32, depth=d, batch=2048, steps=100), -9.0)
               for d in (2, 16) for label, rule in arms]  # fmt: skip
     # 4x the tokens (400 steps) for muP and CompleteP: does "depth hurts muP" survive longer training?
+    # muP first: its two depths settle the claim, CompleteP's give the contrast.
     curves += [EvCurve(f"{label}, 400 steps", rule, "L", _shape(width=32, depth=d, batch=2048, steps=400), -9.0)
-               for d in (2, 16) for label, rule in arms if rule != "depth_mup"]  # fmt: skip
+               for label, rule in arms[::-1] if rule != "depth_mup" for d in (2, 16)]  # fmt: skip
     return curves
 
 
@@ -388,8 +403,10 @@ def evidence(name: str, dry: bool, keep: Callable[[EvCurve], bool] = lambda c: T
 def write_evidence(name: str) -> Path:
     """results/evidence/NAME.json from the curves' run stores, with the drifts the protocol derives."""
     make, base, title = EVIDENCE_STUDIES[name]
-    runs = [r for curve in make() for r in curve_runs(curve)]
-    data: dict[str, Any] = {"experiment": name, "title": title, "base": base, "runs": runs}
+    curves = make()
+    runs = [r for curve in curves for r in curve_runs(curve)]
+    horizon = [h for h in map(curve_horizon, curves) if h is not None]
+    data: dict[str, Any] = {"experiment": name, "title": title, "base": base, "horizon": horizon, "runs": runs}
     if base is not None:
         data["drifts"] = analyse_drifts(runs, base)
     path = ROOT / EVIDENCE / f"{name}.json"
@@ -469,6 +486,190 @@ STUDIES["ev-depth"] = ev_depth
 STUDIES["ev-depth-long"] = ev_depth_long
 
 
+# --- --analyse: every table and figure of results/evidence re-derived from the stored runs, without training ---
+
+AXIS_NAME = {"n": "width", "L": "depth", "B": "batch (tokens/step)", "D": "duration (tokens)"}
+
+
+def _pow2(v: float) -> str:
+    e = math.log2(v)
+    return f"2^{e:g}" if float(e).is_integer() else f"{v:g}"
+
+
+def _ci(ci: list[float] | tuple[float, float]) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _own_optimum_losses(curves: dict[str, dict[int, protocol.SeedCurves]], size: int) -> dict[str, list[float]]:
+    """Per rule, each seed's fitted loss at the rule's own fitted optimum at `size` (paired by seed)."""
+    return {rule: protocol.fitted_loss(c[size], protocol.optimum(c[size])) for rule, c in curves.items() if size in c}
+
+
+def _gap_line(a: str, b: str, la: list[float], lb: list[float], where: str) -> str:
+    mean, (lo, hi) = protocol.paired_t([x - y for x, y in zip(la, lb, strict=True)])
+    return f"| {a} minus {b} | {where} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] |"
+
+
+def drift_markdown(data: dict[str, Any]) -> str:
+    """The drift study's tables: optima per size, drifts with intervals and verdicts, exponents, paired gaps."""
+    runs, base = data["runs"], data["base"]
+    curves = rule_curves(runs)
+    axis = runs[0]["axis"]
+    tokens = _horizon(data)
+    out = [f"## {data['title']}", "", tokens, "",
+           f"### Fitted optimum log2(eta) per {AXIS_NAME[axis]} (seed mean; the three seeds' own optima in brackets)",
+           "", "| rule | " + " | ".join(_pow2(v) for v in sorted({r['value'] for r in runs})) + " |",
+           "|---|" + "---|" * len({r["value"] for r in runs})]  # fmt: skip
+    sizes = sorted({r["value"] for r in runs})
+    for rule, by_size in curves.items():
+        cells = []
+        for v in sizes:
+            c = by_size.get(v)
+            if c is None:
+                cells.append("-")
+                continue
+            own = ", ".join(f"{o:.2f}" for o in protocol.seed_optima(c))
+            edge = " (edge)" if protocol.optimum(c) in (min(c.x), max(c.x)) else ""
+            cells.append(f"{protocol.optimum(c):.2f}{edge} ({own}); grid {min(c.x):g}..{max(c.x):g}")
+        out.append(f"| {rule} | " + " | ".join(cells) + " |")
+    out += ["", f"### Drift of the optimum from {axis}={_pow2(base)} (octaves; 90 % intervals: seed bootstrap, "
+            "parametric, hull)", "", "| rule | to | drift | seed bootstrap | parametric | hull | verdict |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for d in analyse_drifts(runs, base):
+        out.append(f"| {d['rule']} | {axis}={_pow2(d['to'])} | {d['octaves']:+.2f} | {_ci(d['ci90_seed'])} | "
+                   f"{_ci(d['ci90_param'])} | {_ci(d['ci90'])} | {d['verdict']} |")  # fmt: skip
+    out += ["", f"### Exponent of lr* ~ {axis}^k over the sizes (slope of log2 optimum on log2 {axis})", "",
+            "| rule | sizes | k | hull 90 % |", "|---|---|---|---|"]  # fmt: skip
+    for rule, by_size in curves.items():
+        vs = sorted(by_size)
+        if len(vs) < 2:
+            continue
+        sd = protocol.pooled_residual_sd(list(by_size.values()))
+        for part in _exponent_ranges(vs, base):
+            est = protocol.exponent([by_size[v] for v in part], [math.log2(v) for v in part], sd)
+            out.append(f"| {rule} | {', '.join(_pow2(v) for v in part)} | {est.value:+.2f} | {_ci(est.ci90)} |")
+    out += ["", "### Loss at each rule's own fitted optimum (mean of the seeds' quadratic fits there)", "",
+            "| rule | " + " | ".join(f"{axis}={_pow2(v)}" for v in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for rule, by_size in curves.items():
+        cells = []
+        for v in sizes:
+            c = by_size.get(v)
+            cells.append("-" if c is None else f"{statistics.fmean(protocol.fitted_loss(c, protocol.optimum(c))):.4f}")
+        out.append(f"| {rule} | " + " | ".join(cells) + " |")
+    out += ["", "### Paired loss gaps at each rule's own fitted optimum (mean over seeds, 90 % t interval)", "",
+            "| gap | where | mean | 90 % |", "|---|---|---|---|"]  # fmt: skip
+    rules = list(curves)
+    for v in sizes:
+        own = _own_optimum_losses(curves, v)
+        for i, a in enumerate(rules):
+            for b in rules[i + 1 :]:
+                if a in own and b in own and _same_seeds(curves[a][v], curves[b][v]):
+                    out.append(_gap_line(a, b, own[a], own[b], f"{axis}={_pow2(v)}"))
+    for rule, by_size in curves.items():  # the size effect within a rule (depth: does depth help or hurt?)
+        if base in by_size:
+            for v in sizes:
+                if v != base and v in by_size and _same_seeds(by_size[v], by_size[base]):
+                    own_v = protocol.fitted_loss(by_size[v], protocol.optimum(by_size[v]))
+                    own_b = protocol.fitted_loss(by_size[base], protocol.optimum(by_size[base]))
+                    out.append(_gap_line(f"{rule} at {axis}={_pow2(v)}", f"at {axis}={_pow2(base)}", own_v, own_b,
+                                         "within the rule"))  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def _same_seeds(a: protocol.SeedCurves, b: protocol.SeedCurves) -> bool:
+    return a.seeds == b.seeds
+
+
+def _exponent_ranges(sizes: list[int], base: int) -> list[list[int]]:
+    """The whole range, and each half on either side of the base when there are three or more sizes."""
+    parts = [sizes]
+    if len(sizes) >= 3 and base in sizes:
+        i = sizes.index(base)
+        parts += [p for p in (sizes[: i + 1], sizes[i:]) if len(p) >= 2]
+    return parts
+
+
+def _horizon(data: dict[str, Any]) -> str:
+    runs = data["runs"]
+    seeds = sorted({r["seed"] for r in runs})
+    sizes = "; ".join(f"{h['rule']} {h['axis']}={_pow2(h['value'])}: {h['params']:,} parameters, {h['tokens']:,} tokens"
+                      for h in data.get("horizon", []))  # fmt: skip
+    return f"{len(runs)} runs, seeds {seeds}." + (f" Horizon: {sizes}." if sizes else "")
+
+
+def per_module_markdown(data: dict[str, Any]) -> str:
+    """E4: each arm's loss over 5 seeds and its paired gain over the best global eta (90 % t interval)."""
+    arms: dict[str, dict[int, float]] = {}
+    for r in data["runs"]:
+        arms.setdefault(r["rule"], {})[r["seed"]] = math.inf if r["val_loss"] is None else r["val_loss"]
+    ref = next(iter(arms))
+    out = [f"## {data['title']}", "", _horizon(data), "",
+           f"| arm | eta | mean loss | sd | gain over '{ref}' (paired) | 90 % t interval |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    etas = {r["rule"]: r["eta"] for r in data["runs"]}
+    for arm, by_seed in arms.items():
+        seeds = sorted(set(by_seed) & set(arms[ref]))
+        ys = [by_seed[s] for s in seeds]
+        sd = statistics.stdev(ys) if len(ys) > 1 else math.nan
+        gain, (lo, hi) = protocol.paired_t([arms[ref][s] - by_seed[s] for s in seeds])
+        gain_cells = "-" if arm == ref else f"{gain:+.4f} | [{lo:+.4f}, {hi:+.4f}]"
+        out.append(f"| {arm} | 2^{math.log2(etas[arm]):.2f} | {statistics.fmean(ys):.4f} | {sd:.4f} | "
+                   + (gain_cells if arm != ref else "- | -") + " |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def drift_figure(data: dict[str, Any], path: Path) -> None:
+    """One panel per rule: seed-mean loss vs log2 eta per size, a band from the lowest to the highest seed, the
+    fitted optimum as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = rule_curves(data["runs"])
+    axis = data["runs"][0]["axis"]
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), sharey=True, squeeze=False)
+    sizes = sorted({r["value"] for r in data["runs"]})
+    cmap = plt.get_cmap("viridis")
+    for ax, (rule, by_size) in zip(axes[0], curves.items(), strict=True):
+        for v, c in by_size.items():
+            color = cmap(sizes.index(v) / max(1, len(sizes) - 1))
+            ys = [list(col) for col in zip(*c.losses, strict=True)]
+            ax.fill_between(c.x, [min(y) for y in ys], [max(y) for y in ys], color=color, alpha=0.2, lw=0)
+            ax.plot(c.x, c.mean, "o-", ms=3, color=color, label=f"{axis}={_pow2(v)}")
+            ax.axvline(protocol.optimum(c), color=color, lw=0.8, ls=":")
+        ax.set_title(rule, fontsize=9)
+        ax.set_xlabel("log2 eta")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"final val loss (band: {len(next(iter(next(iter(curves.values())).values())).seeds)} seeds)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(data["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def analyse_evidence(folder: Path | None = None) -> list[Path]:
+    """Re-derive NAME.md (and NAME.png for the drift studies) from every results/evidence/NAME.json."""
+    folder = folder or ROOT / EVIDENCE
+    written = []
+    for name in EVIDENCE_STUDIES:
+        src = folder / f"{name}.json"
+        if not src.exists():
+            continue
+        data = json.loads(src.read_text())
+        if data.get("base") is None:
+            (folder / f"{name}.md").write_text(per_module_markdown(data))
+        else:
+            (folder / f"{name}.md").write_text(drift_markdown(data))
+            drift_figure(data, folder / f"{name}.png")
+            written.append(folder / f"{name}.png")
+        written.append(folder / f"{name}.md")
+        print(f"# {src.relative_to(folder.parent.parent) if folder.is_relative_to(ROOT) else src} -> {name}.md",
+              flush=True)  # fmt: skip
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     listing = "\n".join(f"  {n:<11} {(f.__doc__ or '').splitlines()[0]}" for n, f in STUDIES.items())
     parser = argparse.ArgumentParser(
@@ -481,7 +682,13 @@ def main(argv: list[str] | None = None) -> None:
         "studies", nargs="*", default="all", choices=[*STUDIES, "all"], metavar="STUDY", help="studies to run"
     )  # default a string: argparse checks a '*' positional's default against the choices
     parser.add_argument("--dry-run", action="store_true", help="print the exact scalec commands; run nothing")
+    parser.add_argument(
+        "--analyse", action="store_true", help=f"re-derive the tables and figures from {EVIDENCE}/*.json; train nothing"
+    )
     args = parser.parse_args(argv)
+    if args.analyse:
+        analyse_evidence()
+        return
     studies = [args.studies] if isinstance(args.studies, str) else args.studies
     names = [n for name in studies for n in (ALL if name == "all" else [name])]
     for name in dict.fromkeys(names):

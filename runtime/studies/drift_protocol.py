@@ -16,7 +16,7 @@ octaves, *does not transfer* if it excludes 0 and its near end lies beyond +-0.3
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,22 +93,35 @@ def curves_from_runs(runs: Sequence[Mapping[str, Any]]) -> SeedCurves:
     return SeedCurves(tuple(xs), tuple(seeds), tuple(tuple(table[x][s] for x in xs) for s in seeds))
 
 
-def fit_quadratic(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
-    """Least-squares (a, b, c) of y = a x^2 + b x + c (needs at least 3 distinct x)."""
+def _design(x: Sequence[float]) -> np.ndarray:
+    """The (3, points) matrix mapping losses to least-squares (a, b, c) of a x^2 + b x + c."""
     if len(set(x)) < 3:
         raise ValueError(f"a quadratic fit needs 3 distinct points, got {len(set(x))}")
-    a, b, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 2)
+    xs = np.asarray(x, float)
+    return np.linalg.pinv(np.stack([xs * xs, xs, np.ones_like(xs)], axis=1))
+
+
+def fit_quadratic(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (a, b, c) of y = a x^2 + b x + c (needs at least 3 distinct x)."""
+    a, b, c = _design(x) @ np.asarray(y, float)
     return float(a), float(b), float(c)
+
+
+def _vertices(x: Sequence[float], ys: np.ndarray) -> np.ndarray:
+    """Row-wise `vertex` of many loss rows (draws, points) on the same x."""
+    coef = np.asarray(ys, float) @ _design(x).T
+    a, b = coef[..., 0], coef[..., 1]
+    lo, hi = min(x), max(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = np.clip(-b / (2 * a), lo, hi)
+    lower_end = np.where(a * lo * lo + b * lo <= a * hi * hi + b * hi, lo, hi)
+    return np.where(a > 0, inner, lower_end)
 
 
 def vertex(x: Sequence[float], y: Sequence[float]) -> float:
     """Minimiser of the least-squares quadratic over [min x, max x]: the vertex clipped to the range when convex,
     else the end where the fit is lower."""
-    a, b, c = fit_quadratic(x, y)
-    lo, hi = min(x), max(x)
-    if a > 0:
-        return min(hi, max(lo, -b / (2 * a)))
-    return lo if a * lo * lo + b * lo <= a * hi * hi + b * hi else hi
+    return float(_vertices(x, np.asarray([y], float))[0])
 
 
 def optimum(curve: SeedCurves) -> float:
@@ -118,16 +131,13 @@ def optimum(curve: SeedCurves) -> float:
 
 def seed_optima(curve: SeedCurves) -> list[float]:
     """log2 of each seed's own fitted optimum."""
-    return [vertex(curve.x, ys) for ys in curve.losses]
+    return [float(v) for v in _vertices(curve.x, np.asarray(curve.losses, float))]
 
 
 def fitted_loss(curve: SeedCurves, log2_eta: float) -> list[float]:
     """Each seed's quadratic fit evaluated at `log2_eta` (the loss of that seed at a chosen eta)."""
-    out = []
-    for ys in curve.losses:
-        a, b, c = fit_quadratic(curve.x, ys)
-        out.append(a * log2_eta**2 + b * log2_eta + c)
-    return out
+    coef = np.asarray(curve.losses, float) @ _design(curve.x).T
+    return [float(v) for v in coef @ np.array([log2_eta**2, log2_eta, 1.0])]
 
 
 def pooled_residual_sd(curves: Sequence[SeedCurves]) -> float:
@@ -143,51 +153,58 @@ def pooled_residual_sd(curves: Sequence[SeedCurves]) -> float:
     return math.sqrt(ss / dof) if dof > 0 else math.nan
 
 
-def _interval(draws: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float]:
+def _interval(draws: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(np.asarray(draws, float), [tail, 100 - tail])
     return float(lo), float(hi)
 
 
-def slope(log2_sizes: Sequence[float], optima: Sequence[float]) -> float:
-    """Least-squares slope of log2 optimum against log2 size (gamma in lr* ~ size^gamma)."""
-    xs, ys = np.asarray(log2_sizes, float), np.asarray(optima, float)
-    return float(np.polyfit(xs, ys, 1)[0]) if len(xs) > 2 else float((ys[-1] - ys[0]) / (xs[-1] - xs[0]))
+# A statistic maps optima (draws, curves) to one value per draw (draws,).
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+def drift_statistic(optima: np.ndarray) -> np.ndarray:
+    """Second curve's optimum minus the first's."""
+    return optima[:, 1] - optima[:, 0]
+
+
+def slope_statistic(log2_sizes: Sequence[float]) -> Statistic:
+    """Least-squares slope of log2 optimum against log2 size (k in lr* ~ size^k)."""
+    xs = np.asarray(log2_sizes, float)
+    centred = (xs - xs.mean()) / float(((xs - xs.mean()) ** 2).sum())
+    return lambda optima: (optima - optima.mean(axis=1, keepdims=True)) @ centred
 
 
 def seed_bootstrap(
-    curves: Sequence[SeedCurves], statistic, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
-) -> list[float]:
-    """`statistic(optima per curve)` over draws resampling whole seeds, the same seeds for every curve (paired)."""
+    curves: Sequence[SeedCurves], statistic: Statistic, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+) -> np.ndarray:
+    """`statistic` over draws resampling whole seeds, the same seeds for every curve (paired)."""
     seeds = curves[0].seeds
     for c in curves:
         if c.seeds != seeds:
             raise ValueError(f"curves are not paired: seeds {c.seeds} vs {seeds}")
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(draws):
-        rows = rng.integers(0, len(seeds), len(seeds))
-        out.append(statistic([optimum(c.select(rows)) for c in curves]))
-    return out
+    rows = np.random.default_rng(seed).integers(0, len(seeds), (draws, len(seeds)))
+    optima = [_vertices(c.x, np.asarray(c.losses, float)[rows].mean(axis=1)) for c in curves]
+    return statistic(np.stack(optima, axis=1))
 
 
 def parametric_bootstrap(
-    curves: Sequence[SeedCurves], statistic, sd: float, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
-) -> list[float]:
-    """`statistic(optima per curve)` over draws of mean curves = fitted mean quadratic + noise of sd/sqrt(seeds)."""
+    curves: Sequence[SeedCurves],
+    statistic: Statistic,
+    sd: float,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """`statistic` over draws of mean curves: the fitted mean quadratic plus the mean of `seeds` Gaussian noise rows
+    of sd `sd` (the pooled residual sd)."""
     rng = np.random.default_rng(seed + 1)
-    fits = []
+    optima = []
     for c in curves:
-        a, b, q0 = fit_quadratic(c.x, c.mean)
-        fits.append(np.array([a * x * x + b * x + q0 for x in c.x]))
-    out = []
-    for _ in range(draws):
-        optima = []
-        for c, fit in zip(curves, fits, strict=True):
-            noise = rng.normal(0.0, sd, (len(c.seeds), len(c.x))).mean(axis=0)
-            optima.append(vertex(c.x, fit + noise))
-        out.append(statistic(optima))
-    return out
+        xs = np.asarray(c.x, float)
+        fit = np.stack([xs * xs, xs, np.ones_like(xs)], axis=1) @ (_design(c.x) @ np.asarray(c.mean, float))
+        noise = rng.normal(0.0, sd, (draws, len(c.seeds), len(c.x))).mean(axis=1)
+        optima.append(_vertices(c.x, fit + noise))
+    return statistic(np.stack(optima, axis=1))
 
 
 def verdict(lo: float, hi: float, band: float = TRANSFER_BAND) -> str:
@@ -213,9 +230,9 @@ class Estimate:
         return min(self.ci_seed[0], self.ci_param[0]), max(self.ci_seed[1], self.ci_param[1])
 
 
-def estimate(curves: Sequence[SeedCurves], statistic, sd: float) -> Estimate:
+def estimate(curves: Sequence[SeedCurves], statistic: Statistic, sd: float) -> Estimate:
     """`statistic` of the curves' optima with both bootstrap intervals."""
-    value = statistic([optimum(c) for c in curves])
+    value = float(statistic(np.array([[optimum(c) for c in curves]]))[0])
     return Estimate(
         value, _interval(seed_bootstrap(curves, statistic)), _interval(parametric_bootstrap(curves, statistic, sd))
     )
@@ -223,12 +240,12 @@ def estimate(curves: Sequence[SeedCurves], statistic, sd: float) -> Estimate:
 
 def drift(base: SeedCurves, target: SeedCurves, sd: float) -> Estimate:
     """Target optimum minus base optimum (octaves) with its intervals."""
-    return estimate([base, target], lambda o: o[1] - o[0], sd)
+    return estimate([base, target], drift_statistic, sd)
 
 
 def exponent(curves: Sequence[SeedCurves], log2_sizes: Sequence[float], sd: float) -> Estimate:
-    """Slope of log2 optimum against log2 size over the curves (gamma in lr* ~ size^gamma) with its intervals."""
-    return estimate(curves, lambda o: slope(log2_sizes, o), sd)
+    """Slope of log2 optimum against log2 size over the curves (k in lr* ~ size^k) with its intervals."""
+    return estimate(curves, slope_statistic(log2_sizes), sd)
 
 
 def paired_t(diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, tuple[float, float]]:
