@@ -415,33 +415,8 @@ def write_evidence(name: str) -> Path:
 
 
 
-def rule_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, protocol.SeedCurves]]:
-    """label -> size -> the protocol's paired seed curves, in the order the rows name them."""
-    grouped: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    for r in runs:
-        grouped.setdefault(r["rule"], {}).setdefault(r["value"], []).append(r)
-    return {rule: {v: protocol.curves_from_runs(rows) for v, rows in sorted(sizes.items())}
-            for rule, sizes in grouped.items()}  # fmt: skip
-
-
-def analyse_drifts(runs: list[dict[str, Any]], base: int) -> list[dict[str, Any]]:
-    """Every rule's drift from the base size to each other size, with the protocol's intervals and verdict."""
-    out = []
-    for rule, curves in rule_curves(runs).items():
-        if base not in curves:
-            continue
-        sd = protocol.pooled_residual_sd(list(curves.values()))
-        for size, curve in curves.items():
-            if size == base:
-                continue
-            est = protocol.drift(curves[base], curve, sd)
-            lo, hi = est.ci90
-            out.append({
-                "rule": rule, "from": base, "to": size, "octaves": est.value, "ci90": [lo, hi],
-                "verdict": protocol.verdict(lo, hi), "ci90_seed": list(est.ci_seed), "ci90_param": list(est.ci_param),
-                "base_opt": protocol.optimum(curves[base]), "target_opt": protocol.optimum(curve), "residual_sd": sd,
-            })  # fmt: skip
-    return out
+rule_curves = protocol.rule_curves
+analyse_drifts = protocol.drifts_from_runs
 
 
 STUDIES = {

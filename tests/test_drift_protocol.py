@@ -118,3 +118,23 @@ def test_each_seeds_fitted_loss_at_an_eta_is_its_own_quadratic_there():
     curve = _curve([-9.0, -8.5], offsets=[0.0, 0.1])
     assert p.fitted_loss(curve, -9.0) == pytest.approx([2.0, 0.2 * 0.25 + 2.1])
     assert p.seed_optima(curve) == pytest.approx([-9.0, -8.5])
+
+
+@pytest.mark.slow  # a whole (synthetic) transfer study with its figure
+def test_a_transfer_study_with_two_seeds_reports_the_protocols_drifts_and_verdicts(tmp_path):
+    import json
+
+    from scalec.runtime.studies.hp_grid import parse_hp_spec
+    from scalec.runtime.studies.transfer import TransferSpec, run_transfer
+
+    def synthetic(config, out_dir):  # mup's optimum stays at 2^-7; sp's moves 1/2 octave left per doubling
+        x = math.log2(config["hp"]["eta"])
+        opt = -7 + (0.0 if config["rule"] == "mup" else -0.5 * math.log2(config["width"] / 32))
+        return {"status": "finished", "final_val_loss": 3 + 0.01 * config["seed"] + 0.05 * (x - opt) ** 2}
+
+    spec = TransferSpec(["sp", "mup"], "width", [32, 256], parse_hp_spec("eta=2^-10..2^-5:6"), {"depth": 2}, seeds=2)
+    run_transfer(spec, tmp_path, synthetic)
+    drifts = {d["rule"]: d for d in json.loads((tmp_path / "transfer.json").read_text())["drifts"]}
+    assert drifts["sp"]["octaves"] == pytest.approx(-1.5) and drifts["sp"]["verdict"] == p.DOES_NOT_TRANSFER
+    assert drifts["mup"]["octaves"] == pytest.approx(0.0, abs=1e-9) and drifts["mup"]["verdict"] == p.TRANSFERS
+    assert "| sp | 32 | 256 | -1.50 |" in (tmp_path / "transfer.md").read_text()

@@ -258,3 +258,70 @@ def paired_t(diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, tu
         return mean, (math.nan, math.nan)
     half = T90[min(n - 1, len(T90)) - 1] * float(np.std(diffs, ddof=1)) / math.sqrt(n)
     return mean, (mean - half, mean + half)
+
+
+def rule_curves(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, SeedCurves]]:
+    """rule -> size -> paired seed curves, from run rows {"rule", "value", "eta", "seed", "val_loss"}."""
+    grouped: dict[str, dict[float, list[Mapping[str, Any]]]] = {}
+    for r in runs:
+        grouped.setdefault(r["rule"], {}).setdefault(r["value"], []).append(r)
+    return {rule: {v: curves_from_runs(rows) for v, rows in sorted(sizes.items())} for rule, sizes in grouped.items()}
+
+
+def drifts_from_runs(runs: Sequence[Mapping[str, Any]], base: float) -> list[dict[str, Any]]:
+    """Every rule's drift from the base size to each other size: {"rule", "from", "to", "octaves", "ci90",
+    "verdict"} plus both intervals, the two optima and the pooled residual sd."""
+    out = []
+    for rule, curves in rule_curves(runs).items():
+        if base not in curves:
+            continue
+        sd = pooled_residual_sd(list(curves.values()))
+        for size, curve in curves.items():
+            if size == base:
+                continue
+            est = drift(curves[base], curve, sd)
+            lo, hi = est.ci90
+            out.append({
+                "rule": rule, "from": base, "to": size, "octaves": est.value, "ci90": [lo, hi],
+                "verdict": verdict(lo, hi), "ci90_seed": list(est.ci_seed), "ci90_param": list(est.ci_param),
+                "base_opt": optimum(curves[base]), "target_opt": optimum(curve), "residual_sd": sd,
+            })  # fmt: skip
+    return out
+
+
+def drift_markdown(drifts: Sequence[Mapping[str, Any]], hp: str = "eta") -> str:
+    """The drifts as a Markdown table (octaves of the fitted optimum, 90 % intervals, verdict)."""
+    lines = [
+        f"### Drift of the fitted {hp} optimum (drift protocol: quadratic in log2 {hp}, paired seed and parametric "
+        "bootstraps, 90 %)",
+        "",
+        "| rule | from | to | drift (octaves) | seed bootstrap | parametric | hull | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    if not drifts:
+        lines.append("| (not applied: the protocol needs 2+ seeds and 3+ points every seed finished per curve) |")
+    for d in drifts:
+        cells = [f"[{d[k][0]:+.2f}, {d[k][1]:+.2f}]" for k in ("ci90_seed", "ci90_param", "ci90")]
+        lines.append(f"| {d['rule']} | {d['from']:g} | {d['to']:g} | {d['octaves']:+.2f} | {' | '.join(cells)} | "
+                     f"{d['verdict']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def transfer_drifts(
+    rules: Sequence[str], size_field: str, hp: str, base: float, records: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """The protocol's drifts of a `scalec transfer` study from its run records (records with a `config` and a
+    `loss`); empty with fewer than 2 seeds or 3 grid points, where no interval can be drawn."""
+    runs = []
+    for r in records:
+        c = r.config
+        if c["rule"] in rules and r.status in ("finished", "diverged"):
+            loss = r.loss
+            runs.append({"rule": c["rule"], "value": float(c[size_field]), "eta": float(c["hp"][hp]),
+                         "seed": int(c["seed"]), "val_loss": loss if math.isfinite(loss) else None})  # fmt: skip
+    if len({r["seed"] for r in runs}) < 2:
+        return []
+    try:
+        return drifts_from_runs(runs, float(base))
+    except ValueError:  # a curve with fewer than 3 points every seed finished: no fit
+        return []
