@@ -467,6 +467,8 @@ AXIS_NAME = {"n": "width", "L": "depth", "B": "batch (tokens/step)", "D": "durat
 
 
 def _pow2(v: float) -> str:
+    if v < 1024 and float(v).is_integer():
+        return f"{int(v)}"
     e = math.log2(v)
     return f"2^{e:g}" if float(e).is_integer() else f"{v:g}"
 
@@ -491,6 +493,11 @@ def drift_markdown(data: dict[str, Any]) -> str:
     curves = rule_curves(runs)
     axis = runs[0]["axis"]
     tokens = _horizon(data)
+    left_out = sorted({(r["rule"], r["value"]) for r in runs} - {(k, v) for k, c in curves.items() for v in c})
+    if left_out:
+        tokens += " Left out (fewer than 3 points that every seed finished): " + ", ".join(
+            f"{rule} {axis}={_pow2(v)}" for rule, v in left_out
+        )
     out = [f"## {data['title']}", "", tokens, "",
            f"### Fitted optimum log2(eta) per {AXIS_NAME[axis]} (seed mean; the three seeds' own optima in brackets)",
            "", "| rule | " + " | ".join(_pow2(v) for v in sorted({r['value'] for r in runs})) + " |",

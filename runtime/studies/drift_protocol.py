@@ -260,12 +260,20 @@ def paired_t(diffs: Sequence[float], level: float = CI_LEVEL) -> tuple[float, tu
     return mean, (mean - half, mean + half)
 
 
-def rule_curves(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, SeedCurves]]:
-    """rule -> size -> paired seed curves, from run rows {"rule", "value", "eta", "seed", "val_loss"}."""
+def rule_curves(runs: Sequence[Mapping[str, Any]], min_points: int = 3) -> dict[str, dict[float, SeedCurves]]:
+    """rule -> size -> paired seed curves, from run rows {"rule", "value", "eta", "seed", "val_loss"}; a curve
+    with fewer than `min_points` points that every seed finished (unfinished or diverged) is left out (the
+    analysis's tables list it)."""
     grouped: dict[str, dict[float, list[Mapping[str, Any]]]] = {}
     for r in runs:
         grouped.setdefault(r["rule"], {}).setdefault(r["value"], []).append(r)
-    return {rule: {v: curves_from_runs(rows) for v, rows in sorted(sizes.items())} for rule, sizes in grouped.items()}
+    out: dict[str, dict[float, SeedCurves]] = {}
+    for rule, sizes in grouped.items():
+        curves = {v: curves_from_runs(rows) for v, rows in sorted(sizes.items())}
+        kept = {v: c for v, c in curves.items() if len(c.x) >= min_points}
+        if kept:
+            out[rule] = kept
+    return out
 
 
 def drifts_from_runs(runs: Sequence[Mapping[str, Any]], base: float) -> list[dict[str, Any]]:
@@ -277,7 +285,7 @@ def drifts_from_runs(runs: Sequence[Mapping[str, Any]], base: float) -> list[dic
             continue
         sd = pooled_residual_sd(list(curves.values()))
         for size, curve in curves.items():
-            if size == base:
+            if size == base or curve.seeds != curves[base].seeds:  # unpaired (a curve still running): no drift
                 continue
             est = drift(curves[base], curve, sd)
             lo, hi = est.ci90
