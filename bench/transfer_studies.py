@@ -233,6 +233,7 @@ CDP = f"{EV_RULES}/completedp_b10_d19.scale"  # Complete(d)P with its base at B 
 BETAS = f"{EV_RULES}/completep_betas_b10_d19.scale"  # CompleteP + Complete(d)P's beta rules only
 EV_EVAL = ["--seq-len", "64", "--eval-every", "1000000", "--eval-batches", str(protocol.EVAL_BATCHES), "--device",
            "cpu"]  # fmt: skip
+SIZE_FILTER: set[int] | None = None  # --sizes: the evidence curves this process runs (split across processes)
 AXIS_FLAG = {"n": "--width", "L": "--depth", "B": "--batch", "D": "--duration"}
 
 
@@ -394,7 +395,7 @@ def evidence(name: str, dry: bool, keep: Callable[[EvCurve], bool] = lambda c: T
     results/evidence/NAME.json from every curve of the experiment that has runs."""
     make, _, _ = EVIDENCE_STUDIES[name]
     for curve in make():
-        if keep(curve):
+        if keep(curve) and (SIZE_FILTER is None or curve.value in SIZE_FILTER):
             run_curve(curve, dry)
     if not dry:
         write_evidence(name)
@@ -665,12 +666,26 @@ def main(argv: list[str] | None = None) -> None:
     )  # default a string: argparse checks a '*' positional's default against the choices
     parser.add_argument("--dry-run", action="store_true", help="print the exact scalec commands; run nothing")
     parser.add_argument(
+        "--collect",
+        help=f"write {EVIDENCE}/NAME.json for these experiments (e.g. duration,batch) from their run stores; train nothing",
+    )
+    parser.add_argument(
+        "--sizes", help="evidence experiments: run only the curves at these sizes (e.g. 256,4096; the JSON keeps all)"
+    )
+    parser.add_argument(
         "--analyse", action="store_true", help=f"re-derive the tables and figures from {EVIDENCE}/*.json; train nothing"
     )
     args = parser.parse_args(argv)
     if args.analyse:
         analyse_evidence()
         return
+    if args.collect:
+        for name in args.collect.split(","):
+            print(f"# {write_evidence(name).relative_to(ROOT)}", flush=True)
+        return
+    if args.sizes:
+        global SIZE_FILTER
+        SIZE_FILTER = {int(float(v)) for v in args.sizes.split(",")}
     studies = [args.studies] if isinstance(args.studies, str) else args.studies
     names = [n for name in studies for n in (ALL if name == "all" else [name])]
     for name in dict.fromkeys(names):
