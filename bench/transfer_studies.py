@@ -667,7 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the exact scalec commands; run nothing")
     parser.add_argument(
         "--collect",
-        help=f"write {EVIDENCE}/NAME.json for these experiments (e.g. duration,batch) from their run stores; train nothing",
+        help=f"write {EVIDENCE}/NAME.json for these experiments (e.g. duration,batch) from their stores; no training",
     )
     parser.add_argument(
         "--sizes", help="evidence experiments: run only the curves at these sizes (e.g. 256,4096; the JSON keeps all)"
