@@ -233,6 +233,7 @@ CDP = f"{EV_RULES}/completedp_b10_d19.scale"  # Complete(d)P with its base at B 
 BETAS = f"{EV_RULES}/completep_betas_b10_d19.scale"  # CompleteP + Complete(d)P's beta rules only
 EV_EVAL = ["--seq-len", "64", "--eval-every", "1000000", "--eval-batches", str(protocol.EVAL_BATCHES), "--device",
            "cpu"]  # fmt: skip
+REVERSE = False  # --reverse: run the curves last first (two processes sharing one experiment meet in the middle)
 SIZE_FILTER: set[int] | None = None  # --sizes: the evidence curves this process runs (split across processes)
 AXIS_FLAG = {"n": "--width", "L": "--depth", "B": "--batch", "D": "--duration"}
 
@@ -320,6 +321,8 @@ def run_curve(curve: EvCurve, dry: bool) -> None:
             loss = math.inf if r["val_loss"] is None else r["val_loss"]
             means.setdefault(round(math.log2(r["eta"]), 9), []).append(loss)
         xs = sorted(x for x in means if any(math.isclose(x, g) for g in grid))
+        if sum(len(means[x]) for x in xs) < len(grid) * curve.seeds:  # runs held by another process: it decides
+            return
         wider = protocol.extend_grid(xs, [sum(means[x]) / len(means[x]) for x in xs])
         if len(wider) == len(xs):
             return
@@ -394,7 +397,7 @@ def evidence(name: str, dry: bool, keep: Callable[[EvCurve], bool] = lambda c: T
     """Run one evidence experiment's curves that `keep` selects (reusing finished runs), then write
     results/evidence/NAME.json from every curve of the experiment that has runs."""
     make, _, _ = EVIDENCE_STUDIES[name]
-    for curve in make():
+    for curve in make()[::-1] if REVERSE else make():
         if keep(curve) and (SIZE_FILTER is None or curve.value in SIZE_FILTER):
             run_curve(curve, dry)
     if not dry:
@@ -665,6 +668,7 @@ def main(argv: list[str] | None = None) -> None:
         "studies", nargs="*", default="all", choices=[*STUDIES, "all"], metavar="STUDY", help="studies to run"
     )  # default a string: argparse checks a '*' positional's default against the choices
     parser.add_argument("--dry-run", action="store_true", help="print the exact scalec commands; run nothing")
+    parser.add_argument("--reverse", action="store_true", help="evidence experiments: run the curves last first")
     parser.add_argument(
         "--collect",
         help=f"write {EVIDENCE}/NAME.json for these experiments (e.g. duration,batch) from their stores; no training",
@@ -683,6 +687,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.collect.split(","):
             print(f"# {write_evidence(name).relative_to(ROOT)}", flush=True)
         return
+    if args.reverse:
+        global REVERSE
+        REVERSE = True
     if args.sizes:
         global SIZE_FILTER
         SIZE_FILTER = {int(float(v)) for v in args.sizes.split(",")}
