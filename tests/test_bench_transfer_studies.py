@@ -105,3 +105,14 @@ def test_the_evidence_experiments_sweep_five_half_octave_points_with_three_paire
         "--hp 'eta=2^-10,2^-9.5,2^-9,2^-8.5,2^-8' --seeds 3 --seq-len 64 --eval-every 1000000 --eval-batches 16 "
         "--device cpu --out results/evidence/store/completep_width32_depth2_batch1024_duration524288_s3"
     )
+
+
+def test_sizes_and_reverse_split_an_experiments_curves_between_processes(capsys):
+    studies = _module()
+    studies.main(["--dry-run", "--reverse", "--sizes", "4096", "ev-batch"])
+    outs = [line.rsplit("--out ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert outs == [
+        "results/evidence/store/completep_betas_b10_d19_width32_depth2_batch4096_duration524288_s3",
+        "results/evidence/store/completedp_b10_d19_width32_depth2_batch4096_duration524288_s3",
+        "results/evidence/store/completep_width32_depth2_batch4096_duration524288_s3",
+    ]
