@@ -9,6 +9,14 @@
     python bench/transfer_studies.py all          # the five above (width256: the width study up to n=256)
     python bench/transfer_studies.py --dry-run depth  # print the study's scalec commands, run nothing
 
+The evidence experiments of issue 20 (the drift protocol of runtime/studies/drift_protocol.py, intervals and
+verdicts; one `scalec sweep` per curve, runs in results/evidence/store, summaries in results/evidence/NAME.json):
+
+    python bench/transfer_studies.py ev-duration ev-batch ev-depth ev-width ev-per-module  # (ev-depth-long: 400 steps)
+    python bench/transfer_studies.py --sizes 256 ev-batch    # only the curves at these sizes (split across processes)
+    python bench/transfer_studies.py --collect duration,batch  # NAME.json from the stores, no training
+    python bench/transfer_studies.py --analyse               # every NAME.md table and NAME.png figure from NAME.json
+
 Each study prints the exact `scalec` commands it runs; runs are stored under results/<study>/store, so a rerun
 reuses them and only redoes the tables and figures. One training process at a time, one torch thread
 (OMP_NUM_THREADS=1), default corpus (Shakespeare, bytes).
@@ -219,7 +227,6 @@ def write_per_module_table(best) -> None:
     print("\n".join(lines))
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # The evidence experiments (issue 20): every curve is one `scalec sweep` process on the drift protocol's grid
 # (runtime/studies/drift_protocol.py); the runs land in results/evidence/store/<curve> (not committed) and are
@@ -418,7 +425,6 @@ def write_evidence(name: str) -> Path:
     return path
 
 
-
 rule_curves = protocol.rule_curves
 analyse_drifts = protocol.drifts_from_runs
 
@@ -534,8 +540,13 @@ def drift_markdown(data: dict[str, Any]) -> str:
         for part in _exponent_ranges(vs, base):
             est = protocol.exponent([by_size[v] for v in part], [math.log2(v) for v in part], sd)
             out.append(f"| {rule} | {', '.join(_pow2(v) for v in part)} | {est.value:+.2f} | {_ci(est.ci90)} |")
-    out += ["", "### Loss at each rule's own fitted optimum (mean of the seeds' quadratic fits there)", "",
-            "| rule | " + " | ".join(f"{axis}={_pow2(v)}" for v in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    out += [
+        "",
+        "### Loss at each rule's own fitted optimum (mean of the seeds' quadratic fits there)",
+        "",
+        "| rule | " + " | ".join(f"{axis}={_pow2(v)}" for v in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
     for rule, by_size in curves.items():
         cells = []
         for v in sizes:
