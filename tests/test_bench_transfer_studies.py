@@ -92,7 +92,7 @@ def test_analyse_gives_each_per_module_arm_a_paired_gain_with_a_t_interval(tmp_p
     md = (tmp_path / "per_module.md").read_text()
     half = 2.920 * statistics.stdev([0.05, 0.06, 0.03]) / math.sqrt(3)
     interval = f"[{0.14 / 3 - half:+.4f}, {0.14 / 3 + half:+.4f}]"
-    assert f"| per-module | 2^-8.00 | 2.4067 | 0.0058 | +0.0467 | {interval} |" in md
+    assert f"| per-module | 2^-8.00 | 2.4067 | 0.0058 | +0.0467 {interval} |" in md
 
 
 def test_the_evidence_experiments_sweep_five_half_octave_points_with_three_paired_seeds(capsys):
