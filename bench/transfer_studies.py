@@ -509,7 +509,7 @@ def drift_markdown(data: dict[str, Any]) -> str:
             f"{rule} {axis}={_pow2(v)}" for rule, v in left_out
         )
     out = [f"## {data['title']}", "", tokens, "",
-           f"### Fitted optimum log2(eta) per {AXIS_NAME[axis]} (seed mean; the three seeds' own optima in brackets)",
+           f"### Fitted optimum log2(eta) per {AXIS_NAME[axis]} (seed mean; each seed's own optimum in brackets)",
            "", "| rule | " + " | ".join(_pow2(v) for v in sorted({r['value'] for r in runs})) + " |",
            "|---|" + "---|" * len({r["value"] for r in runs})]  # fmt: skip
     sizes = sorted({r["value"] for r in runs})
