@@ -357,7 +357,11 @@ def run_transfer(
     records = runner(configs, store) if runner is not None else run_sweep(configs, store, run_fn, on_record)
     results = analyse(spec, records)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(to_json(spec, results), indent=2) + "\n")
-    (out / "transfer.md").write_text(to_markdown(spec, results))
+    from scalec.runtime.studies import drift_protocol  # the drifts' 90 % intervals and verdicts (issue 20)
+
+    drifts = drift_protocol.transfer_drifts(spec.rules, spec.config_field, spec.hp.name, spec.sizes[0], records)
+    (out / "transfer.json").write_text(json.dumps({**to_json(spec, results), "drifts": drifts}, indent=2) + "\n")
+    protocol_md = drift_protocol.drift_markdown(drifts, spec.hp.name)
+    (out / "transfer.md").write_text(to_markdown(spec, results) + "\n" + protocol_md)
     plot(spec, results, out / "transfer.png", title)
     return results
