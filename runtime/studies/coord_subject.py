@@ -23,6 +23,7 @@ from scalec.runtime.studies.coord_check import CoordCheckError
 from scalec.runtime.studies.user_model import (
     UserModel,
     binding_record,
+    byte_logits,
     file_sha256,
     head_dim_of,
     load_function,
@@ -32,8 +33,6 @@ from scalec.runtime.trainer.data import Batch
 
 __all__ = ["GPTSubject", "Instance", "ModelSubject", "coord_bindings", "head_dim_of", "load_factory", "load_roles"]
 __all__ += ["record_binding"]
-
-BYTE_VOCAB = 256
 
 
 @dataclass
@@ -168,14 +167,14 @@ class ModelSubject(UserModel):
             model.eval()  # no dropout on the probe
             recorder.out, recorder.active = {}, True
             try:
-                logits = _logits(model(idx), idx, label)
+                logits = byte_logits(model(idx), idx, label, CoordCheckError, "coord-check feeds")
             finally:
                 recorder.active = False
                 model.train(was_training)
             return _with_branch_sums({**recorder.out, "logits": logits.detach().float().clone()}, depth)
 
         def loss(b: Batch) -> torch.Tensor:
-            logits = _logits(model(b.x), b.x, label)
+            logits = byte_logits(model(b.x), b.x, label, CoordCheckError, "coord-check feeds")
             return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b.y.reshape(-1))
 
         def close() -> None:
@@ -222,24 +221,6 @@ def _check_branch_count(sites: Any, depth: int) -> None:
                 f"per block ({depth}); bind each block's last {kind} matrix to {role} (--roles ROLES.json, e.g. "
                 f'{{"*.{kind}.out.weight": "{role}"}}) or check that FUNC builds `depth` blocks'
             )
-
-
-def _logits(out: Any, idx: torch.Tensor, label: str) -> torch.Tensor:
-    """The logits of a model output, checked to be [batch, seq, V >= 256]."""
-    logits = getattr(out, "logits", out)
-    batch, seq = idx.shape
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != (batch, seq):
-        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise CoordCheckError(
-            f"error: {label} returned {got} for input ids [{batch}, {seq}]; the model must return logits "
-            "[batch, seq, V] or an object with .logits"
-        )
-    if logits.shape[-1] < BYTE_VOCAB:
-        raise CoordCheckError(
-            f"error: {label} has a vocabulary of {logits.shape[-1]}; coord-check feeds byte ids, so build it with "
-            f"V >= {BYTE_VOCAB}"
-        )
-    return logits
 
 
 def load_factory(spec: str) -> Callable[[int, int], Any]:

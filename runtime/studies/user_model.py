@@ -337,3 +337,29 @@ def head_dim_of(model: Any) -> int | None:
     reader, runtime/plan/model_shape.declared_head_dim), None when it declares none."""
     declared = declared_head_dim(model)
     return None if declared is None else int(declared[0])
+
+
+BYTE_VOCAB = 256  # the bundled data and coordinate checks feed byte ids
+
+
+def byte_logits(
+    out: Any, idx: Any, label: str, error: type[ScalecError] = UserModelError, feeder: str = "the bundled data are"
+) -> Any:
+    """The logits of a model output, checked to be [batch, seq, V >= 256] (one line naming the model otherwise, as
+    `error`; `feeder` says what hands the model byte ids)."""
+    import torch
+
+    logits = getattr(out, "logits", out)
+    batch, seq = idx.shape
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != (batch, seq):
+        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise error(
+            f"error: {label} returned {got} for input ids [{batch}, {seq}]; the model must return logits "
+            "[batch, seq, V] or an object with .logits"
+        )
+    if logits.shape[-1] < BYTE_VOCAB:
+        raise error(
+            f"error: {label} has a vocabulary of {logits.shape[-1]}; {feeder} byte ids, so build it with "
+            f"V >= {BYTE_VOCAB}"
+        )
+    return logits

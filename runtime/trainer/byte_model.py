@@ -17,13 +17,12 @@ from scalec.runtime.studies.user_model import (
     UserModel,
     UserModelError,
     binding_record,
+    byte_logits,
     check_unchanged,
     one_line,
     resolve,
 )
 from scalec.runtime.trainer.train_config import TrainConfig
-
-BYTE_VOCAB = 256
 
 
 class ByteLM(nn.Module):
@@ -47,24 +46,6 @@ class ByteLM(nn.Module):
     def flops_per_token(self) -> float:
         """Training FLOPs per token, 6N (the forward's attention term is the model's own and not known here)."""
         return 6.0 * self.num_params()
-
-
-def byte_logits(out: Any, idx: torch.Tensor, label: str) -> torch.Tensor:
-    """The logits of a model output, checked to be [batch, seq, V >= 256] (one line naming the model otherwise)."""
-    logits = getattr(out, "logits", out)
-    batch, seq = idx.shape
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != (batch, seq):
-        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise UserModelError(
-            f"error: {label} returned {got} for input ids [{batch}, {seq}]; the model must return logits "
-            "[batch, seq, V] or an object with .logits"
-        )
-    if logits.shape[-1] < BYTE_VOCAB:
-        raise UserModelError(
-            f"error: {label} has a vocabulary of {logits.shape[-1]}; the bundled data are byte ids, so build it with "
-            f"V >= {BYTE_VOCAB}"
-        )
-    return logits
 
 
 def build_byte_model(cfg: TrainConfig, rules: Any, example: torch.Tensor, device: torch.device) -> tuple:
