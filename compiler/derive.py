@@ -209,14 +209,6 @@ def _rel_text(rel) -> str:
 
 
 # --------------------------------------------------------------------------------------------- width
-def _update_invariant(theory: str, a, c, adj) -> sympy.Expr:
-    if theory == "sgd":
-        return 2 * a + c
-    if theory == "muon":
-        return a + c - adj
-    return a + c
-
-
 def _width_bounds(spec: DeriveSpec, p: dict, q: dict) -> list[Bound]:
     out: list[Bound] = []
     readouts = [r for r in spec.roles if r.kind == "readout"]

@@ -27,6 +27,7 @@ from scalec.compiler.derive import (
     _monomial,
     derive,
 )
+from scalec.compiler.derive_emit import _assignments, _placement
 from scalec.compiler.exponents import monomial_exponents, one_minus, per_role
 from scalec.compiler.ir import ParameterisationIR
 
@@ -137,7 +138,8 @@ def _render(ir: ParameterisationIR, spec: DeriveSpec, d: Derivation, parent: Pat
         '  cite "Yang et al. 2022, Tensor Programs V, arXiv 2203.03466, Table 3"',
     ]
     for re in d.roles:
-        body = []
+        values: dict[str, str] = {}
+        why: dict[str, list[str]] = {}
         for kind in ("mult", "init_std", "lr", "eps", "weight_decay", "1-beta1", "1-beta2"):
             if kind.startswith("1-") and re.optimizer != "adamw":
                 continue
@@ -152,22 +154,17 @@ def _render(ir: ParameterisationIR, spec: DeriveSpec, d: Derivation, parent: Pat
             if not f:
                 continue
             target = "init_var" if kind == "init_std" else kind
-            value = {a: 2 * v for a, v in f.items()} if kind == "init_std" else f
-            why = "; ".join(dict.fromkeys(re.why.get(kind, []))) or "derived"
-            body.append((f"{target} *= {_monomial(value)}", why))
+            values[target] = f"*= {_monomial({a: 2 * v for a, v in f.items()} if kind == 'init_std' else f)}"
+            why[target] = re.why.get(kind) or ["derived"]
         lines.append("")
-        where = "in blocks" if re.spec.in_blocks else "outside the blocks"
-        if not body:
+        if not values:
             lines.append(
-                f"  # {re.spec.name} ({re.spec.kind}, {where}, {re.optimizer}): its rules in "
-                f"{ir.name} already satisfy the desiderata"
+                f"  # {re.spec.name} ({_placement(re)}): its rules in {ir.name} already satisfy the desiderata"
             )
             continue
-        lines.append(f"  # {re.spec.name} ({re.spec.kind}, {where}, {re.optimizer}): factors on {ir.name}'s rules")
+        lines.append(f"  # {re.spec.name} ({_placement(re)}): factors on {ir.name}'s rules")
         lines.append(f"  role {re.spec.name}:")
-        for i, (text, why) in enumerate(body):
-            sep = ";" if i < len(body) - 1 else ""
-            lines.append(f"      {text}{sep}  # {why}")
+        lines += _assignments(values, why)
     return "\n".join(lines) + "\n"
 
 
