@@ -110,12 +110,17 @@ def _run(t: list[list[Fraction]], basis: list, cost: list[Fraction], allowed: in
 
 
 def _pivot(t: list[list[Fraction]], row: int, col: int) -> None:
+    """Gauss-Jordan pivot on (row, col), touching only the pivot row's nonzero columns (the tableau is sparse)."""
     p = t[row][col]
-    t[row] = [v / p for v in t[row]]
+    pivot_row = t[row] if p == 1 else [v / p if v else v for v in t[row]]
+    t[row] = pivot_row
+    nonzero = [(j, v) for j, v in enumerate(pivot_row) if v]
     for i in range(len(t)):
-        if i != row and t[i][col]:
-            f = t[i][col]
-            t[i] = [a - f * b for a, b in zip(t[i], t[row], strict=True)]
+        target = t[i]
+        f = target[col]
+        if i != row and f:
+            for j, v in nonzero:
+                target[j] -= f * v
 
 
 def _drive_out(t: list[list[Fraction]], basis: list, first_art: int) -> None:

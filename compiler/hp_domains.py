@@ -12,6 +12,7 @@ returns besides.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import sympy
@@ -47,7 +48,7 @@ def derive_hp_domains(ir: ParameterisationIR) -> dict[str, Domain]:
     out: dict[str, Domain] = {}
     for name, q in ir.hps.items():
         sym = symbols[name]
-        x = sympy.Dummy(name, real=True)
+        x = _VALUE
         allowed: sympy.Set = sympy.S.Reals
         if name in knots:  # interpolated in log space (compiler/profile.py): a knot is positive
             allowed = sympy.Interval.open(0, sympy.oo)
@@ -78,6 +79,12 @@ def cone(name: str, target: Domain) -> Domain:
     raise ValueError(f"a per-module multiplier on {target.kind} needs a cone domain; got {target.text}")
 
 
+# The HP's value in every target expression: one fixed Dummy (never equal to a rule's symbol), so that the same
+# expression of the value (`x`, `x**2`, `1 - x`, ... recur across HPs and rules) is solved once per process.
+_VALUE = sympy.Dummy("hp_value", dummy_index=0, real=True)
+
+
+@lru_cache(maxsize=4096)
 def _values_in(f: sympy.Expr, x: sympy.Symbol, target: Domain) -> sympy.Set:
     """The real x with f(x) inside `target` (finite)."""
     allowed: sympy.Set = sympy.S.Reals
@@ -126,7 +133,8 @@ def _as_domain(ir: ParameterisationIR, name: str, q: Any, allowed: sympy.Set, en
             high_strict=bool(allowed.right_open) and hi != sympy.oo,
         )
     else:
-        raise fail(f"the values {where} allow are {allowed}, not one interval", "write the rules so it has one range")
+        shown = allowed.xreplace({_VALUE: sympy.Symbol(name)})  # a condition set names the HP, not the Dummy
+        raise fail(f"the values {where} allow are {shown}, not one interval", "write the rules so it has one range")
     if not domain.holds(float(q.value)):
         raise fail(f"its default {q.value} is outside its domain {domain.text}, from {where}", "change the default")
     if q.low is not None and not (domain.holds(float(q.low)) and domain.holds(float(q.high))):
