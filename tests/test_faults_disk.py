@@ -12,19 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from scalec.runtime import atomic_io
 from scalec.runtime.atomic_io import WriteError, write_bytes_atomic, write_json_atomic
-
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
+from tests.tiny_runs import write_corpus, write_tiny_rule
 
 
 def _full_disk_for(monkeypatch, name: str) -> None:
@@ -73,12 +66,8 @@ def test_atomic_write_is_fsynced_before_the_rename(tmp_path, monkeypatch):
 
 @pytest.fixture
 def setup(tmp_path):
-    rule = tmp_path / "tiny.scale"
-    rule.write_text(RULE)
-    corpus = tmp_path / "corpus.txt"
-    rng = np.random.default_rng(0)
-    corpus.write_bytes(" ".join(rng.choice(["to", "be", "or", "not", "that", "is"], size=12_000)).encode())
-    torch.set_num_threads(1)
+    rule = write_tiny_rule(tmp_path)
+    corpus = write_corpus(tmp_path)
     return rule, corpus
 
 

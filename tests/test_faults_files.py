@@ -11,20 +11,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from scalec.cli import app
 from scalec.runtime.atomic_io import MAX_DEPTH, ReadError, read_json
 from scalec.runtime.studies.run_store import RunStore
+from tests.tiny_runs import write_corpus, write_tiny_rule
 
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
 DEEP = "[" * 200_000  # what the audit wrote: json.loads alone dies with RecursionError
 
 
@@ -69,12 +63,8 @@ def test_reader_names_the_problem_its_check_finds(tmp_path):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    rule = root / "tiny.scale"
-    rule.write_text(RULE)
-    corpus = root / "corpus.txt"
-    rng = np.random.default_rng(0)
-    corpus.write_bytes(" ".join(rng.choice(["to", "be", "or", "not", "that", "is"], size=12_000)).encode())
-    torch.set_num_threads(1)
+    rule = write_tiny_rule(root)
+    corpus = write_corpus(root)
     return rule, corpus
 
 

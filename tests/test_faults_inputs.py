@@ -8,19 +8,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from scalec.runtime.studies.run_store import RunStore
 from scalec.runtime.trainer.run_inputs import InputHasher, corpus_sha256, file_sha256, rule_sha256
+from tests.tiny_runs import RULE, write_corpus, write_tiny_rule
 
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
 EDIT = "role hidden: lr *= m_N^2\n"  # the edit of the audit: a real change of the hidden layers' lr
 
 
@@ -30,12 +24,8 @@ class Interrupt(Exception):
 
 @pytest.fixture
 def setup(tmp_path):
-    rule = tmp_path / "tiny.scale"
-    rule.write_text(RULE)
-    corpus = tmp_path / "corpus.txt"
-    rng = np.random.default_rng(0)
-    corpus.write_bytes(" ".join(rng.choice(["to", "be", "or", "not", "that", "is"], size=12_000)).encode())
-    torch.set_num_threads(1)
+    rule = write_tiny_rule(tmp_path)
+    corpus = write_corpus(tmp_path)
     return rule, corpus
 
 
@@ -151,8 +141,7 @@ def _fake_run(calls: list):
 
 
 def test_study_retrains_an_edited_rule_and_keeps_the_old_results_apart(tmp_path):
-    rule = tmp_path / "tiny.scale"
-    rule.write_text(RULE)
+    rule = write_tiny_rule(tmp_path)
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"to be or not to be " * 100)
     configs = [{"rule": str(rule), "corpus": str(corpus), "hp": {"eta": e}, "seed": 0} for e in (0.01, 0.02)]
@@ -176,8 +165,7 @@ def test_study_retrains_an_edited_rule_and_keeps_the_old_results_apart(tmp_path)
 def test_search_study_name_follows_the_inputs(tmp_path):
     from scalec.runtime.studies.search_settings import Dim, SearchSettings
 
-    rule = tmp_path / "tiny.scale"
-    rule.write_text(RULE)
+    rule = write_tiny_rule(tmp_path)
     fixed = {"rule": str(rule), "width": 32, "depth": 2, "batch": 128, "steps": 4, "hp": {}}
     dims = [Dim("eta", 1e-3, 1e-1)]
     before = SearchSettings(dims, dict(fixed), 4, str(tmp_path / "s"))
@@ -193,8 +181,7 @@ def test_a_named_study_refuses_trials_of_edited_inputs(tmp_path):
     from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings
     from scalec.runtime.studies.search_storage import open_study
 
-    rule = tmp_path / "tiny.scale"
-    rule.write_text(RULE)
+    rule = write_tiny_rule(tmp_path)
     fixed = {"rule": str(rule), "width": 32, "depth": 2, "batch": 128, "steps": 4, "hp": {}}
     dims = [Dim("eta", 1e-3, 1e-1)]
     settings = SearchSettings(dims, dict(fixed), 4, str(tmp_path / "s"), study="mine")

@@ -18,7 +18,8 @@ from scalec.runtime.plan.planner import PlanError, make_plan
 from scalec.runtime.trainer.train import Cadence
 from tests.test_runtime_applied_sites import Custom
 from tests.test_runtime_binding import TIED_PATTERNS, TiedLM
-from tests.test_trainer_hot_loop import HOST_READS, RULE, TORCH_OPTIM, tiny
+from tests.test_trainer_hot_loop import HOST_READS, TORCH_OPTIM, tiny
+from tests.tiny_runs import RULE
 
 
 @pytest.mark.parametrize("rule", ["mup", "mup_table3"])

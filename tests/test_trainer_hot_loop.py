@@ -9,19 +9,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 from scalec.runtime.trainer.step import StepStats, train_step
 from scalec.runtime.trainer.train_config import TrainConfig
+from tests.tiny_runs import write_corpus, write_tiny_rule
 
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
 # Tensor methods that copy a value to the host (on CUDA: wait for the device). `numpy()` is not one: it refuses
 # device tensors, and the batch sampler uses it on CPU tensors it draws itself.
 HOST_READS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__", "__index__", "__format__", "__repr__")
@@ -32,18 +27,12 @@ TORCH_OPTIM = str(Path(torch.optim.__file__).parent)
 def rules(tmp_path_factory):
     import scalec
 
-    path = tmp_path_factory.mktemp("rules") / "tiny.scale"
-    path.write_text(RULE)
-    return scalec.load(str(path))
+    return scalec.load(str(write_tiny_rule(tmp_path_factory.mktemp("rules"))))
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "corpus.txt"
-    path.write_bytes(" ".join(rng.choice(["to", "be", "or", "not", "that", "is"], size=12_000)).encode())
-    torch.set_num_threads(1)
-    return str(path)
+    return str(write_corpus(tmp_path))
 
 
 def tiny(corpus: str, **kw) -> TrainConfig:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from scalec.runtime.trainer.lr_schedule import lr_factor
 from scalec.runtime.trainer.train_config import TrainConfig, TrainConfigError
+from tests.tiny_runs import write_tiny_rule
 
 
 def _text(n_bytes: int) -> bytes:
@@ -20,18 +21,9 @@ def _text(n_bytes: int) -> bytes:
     return " ".join(rng.choice(words, size=n_bytes // 3)).encode()[:n_bytes]
 
 
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
-
-
 @pytest.fixture(scope="module")
 def rule_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rules") / "tiny.scale"
-    path.write_text(RULE)
-    return str(path)
+    return str(write_tiny_rule(tmp_path_factory.mktemp("rules")))
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from scalec.runtime.trainer.checkpoint import CheckpointError, load_checkpoint
 from scalec.runtime.trainer.train_config import TrainConfig
-
-RULE = """parameterisation TinyCompleteP extends CompleteP
-  "CompleteP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
+from tests.tiny_runs import write_corpus, write_tiny_rule
 
 
 @pytest.fixture(scope="module")
 def rule_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rules") / "tiny.scale"
-    path.write_text(RULE)
-    return str(path)
+    return str(write_tiny_rule(tmp_path_factory.mktemp("rules"), "CompleteP"))
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +26,7 @@ def rules(rule_path):
 @pytest.fixture
 def corpus(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEC_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(1)
-    path = tmp_path / "corpus.txt"
-    path.write_bytes(" ".join(rng.choice(["all", "the", "worlds", "a", "stage"], size=12_000)).encode())
-    torch.set_num_threads(1)
-    return str(path)
+    return str(write_corpus(tmp_path, words=("all", "the", "worlds", "a", "stage"), seed=1))
 
 
 def tiny(corpus: str, out: str, **kw) -> TrainConfig:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -14,12 +13,7 @@ from typer.testing import CliRunner
 from scalec.runtime.trainer.checkpoint import CheckpointError
 from scalec.runtime.trainer.run_dir import RunDir
 from scalec.runtime.trainer.train_config import TrainConfig
-
-RULE = """parameterisation TinyMuP extends muP
-  "muP with batch and duration ranges wide enough for tiny test runs."
-  axis B = 2^12 in [2^6, 2^24]
-  axis D = 2^22 in [2^8, 2^44]
-"""
+from tests.tiny_runs import write_corpus, write_tiny_rule
 
 
 class Interrupt(Exception):
@@ -30,12 +24,8 @@ class Interrupt(Exception):
 def setup(tmp_path_factory):
     """A rule file and a corpus, and the settings of a 4-step run on them."""
     root = tmp_path_factory.mktemp("rundir")
-    rule = root / "tiny.scale"
-    rule.write_text(RULE)
-    corpus = root / "corpus.txt"
-    rng = np.random.default_rng(0)
-    corpus.write_bytes(" ".join(rng.choice(["to", "be", "or", "not", "that", "is"], size=12_000)).encode())
-    torch.set_num_threads(1)
+    rule = write_tiny_rule(root)
+    corpus = write_corpus(root)
     cfg = dict(rule=str(rule), width=32, depth=2, head_dim=16, seq_len=32, batch=128, steps=4, hp={"eta": 2**-6})
     cfg.update(corpus=str(corpus), device="cpu", progress=False, checkpoint_every=1)
     return root, cfg
