@@ -556,10 +556,14 @@ def drift_markdown(data: dict[str, Any]) -> str:
     out += ["", "### Paired loss gaps at each rule's own fitted optimum (mean over seeds, 90 % t interval)", "",
             "| gap | where | mean | 90 % |", "|---|---|---|---|"]  # fmt: skip
     rules = list(curves)
+    tokens_of = {(h["rule"], h["value"]): h["tokens"] for h in data.get("horizon", [])}
     for v in sizes:
         own = _own_optimum_losses(curves, v)
         for i, a in enumerate(rules):
             for b in rules[i + 1 :]:
+                # Arms trained for different numbers of tokens (E3's 400-step repeat) are not compared.
+                if tokens_of.get((a, v)) != tokens_of.get((b, v)):
+                    continue
                 if a in own and b in own and _same_seeds(curves[a][v], curves[b][v]):
                     out.append(_gap_line(a, b, own[a], own[b], f"{axis}={_pow2(v)}"))
     for rule, by_size in curves.items():  # the size effect within a rule (depth: does depth help or hurt?)

@@ -82,6 +82,18 @@ def test_analyse_rederives_drifts_verdicts_and_a_figure_from_a_stored_file(tmp_p
     assert "| A minus B | D=2^19 | +0.000 | [+0.000, +0.000] |" in md
 
 
+def test_loss_gaps_pair_only_arms_trained_for_the_same_tokens():
+    """E3's 400-step repeat sits in depth.json beside the 100-step arms: a gap between horizons compares training
+    lengths, not rules, so the table leaves it out."""
+    studies = _module()
+    runs = [r for rule in ("A", "B", "A long") for r in _synthetic_runs({2: 0.0, 16: 0.0}, 2, rule, "L")]
+    horizon = [{"rule": rule, "axis": "L", "value": v, "params": 1000 * v, "tokens": tokens}
+               for rule, tokens in (("A", 100), ("B", 100), ("A long", 400)) for v in (2, 16)]  # fmt: skip
+    md = studies.drift_markdown({"title": "synthetic", "base": 2, "runs": runs, "horizon": horizon})
+    assert "| A minus B | L=16 | +0.000 | [+0.000, +0.000] |" in md
+    assert "A minus A long" not in md and "B minus A long" not in md
+
+
 def test_analyse_gives_each_per_module_arm_a_paired_gain_with_a_t_interval(tmp_path):
     studies = _module()
     ref, arm = [2.45, 2.47, 2.44], [2.40, 2.41, 2.41]  # gains 0.05, 0.06, 0.03: mean 0.0467, sd 0.01528
