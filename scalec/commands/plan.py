@@ -8,10 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
+import scalec
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Roles, whole
 from scalec.errors import ScalecError
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.studies.user_model import UserModel, binding_record, file_sha256, load_function, load_roles
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 MODELS = ("gpt", "hf-gpt2", "hf-llama")
 
@@ -43,8 +47,6 @@ def build_model(
         raise PlanCommandError(f"error: --kv-heads {kv_heads} does not divide the {heads} attention heads")
     with torch.device("meta"):
         if kind == "gpt":
-            from scalec.runtime.trainer.gpt import GPT, GPTConfig
-
             try:
                 return GPT(
                     GPTConfig(width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm)
@@ -128,9 +130,6 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
-        import scalec
-        from scalec.runtime.plan.planner import make_plan
-
         if model not in MODELS and ":" not in model:
             raise PlanCommandError(
                 f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)} or FILE.py:FUNC (your model)"
@@ -193,9 +192,6 @@ def _plan_user_model(
 ) -> None:
     """`scalec plan RULE --model FILE.py:FUNC`: the plan of your model (built on the meta device) as the studies
     make it, the multipliers hooks apply left to them, the rest folded; plus the binding (roles, folds, hooks)."""
-    import scalec
-    from scalec.runtime.studies.user_model import UserModel, binding_record, load_function, load_roles
-
     hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
     user = UserModel(load_function(model), load_roles(roles) if roles is not None else None, label=model)
     rules = scalec.load(rule, params=params or None, base=bases or None)
@@ -212,8 +208,6 @@ def _plan_user_model(
 
 
 def _sha(spec: str) -> str:
-    from scalec.runtime.studies.user_model import file_sha256
-
     return file_sha256(spec.rpartition(":")[0])
 
 
