@@ -13,7 +13,7 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from scalec import load
+from scalec.compiler.parameterisation import load
 from scalec.runtime import Plan, make_plan
 
 

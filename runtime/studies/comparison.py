@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scalec.compiler.exponents import fmt_fraction
+from scalec.compiler.parameterisation import load
 from scalec.compiler.vocabulary import ROLES, compress_roles
 from scalec.runtime.studies.coord_check import CoordCheckConfig, CoordCheckResult
 
@@ -302,10 +303,9 @@ def _exponent_table(p: Any) -> Any:
 
 def analyse(names: Sequence[str], params: Mapping[str, str] | None = None) -> Comparison:
     """Load every file and run the symbolic analysis: exponent tables, desiderata, pairwise equivalence."""
-    import scalec
     from scalec.compiler.analysis import desiderata, equivalence
 
-    rules = [scalec.load(n, dict(params) if params else None) for n in names]
+    rules = [load(n, dict(params) if params else None) for n in names]
     labels = unique_labels(names)
     sections = [
         RuleSection(label, p.name, _exponent_table(p), desiderata(p), rules=p)

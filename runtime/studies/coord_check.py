@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.runtime.atomic_io import ensure_dir, write_text_atomic
 from scalec.runtime.trainer.data import Batch, ByteData, resolve_corpus
@@ -397,10 +398,9 @@ def coord_check(
 
     `options` are CoordCheckConfig fields (steps, seeds, batch, seq_len, head_dim, hp, ...); a single width or
     depth means no sweep along that axis. With `out`, writes coord_check.json / .csv and coord_<sweep>.png."""
-    import scalec
     from scalec.runtime.studies.coord_subject import ModelSubject
 
-    rules = scalec.load(rule, params) if isinstance(rule, (str, Path)) else rule
+    rules = load(rule, params) if isinstance(rule, (str, Path)) else rule
     if factory is not None:
         options.setdefault("head_dim", None)  # the model's own, read from it
     eta = rules.module.HP_SPACE.get("eta")  # the rule's own default: where a first run works

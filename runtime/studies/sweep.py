@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
@@ -206,13 +207,9 @@ def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) 
 
 def load_rules(rule: Any, params: Mapping[str, str] | None = None) -> Any:
     """`scalec.load` the rule (a name or .scale path; a loaded rule passes through)."""
-    import scalec
-
     if not isinstance(rule, (str, Path)):
         return rule
-    if not hasattr(scalec, "load"):
-        raise StudySpecError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
-    return scalec.load(rule, params=dict(params) if params else None)
+    return load(rule, params=dict(params) if params else None)
 
 
 def split_hp_specs(items: Sequence[str] | None, rules: Any) -> tuple[dict[str, float], list[HPRange]]:

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.loader import load_chain
 from scalec.errors import InputsChangedError
+from scalec.runtime.trainer import data
 
 INPUT_FIELDS = ("rule_sha256", "corpus_sha256", "model_sha256")
 INPUT_NAMES = {"rule_sha256": "the rule chain", "corpus_sha256": "the corpus", "model_sha256": "the model file"}
@@ -45,8 +47,6 @@ def chain_sha256(
 
 def rule_sha256(rule: str, params: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
     """`chain_sha256` of the rule file `rule` (path or bundled name) and its ancestors as they are on disk now."""
-    from scalec.compiler.loader import load_chain
-
     files = [(Path(f.path).name, f.source) for f in load_chain(rule)]
     return chain_sha256(files, params, base)
 
@@ -95,8 +95,6 @@ def prepared_sha256(folder: Path) -> str:
 def corpus_sha256(corpus: str | None) -> str:
     """The content hash a run on `corpus` will train on, without preparing or fetching anything: the default
     corpus's pinned hash until it is fetched, a prepared folder's bytes, or a text file's or folder's text."""
-    from scalec.runtime.trainer import data
-
     if corpus is None or corpus == data.DEFAULT_CORPUS:
         folder = data.cache_root() / data.DEFAULT_CORPUS
         return prepared_sha256(folder) if data.is_prepared(folder) else data.SHAKESPEARE_SHA256

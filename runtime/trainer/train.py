@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from scalec.compiler.parameterisation import load
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.plan.schedule import scale_lrs
 from scalec.runtime.trainer.byte_model import build_byte_model
@@ -151,9 +152,7 @@ def _model_config(cfg: TrainConfig) -> GPTConfig:
 
 def _load_rules(cfg: TrainConfig, rules: Any) -> Any:
     if rules is None:
-        import scalec
-
-        rules = scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+        rules = load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
     return rules
 
 

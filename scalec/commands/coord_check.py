@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-import scalec
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
 from scalec.commands._progress import StudyProgress
 from scalec.compiler.analysis import desiderata
 from scalec.compiler.module_inputs import domain_violation
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 from scalec.runtime.atomic_io import check_output_dir
@@ -213,7 +213,7 @@ def register(app: typer.Typer) -> None:
         parse_hp_specs(hp)  # every number is checked before the rule compiles
         check_output_dir(out)  # an output folder that cannot be written is refused before any training
         subject = model_subject(model, roles)
-        rules = scalec.load(rule, parse_params(param) or None)
+        rules = load(rule, parse_params(param) or None)
         cfg = build_config(
             widths,
             depths,

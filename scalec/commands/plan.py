@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-import scalec
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Roles, whole
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 from scalec.runtime.plan.planner import make_plan
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         if duration is not None:
             axes["D"] = parse_int(duration, "--duration")
         hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
-        rules = scalec.load(rule, params=params or None, base=bases or None)
+        rules = load(rule, params=params or None, base=bases or None)
         hps = parse_hp_values(hp_specs, rules, "plan") or None
         shape = rules.shape(**axes)  # the box and the feasible region, before the model is built
         net = build_model(model, width, depth, head_dim, vocab, qk_norm, intermediate, kv_heads)
@@ -194,7 +194,7 @@ def _plan_user_model(
     make it, the multipliers hooks apply left to them, the rest folded; plus the binding (roles, folds, hooks)."""
     hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
     user = UserModel(load_function(model), load_roles(roles) if roles is not None else None, label=model)
-    rules = scalec.load(rule, params=params or None, base=bases or None)
+    rules = load(rule, params=params or None, base=bases or None)
     hps = parse_hp_values(hp_specs, rules, "plan") or None
     axes = {k: float(parse_int(v, f"--{n}")) for k, n, v in (("B", "batch", batch), ("D", "duration", duration)) if v}
     _, result = user.plan(rules, width, depth, hps, head_dim, axes)

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-import scalec
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Depth, Device, Model, Objective, QkNorm, Roles, RuleArg, real, whole
+from scalec.compiler.parameterisation import load
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 from scalec.runtime.studies.user_model import model_settings
 from scalec.runtime.studies.user_objective import run_objective
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
         roles, folds, hooks), metrics.jsonl, summary.json and a checkpoint."""
         hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
         tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
-        rules = scalec.load(rule, params=params or None, base=bases or None)
+        rules = load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
             **model_settings(model, roles, objective),
             rule=rule,
