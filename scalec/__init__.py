@@ -10,38 +10,49 @@ training loop (`objective=`); `desiderata` and `equivalence` analyse rules. Name
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 from scalec.errors import ScalecError
+from scalec.lazy_module import lazy_face
 from scalec.version import __version__
 
-# A rule, and your model in one line (compiler/parameterisation.py, scalec/api.py, runtime/multipliers.py).
-_API_EXPORTS = {
-    "load": "scalec.compiler.parameterisation",
-    "plan": "scalec.api",
-    "optimizer": "scalec.api",
-    "apply_multipliers": "scalec.runtime.multipliers",
-    "MultiplierHandles": "scalec.runtime.multipliers",
-    "HOOKABLE": "scalec.runtime.multipliers",
-    "Plan": "scalec.runtime",
-    "PlanError": "scalec.runtime",
-    "BindingError": "scalec.runtime",
-    "desiderata": "scalec.compiler.analysis",
-    "equivalence": "scalec.compiler.analysis",
-}
-# Studies of a rule (scalec/study_api.py): they import torch.
-_STUDY_EXPORTS = dict.fromkeys(("coord_check", "sweep", "search", "transfer"), "scalec.study_api")
-_EXPORTS = {**_API_EXPORTS, **_STUDY_EXPORTS}
+__all__ = [
+    "ScalecError",
+    "__version__",
+    "load",
+    "plan",
+    "optimizer",
+    "apply_multipliers",
+    "MultiplierHandles",
+    "HOOKABLE",
+    "Plan",
+    "PlanError",
+    "BindingError",
+    "desiderata",
+    "equivalence",
+    "coord_check",
+    "sweep",
+    "search",
+    "transfer",
+]
 
-__all__ = ["ScalecError", "__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'scalec' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(
+    globals(),
+    {
+        # a rule, and your model in one line
+        "load": "scalec.compiler.parameterisation",
+        "plan": "scalec.api",
+        "optimizer": "scalec.api",
+        "apply_multipliers": "scalec.runtime.multipliers",
+        "MultiplierHandles": "scalec.runtime.multipliers",
+        "HOOKABLE": "scalec.runtime.multipliers",
+        "Plan": "scalec.runtime",
+        "PlanError": "scalec.runtime",
+        "BindingError": "scalec.runtime",
+        "desiderata": "scalec.compiler.analysis",
+        "equivalence": "scalec.compiler.analysis",
+        # studies of a rule: they import torch
+        "coord_check": "scalec.study_api",
+        "sweep": "scalec.study_api",
+        "search": "scalec.study_api",
+        "transfer": "scalec.study_api",
+    },
+)

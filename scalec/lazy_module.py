@@ -1,10 +1,12 @@
-"""A module-level dependency whose import waits for its first attribute: the full compiler (sympy, lark, jinja2)
-behind the rule cache, which a cached rule never needs. It is declared at the top of the importing module and
-counts as an ordinary import in the layering (tests/test_layering.py: no cycles through it either)."""
+"""Imports that wait for first use, declared at module level: `lazy_module` for a dependency a light path must not
+load (the full compiler behind the rule cache; the compiler under a run given its rules; torch under the plan), and
+`lazy_face` for a package's names. Both count as ordinary imports in the layering (tests/test_layering.py: no
+cycle runs through them either)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -30,3 +32,19 @@ class LazyModule:
 def lazy_module(name: str) -> Any:
     """`name` (an absolute module name), imported on its first use."""
     return LazyModule(name)
+
+
+def lazy_face(namespace: dict[str, Any], exports: Mapping[str, str]) -> tuple[Callable, Callable]:
+    """A package's `(__getattr__, __dir__)`: each name in `exports` ({name: module}) is read from its module on first
+    use, so importing the package loads none of them. `namespace` is the package's `globals()`."""
+    package = namespace["__name__"]
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(namespace.get("__all__", ())))
+
+    return __getattr__, __dir__

@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scalec.compiler.loader import load_chain
 from scalec.errors import InputsChangedError
+from scalec.lazy_module import lazy_module
 from scalec.runtime.trainer import data
+
+loader = lazy_module("scalec.compiler.loader")  # the rule file's chain: only when a run hashes its rule by name
 
 INPUT_FIELDS = ("rule_sha256", "corpus_sha256", "model_sha256")
 INPUT_NAMES = {"rule_sha256": "the rule chain", "corpus_sha256": "the corpus", "model_sha256": "the model file"}
@@ -47,7 +49,7 @@ def chain_sha256(
 
 def rule_sha256(rule: str, params: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
     """`chain_sha256` of the rule file `rule` (path or bundled name) and its ancestors as they are on disk now."""
-    files = [(Path(f.path).name, f.source) for f in load_chain(rule)]
+    files = [(Path(f.path).name, f.source) for f in loader.load_chain(rule)]
     return chain_sha256(files, params, base)
 
 
