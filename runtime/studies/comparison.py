@@ -296,7 +296,6 @@ def _exponent_table(p: Any) -> Any:
     """contracts §6 `exponent_table(p)`; falls back to `compiler.exponents.exponent_table(p.ir)`."""
     if hasattr(analysis, "exponent_table"):
         return analysis.exponent_table(p)
-
     return exponent_table(p.ir)
 
 
