@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from difflib import get_close_matches
 from importlib import import_module
+from typing import Any
 
-import click
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from scalec.cli_support import err_console
 
@@ -79,8 +80,8 @@ COMMANDS: dict[str, CommandEntry] = {
 }
 
 
-def load_command(name: str) -> click.Command:
-    """The click command `name`, built from its module's `register(app)` (the module is imported now)."""
+def load_command(name: str) -> Any:
+    """The (typer) click command `name`, built from its module's `register(app)` (the module is imported now)."""
     app = typer.Typer()
     import_module(COMMANDS[name].module).register(app)
     return typer.main.get_group(app).commands[name]
@@ -115,18 +116,28 @@ class LazyCommands(OneLineErrors):
 
     listing = False  # True while the root help is formatted
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return [*super().list_commands(ctx), *(name for name in COMMANDS if name not in self.commands)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
         if cmd_name in self.commands or cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
         if self.listing:
-            return click.Command(cmd_name, help=COMMANDS[cmd_name].help)
+            return TyperCommand(cmd_name, help=COMMANDS[cmd_name].help)
         self.commands[cmd_name] = load_command(cmd_name)
         return self.commands[cmd_name]
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:  # an unknown name: typer suggests from the commands loaded so far
+            if self.suggest_commands and args and not args[0].startswith("-") and hasattr(exc, "message"):
+                matches = get_close_matches(args[0], self.list_commands(ctx))  # ... here from the whole table
+                stem = exc.message.split(". Did you mean ")[0].rstrip(".")
+                exc.message = f"{stem}. Did you mean {', '.join(repr(m) for m in matches)}?" if matches else f"{stem}."
+            raise
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         self.listing = True
         try:
             super().format_help(ctx, formatter)

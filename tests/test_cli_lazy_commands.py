@@ -42,3 +42,9 @@ def test_root_help_lists_every_command_without_importing_any_command_module():
 def test_a_cached_check_imports_its_own_command_module_only_and_no_torch():
     subprocess.run([sys.executable, "-m", "scalec.cli", "check", "mup"], capture_output=True, check=True)  # cache it
     assert _commands_imported("check", "mup") == ["['scalec.commands.check']", "[]"]
+
+
+def test_a_mistyped_command_is_told_the_close_names_of_commands_not_loaded_yet():
+    out = subprocess.run([sys.executable, "-m", "scalec.cli", "chek", "mup"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: No such command 'chek'. Did you mean 'check'? (see `")
