@@ -170,6 +170,31 @@ def test_the_module_level_import_graph_has_no_cycle():
     assert cycles(edges) == []
 
 
+CLI = ("scalec.cli", "scalec.cli_support", "scalec.commands", "scalec.parsing")
+
+
+def _reach(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in edges[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_core_never_reaches_the_cli_and_the_compiler_never_reaches_the_runtime():
+    # rooms, lowest first: dsl, compiler (the value parser is compiler/values.py), runtime, then the CLI on top
+    edges, _ = import_graph()
+    for module in MODULES:
+        names = {name.removesuffix(" (init)") for name in _reach(edges, module)}
+        if module.startswith(("scalec.dsl", "scalec.compiler", "scalec.runtime")):
+            assert not [n for n in names if n.startswith(CLI)], module
+        if module.startswith(("scalec.dsl", "scalec.compiler")):
+            assert not [n for n in names if n.startswith("scalec.runtime")], module
+        if module.startswith("scalec.dsl"):
+            assert not [n for n in names if n.startswith("scalec.compiler")], module
+
+
 @pytest.mark.parametrize(
     "package",
     [
