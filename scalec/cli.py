@@ -117,7 +117,7 @@ class LazyCommands(OneLineErrors):
     listing = False  # True while the root help is formatted
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
-        return [*super().list_commands(ctx), *(name for name in COMMANDS if name not in self.commands)]
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]  # table order
 
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
         if cmd_name in self.commands or cmd_name not in COMMANDS:
