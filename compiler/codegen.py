@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import keyword
 import math
 import re
 import textwrap
@@ -15,20 +14,16 @@ import sympy
 from scalec.compiler.domain import DOMAINS, SITE_DOMAIN, Domain
 from scalec.compiler.hp_domains import cone, derive_hp_domains
 from scalec.compiler.ir import Origin, ParameterisationIR, Rule
-from scalec.compiler.printer import RulePrinter
+from scalec.compiler.printer import RulePrinter, field_name
 from scalec.compiler.region import code_view
 from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, param_symbol
 from scalec.compiler.vocabulary import AXES, AXIS_DOCS, MODULE_HP_KINDS, compress_roles
+from scalec.version import __version__
 
 ROLE_FIELDS = ("init_mean", "init_std", "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "ns_steps", "mult")
 # The per-tensor arguments of a role function and the rule symbol each one carries.
 TENSOR_ARGS = (("fan_in", FAN_IN), ("fan_out", FAN_OUT), ("layer", LAYER))
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
-
-
-def field_name(name: str) -> str:
-    """A Python-safe attribute name: keywords get a trailing underscore."""
-    return f"{name}_" if keyword.iskeyword(name) or keyword.issoftkeyword(name) else name
 
 
 def escape(text: str, quotes: str = "") -> str:
@@ -403,8 +398,6 @@ def _profile_view(ir: ParameterisationIR, p) -> dict:
 
 def generate(ir: ParameterisationIR) -> str:
     """The generated module's source text (same IR -> identical bytes)."""
-    from scalec import __version__
-
     text = _View(ir).render(__version__)
     return re.sub(r"[ \t]+\n", "\n", text)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import sympy
 
-from scalec import __version__
 from scalec.compiler.derive import (
     EPS_POLICIES,
     GAUGES,
@@ -23,6 +22,8 @@ from scalec.compiler.derive import (
     _monomial,
     derive,
 )
+from scalec.compiler.pipeline import compile_ir
+from scalec.version import __version__
 
 _HIDDEN = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down")
 _KIND_ORDER = ("mult", "init_std", "lr", "eps", "weight_decay", "1-beta1", "1-beta2")
@@ -121,8 +122,6 @@ def render(d: Derivation) -> str:
 
 def derive_file(spec: DeriveSpec) -> str:
     """Derive, render and check: the text passes `scalec check`, or DeriveError names what failed."""
-    from scalec.compiler.parameterisation import compile_ir  # the full compiler, only to prove the output
-
     text = render(derive(spec))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{spec.name.lower()}.scale"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import sympy
 
-from scalec import __version__
 from scalec.compiler.derive import (
     AXIS_WORDS,
     EPS_POLICIES,
@@ -30,6 +29,8 @@ from scalec.compiler.derive import (
 from scalec.compiler.derive_emit import _assignments, _placement
 from scalec.compiler.exponents import monomial_exponents, one_minus, per_role
 from scalec.compiler.ir import ParameterisationIR
+from scalec.compiler.pipeline import compile_ir
+from scalec.version import __version__
 
 _TARGET_OF = {
     "mult": "mult",
@@ -55,8 +56,6 @@ def declared_specs(ir: ParameterisationIR) -> list[RoleSpec]:
 
 def derive_extends(parent: str | Path, spec: DeriveSpec) -> str:
     """The child rule file of `parent` with the derived rules of its declared roles, checked by the compiler."""
-    from scalec.compiler.parameterisation import compile_ir
-
     ir, _ = compile_ir(parent)
     roles = declared_specs(ir)
     if not roles:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from scalec.dsl import ast
 from scalec.dsl.errors import RuleError, did_you_mean
+from scalec.lazy_module import lazy_module
+
+parser = lazy_module("scalec.dsl.parser")  # lark loads only when a file is parsed (not on a rule-cache hit)
 
 _HEADER = re.compile(r"^\s*parameterisation\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
 # A file's opening, exactly as the grammar reads it (dsl/grammar.lark: `header: "parameterisation" NAME
@@ -153,13 +156,11 @@ def chain_files(name_or_path: str | Path) -> list[tuple[Path, str]] | None:
 
 def load_chain(name_or_path: str | Path) -> list[ast.RuleFile]:
     """Parse a file and its `extends` ancestors; returns the chain root first. Cycles are errors."""
-    from scalec.dsl.parser import parse_file  # lark loads only when a file is parsed (not on a rule-cache hit)
-
-    chain: list[ast.RuleFile] = [parse_file(locate(name_or_path))]
+    chain: list[ast.RuleFile] = [parser.parse_file(locate(name_or_path))]
     seen = {chain[0].name.lower(): chain[0]}
     while chain[-1].parent is not None:
         child = chain[-1]
-        parent = parse_file(_find_parent(child))
+        parent = parser.parse_file(_find_parent(child))
         if parent.name.lower() in seen:
             cycle = " -> ".join([f.name for f in chain] + [parent.name])
             raise RuleError(

@@ -27,6 +27,9 @@ from scalec.compiler.values import parse_exact, parse_int
 from scalec.compiler.vocabulary import AXES
 from scalec.dsl.errors import RuleError
 from scalec.errors import ScalecError
+from scalec.lazy_module import lazy_module
+
+pipeline = lazy_module("scalec.compiler.pipeline")  # the full compile (sympy, lark, jinja2): only on a rule-cache miss
 
 
 @dataclass(eq=False)
@@ -55,7 +58,6 @@ class Parameterisation:
 
     def _compile(self) -> tuple[Any, Any]:
         if self._compiled is None:
-            pipeline = _pipeline()
             ir, report = pipeline.compile_ir(*self.inputs)
             if pipeline.generate(ir) != self.summary.source:  # the IR must be the one this module came from
                 raise ScalecError(
@@ -114,16 +116,9 @@ def import_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def _pipeline() -> types.ModuleType:
-    """The full compile (sympy, lark, jinja2), imported only when a rule is not in the cache."""
-    from scalec.compiler import pipeline
-
-    return pipeline
-
-
 def __getattr__(name: str) -> Any:
     if name == "compile_ir":  # kept importable from here; it lives with the rest of the full compile
-        return _pipeline().compile_ir
+        return pipeline.compile_ir
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -140,7 +135,6 @@ def rule_summary(
         hit = rule_cache.read(found[0])
         if hit is not None:
             return hit, None
-    pipeline = _pipeline()
     ir, report = pipeline.compile_ir(name_or_path, params, base)
     summary = pipeline.summarise(ir, report)
     if found is not None and not summary.broken and tuple(zip(ir.paths, ir.sources, strict=True)) == found[1]:

@@ -6,6 +6,7 @@ hyperparameters before ratios, one fraction bar, square roots merged, constants 
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Mapping
 
 import sympy
@@ -14,6 +15,11 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 _HALF = sympy.Rational(1, 2)
+
+
+def field_name(name: str) -> str:
+    """A Python-safe attribute name: keywords get a trailing underscore."""
+    return f"{name}_" if keyword.iskeyword(name) or keyword.issoftkeyword(name) else name
 
 
 class RulePrinter(PythonCodePrinter):

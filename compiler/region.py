@@ -19,6 +19,7 @@ from scalec.compiler import profile
 from scalec.compiler.box_analysis import AXIS_OF, BoxAnalysis, Sign, enclosure_ok, ratio_monomial
 from scalec.compiler.domain import Domain, domain_of
 from scalec.compiler.ir import Constraint, Origin, ParameterisationIR, Rule
+from scalec.compiler.printer import RulePrinter, field_name
 from scalec.compiler.symbols import BASE, FAN_IN, FAN_OUT, LAYER, RATIO, RATIO_SYMBOLS, TENSOR, hp_symbol, param_symbol
 from scalec.compiler.vocabulary import AXES, DEFAULT_FANS, compress_roles
 from scalec.dsl.ast import Loc
@@ -383,9 +384,6 @@ def check_base_in_region(ir: ParameterisationIR, constraints) -> None:
 
 def code_view(ir: ParameterisationIR) -> list[dict]:
     """What the module template's check_shape block prints for each constraint (code as sympy printed it)."""
-    from scalec.compiler.codegen import field_name
-    from scalec.compiler.printer import RulePrinter
-
     names = {a: f"shape.{a}" for a in AXES} | {h: f"hp.{field_name(h)}" for h in ir.hps}
     printer = RulePrinter(names, {h: 0 for h in ir.hps} | {a: 1 + i for i, a in enumerate(AXES)})
     views = []

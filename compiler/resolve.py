@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 import sympy
 
-from scalec.compiler.codegen import field_name
 from scalec.compiler.declared_roles import UndecidedRole, default_rules
 from scalec.compiler.expectations import LEVELS
 from scalec.compiler.ir import ROLE_KINDS, Expectation, Origin, ParameterisationIR, Quantity, RoleInfo, Rule
@@ -21,6 +20,7 @@ from scalec.compiler.optimizers import (
     OPTIMIZERS,
     optimizer_of,
 )
+from scalec.compiler.printer import field_name
 from scalec.compiler.profile import Profile, knot_names
 from scalec.compiler.symbols import (
     LAYER,

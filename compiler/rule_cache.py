@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from importlib import util
 from pathlib import Path
 
-import scalec
 from scalec.compiler.loader import chain_files
 from scalec.dsl import ast as dsl_ast
+from scalec.version import __version__
 
 FORMAT = 1
 _COMPILER_SUFFIXES = (".py", ".j2", ".lark")
@@ -82,7 +82,7 @@ def cache_dir() -> Path:
 def scalec_fingerprint() -> str:
     """scalec's version, the source of the compiler and grammar, and the versions of sympy, lark and jinja2 (read
     from their files, not imported): a change to any of them can change what a check finds or what code says."""
-    h = hashlib.sha256(f"scalec {scalec.__version__} format {FORMAT} python {sys.version_info[:2]}".encode())
+    h = hashlib.sha256(f"scalec {__version__} format {FORMAT} python {sys.version_info[:2]}".encode())
     here = Path(__file__).parent
     for folder in (here, here / "templates", Path(dsl_ast.__file__).parent):
         for path in sorted(folder.iterdir()):

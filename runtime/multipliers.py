@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from scalec.runtime.plan.binding import normalise_name, unwrap
+from scalec.runtime.plan.model_params import normalise_name, unwrap
 from scalec.runtime.plan.multiplier_hooks import MultiplierHookError, install, named_modules
 
 # What hooks apply: `multiplier_hooks.install`'s sites and role multipliers, plus the attention scale here.

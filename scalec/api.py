@@ -13,13 +13,15 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from scalec import load
+from scalec.lazy_module import lazy_module
 from scalec.runtime import Plan, make_plan
+
+parameterisation = lazy_module("scalec.compiler.parameterisation")  # only for a rule given by name or path
 
 
 def _rules(rule: Any) -> Any:
     """A bundled rule name or a .scale path is loaded (checked and compiled); a loaded rule passes as is."""
-    return load(rule) if isinstance(rule, (str, os.PathLike)) else rule
+    return parameterisation.load(rule) if isinstance(rule, (str, os.PathLike)) else rule
 
 
 def plan(

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from scalec.compiler.vocabulary import ROLES
-from scalec.runtime.plan.binding import BindingError, bind, normalise_name
+from scalec.runtime.plan.binding import bind
+from scalec.runtime.plan.model_params import BindingError, normalise_name
 from scalec.runtime.plan.shape_inference import infer_roles
 from scalec.runtime.trainer.gpt import GPT, GPTConfig
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import typer
 
 from scalec.commands._options import STUDY_OPTIONS
 from scalec.runtime.studies.run_args import RunArgs, RunArgsError
@@ -61,9 +60,9 @@ def test_settings_added_later_stay_out_of_older_configs():
 
 @pytest.mark.parametrize("command", ["sweep", "search", "transfer"])
 def test_sweep_search_and_transfer_take_the_one_shared_options_object(command):
-    from scalec.cli import app
+    from scalec.cli import load_command
 
-    cmd = typer.main.get_command(app).commands[command]
+    cmd = load_command(command)
     names = {p.name for p in cmd.params}
     assert set(STUDY_OPTIONS) <= names
 

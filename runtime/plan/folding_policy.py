@@ -16,8 +16,8 @@ from typing import Any
 
 from scalec.compiler.optimizers import OPTIMIZERS, decay_shift
 from scalec.compiler.vocabulary import BRANCH_SITES, FOLD_INTO, TIED_BLOCKED
-from scalec.runtime.plan.binding import BoundParam, unwrap
-from scalec.runtime.plan.plan_data import PlanError
+from scalec.runtime.plan.model_params import BoundParam, unwrap
+from scalec.runtime.plan.plan_error import PlanError
 
 # A site or per-role multiplier the model lacks: (key, value, why it cannot be folded or None).
 Pending = tuple[str, float, "str | None"]

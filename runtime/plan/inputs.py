@@ -8,7 +8,7 @@ from typing import Any
 
 from scalec.compiler.module_inputs import make_hparams, make_shape
 from scalec.errors import ScalecError
-from scalec.runtime.plan.plan_data import PlanError
+from scalec.runtime.plan.plan_error import PlanError
 
 
 def module_of(rules: Any) -> Any:

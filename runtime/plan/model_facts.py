@@ -9,11 +9,11 @@ import math
 from typing import Any
 
 from scalec.compiler.vocabulary import SITE_ROLES, site_identity
-from scalec.runtime.plan.binding import BoundParam, unwrap
 from scalec.runtime.plan.inputs import resolve_shape, role_values, shape_axes
+from scalec.runtime.plan.model_params import BoundParam, unwrap
 from scalec.runtime.plan.model_shape import declared_head_dim
 from scalec.runtime.plan.model_trace import ModelTrace, trace_model
-from scalec.runtime.plan.plan_data import PlanError
+from scalec.runtime.plan.plan_error import PlanError
 
 
 def head_dim_need(module: Any, shape: Any, hp: Any, bound: list[BoundParam]) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scalec.runtime.plan.binding import BoundParam, unwrap
+from scalec.runtime.plan.model_params import BoundParam, unwrap
 
 HIDDEN_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.gate", "mlp.down")
 _CONFIG_KEYS = {

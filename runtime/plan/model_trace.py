@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalec.runtime.plan.binding import normalise_name, unique_parameters
 from scalec.runtime.plan.graph import attention_head_dims, readout_of, record
+from scalec.runtime.plan.model_params import normalise_name, unique_parameters
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalec.compiler.vocabulary import BRANCH_END_ROLES, HOOK_ROLE_MULTS, HOOK_SITES, site_identity
-from scalec.runtime.plan.binding import normalise_name
+from scalec.runtime.plan.model_params import normalise_name
 from scalec.runtime.plan.plan_data import Plan, PlanError
 
 __all__ = [

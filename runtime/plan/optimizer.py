@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from scalec.compiler.optimizers import OPTIMIZERS
-from scalec.runtime.plan.plan_data import PlanError
+from scalec.lazy_module import lazy_module
+from scalec.runtime.plan.plan_error import PlanError
+
+muon_float32 = lazy_module("scalec.runtime.plan.muon_float32")  # torch at import: loaded when a CPU Muon is built
 
 
 class PlanOptimizerError(PlanError):
@@ -107,9 +110,7 @@ def build_optimizer(plan: Any, tensors: list[tuple[Any, Any]], options: dict[str
         needs_help |= any("scalec_shrink_wd" in g for g in groups)
         cls = getattr(torch.optim, OPTIMIZERS[kind].torch_class)
         if cls is torch.optim.Muon and all(p.device.type == "cpu" for g in groups for p in g["params"]):
-            from scalec.runtime.plan.muon_float32 import Float32Muon
-
-            cls = Float32Muon  # torch's Muon iterates in bf16, 8.7x slower than fp32 on our CPUs
+            cls = muon_float32.Float32Muon  # torch's Muon iterates in bf16, 8.7x slower than fp32 on our CPUs
         kwargs = _options_for(cls, options)
         if cls is torch.optim.AdamW and options.get("fused") is None:
             if fused_adamw_supported(p for g in groups for p in g["params"]):

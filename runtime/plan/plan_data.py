@@ -14,14 +14,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scalec.errors import ScalecError
-from scalec.runtime.plan.binding import listing_text, unique_parameters
+from scalec.runtime.plan.model_params import listing_text, unique_parameters
+from scalec.runtime.plan.optimizer import build_optimizer, param_groups
+from scalec.runtime.plan.plan_error import PlanError
 
 __all__ = ["Plan", "PlanEntry", "PlanError"]
-
-
-class PlanError(ScalecError):
-    """A plan cannot be made (bad shape or HP) or does not fit the model it is applied to."""
 
 
 @dataclass(frozen=True)
@@ -130,16 +127,12 @@ class Plan:
 
         `optimizer` picks which optimizer's parameters (needed when the plan uses several: `plan.optimizer(model)`
         steps them all)."""
-        from scalec.runtime.plan.optimizer import param_groups
-
         return param_groups(self, self._tensors(model), optimizer)
 
     def optimizer(self, model: Any, **torch_options: Any) -> Any:
         """One optimizer object that steps every planned parameter with its own optimizer (torch.optim.AdamW,
         SGD, Muon), with `param_groups` that scale_lrs drives and state_dict/load_state_dict for checkpoints.
         `torch_options` (fused, foreach) reach the torch optimizers that take them."""
-        from scalec.runtime.plan.optimizer import build_optimizer
-
         return build_optimizer(self, self._tensors(model), torch_options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from scalec.compiler.domain import first_violation
 from scalec.compiler.vocabulary import BRANCH_SITES, FOLD_INTO, NORM_ROLES, SITE_ROLES, role_mult_key, site_identity
-from scalec.runtime.plan.binding import BoundParam, bind
+from scalec.runtime.plan.binding import bind
 from scalec.runtime.plan.folding_policy import (
     Pending,
     absorb,
@@ -30,6 +30,7 @@ from scalec.runtime.plan.folding_policy import (
 )
 from scalec.runtime.plan.inputs import check_region, module_of, resolve_hparams, role_values
 from scalec.runtime.plan.model_facts import LazyTrace, given_shape, readout_tie, traced_head_dim
+from scalec.runtime.plan.model_params import BoundParam
 from scalec.runtime.plan.model_shape import mismatch
 from scalec.runtime.plan.plan_data import Plan, PlanEntry, PlanError
 

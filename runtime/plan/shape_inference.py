@@ -23,8 +23,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from scalec.compiler.vocabulary import ROLES
-from scalec.runtime.plan.binding import BindingError, listing_text, module_layouts, normalise_name, unique_parameters
 from scalec.runtime.plan.graph import GraphRoles, analyse, record
+from scalec.runtime.plan.model_params import (
+    BindingError,
+    listing_text,
+    module_layouts,
+    normalise_name,
+    unique_parameters,
+)
 
 CLASS_ROLE = {"input": "embed", "hidden": "mlp.up", "output": "unembed", "vector": "norm"}
 

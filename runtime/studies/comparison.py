@@ -12,7 +12,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from scalec.compiler.exponents import fmt_fraction
+from scalec.compiler import analysis
+from scalec.compiler.analysis import desiderata, equivalence
+from scalec.compiler.exponents import exponent_table, fmt_fraction
+from scalec.compiler.parameterisation import load
 from scalec.compiler.vocabulary import ROLES, compress_roles
 from scalec.runtime.studies.coord_check import CoordCheckConfig, CoordCheckResult
 
@@ -291,21 +294,14 @@ def unique_labels(names: Sequence[str]) -> list[str]:
 
 def _exponent_table(p: Any) -> Any:
     """contracts §6 `exponent_table(p)`; falls back to `compiler.exponents.exponent_table(p.ir)`."""
-    from scalec.compiler import analysis
-
     if hasattr(analysis, "exponent_table"):
         return analysis.exponent_table(p)
-    from scalec.compiler.exponents import exponent_table
-
     return exponent_table(p.ir)
 
 
 def analyse(names: Sequence[str], params: Mapping[str, str] | None = None) -> Comparison:
     """Load every file and run the symbolic analysis: exponent tables, desiderata, pairwise equivalence."""
-    import scalec
-    from scalec.compiler.analysis import desiderata, equivalence
-
-    rules = [scalec.load(n, dict(params) if params else None) for n in names]
+    rules = [load(n, dict(params) if params else None) for n in names]
     labels = unique_labels(names)
     sections = [
         RuleSection(label, p.name, _exponent_table(p), desiderata(p), rules=p)

@@ -20,21 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scalec.errors import ScalecError
+from scalec.compiler.parameterisation import load
 from scalec.runtime.atomic_io import ensure_dir, write_text_atomic
+from scalec.runtime.studies.coord_metrics import DEFAULT_ETA, METRICS, MODULES, CoordCheckError
+from scalec.runtime.studies.coord_plot import plot_all
+from scalec.runtime.studies.coord_subject import GPTSubject, ModelSubject
 from scalec.runtime.trainer.data import Batch, ByteData, resolve_corpus
-
-# Modules reported per sweep. "attn"/"mlp" are the summed branch contributions of all blocks to the residual
-# stream (after the residual multipliers): the quantity residual scaling keeps Theta(1) as depth grows.
-MODULES: tuple[str, ...] = ("embed", "attn", "mlp", "residual", "final_norm", "logits")
-METRICS: tuple[str, ...] = ("act", "update")
-METRIC_TITLES: dict[str, str] = {"act": "activation RMS  |h_t|", "update": "update RMS  |h_t - h_0|"}
-SWEEPS: tuple[str, ...] = ("width", "depth")
-DEFAULT_ETA = 2.0**-6
-
-
-class CoordCheckError(ScalecError):
-    """Bad coordinate-check input (sizes, data)."""
 
 
 @dataclass(frozen=True)
@@ -209,8 +200,6 @@ class CoordCheckResult:
 
     def save(self, out: str | Path) -> dict[str, Path]:
         """Write coord_check.json, coord_check.csv and coord_<sweep>.png into `out`; return {sweep: png}."""
-        from scalec.runtime.studies.coord_plot import plot_all
-
         out = ensure_dir(out)
         write_text_atomic(out / "coord_check.json", self.to_json())
         write_text_atomic(out / "coord_check.csv", self.to_csv())
@@ -247,8 +236,6 @@ def run_one(
 ) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
     """Train one model `cfg.steps` steps; return ({metric: {key: [value per t]}}, [loss per step]).
     `subject`: a `coord_subject` GPTSubject (default) or ModelSubject."""
-    from scalec.runtime.studies.coord_subject import GPTSubject
-
     inst = (subject or GPTSubject()).build(rules, width, depth, seed, cfg, probe)
     try:
         h0 = inst.capture(probe)
@@ -397,10 +384,7 @@ def coord_check(
 
     `options` are CoordCheckConfig fields (steps, seeds, batch, seq_len, head_dim, hp, ...); a single width or
     depth means no sweep along that axis. With `out`, writes coord_check.json / .csv and coord_<sweep>.png."""
-    import scalec
-    from scalec.runtime.studies.coord_subject import ModelSubject
-
-    rules = scalec.load(rule, params) if isinstance(rule, (str, Path)) else rule
+    rules = load(rule, params) if isinstance(rule, (str, Path)) else rule
     if factory is not None:
         options.setdefault("head_dim", None)  # the model's own, read from it
     eta = rules.module.HP_SPACE.get("eta")  # the rule's own default: where a first run works

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib as mpl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from scalec.runtime.studies.coord_metrics import METRIC_TITLES, METRICS, MODULES
 
-from scalec.runtime.studies.coord_check import METRIC_TITLES, METRICS, MODULES, CoordCheckResult
+if TYPE_CHECKING:
+    from scalec.runtime.studies.coord_check import CoordCheckResult
 
 
 def panel_steps(steps: int) -> list[int]:
@@ -19,6 +19,10 @@ def panel_steps(steps: int) -> list[int]:
 
 def plot_sweep(result: CoordCheckResult, sweep: str, path: str | Path, dpi: int = 90) -> Path:
     """Write one PNG for one sweep ("width" or "depth") of a coordinate check; return its path."""
+    import matplotlib as mpl  # optional-heavy: loaded when a plot is drawn, not when a coordinate check runs
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     s = result.sweeps[sweep]
     ts = panel_steps(result.config.steps)
     # A bare Figure on the Agg canvas: no pyplot state, no GUI backend, safe in threads and on headless hosts.

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from scalec.compiler.parameterisation import load
 from scalec.runtime.studies.coord_check import (
     CoordCheckConfig,
     CoordCheckError,
@@ -79,10 +80,8 @@ def _train_in_worker(
     inputs: tuple[Any, ...], fold: bool, cfg: CoordCheckConfig, point: Point, key: str, batches, probe
 ) -> tuple[PointRuns, float]:
     """A worker's job: load the rule (from the rule cache), check that its plan is still the one keyed, train."""
-    import scalec
-
     name_or_path, params, base = inputs
-    rules = scalec.load(name_or_path, params or None, base or None, fold=fold)
+    rules = load(name_or_path, params or None, base or None, fold=fold)
     subject = GPTSubject()
     if subject.run_key(rules, point.width, point.depth, cfg) != key:
         raise CoordCheckError(f"error: rule {name_or_path} changed on disk during the coordinate checks; rerun")

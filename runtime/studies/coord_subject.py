@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from scalec.errors import ScalecError
-from scalec.runtime.studies.coord_check import CoordCheckError
+from scalec.runtime.plan.multiplier_hooks import MultiplierHookError, SiteRecorder, locate
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.studies.coord_metrics import CoordCheckError
 from scalec.runtime.studies.user_model import (
     UserModel,
     binding_record,
@@ -30,6 +32,7 @@ from scalec.runtime.studies.user_model import (
     load_roles,
 )
 from scalec.runtime.trainer.data import Batch
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 __all__ = ["GPTSubject", "Instance", "ModelSubject", "coord_bindings", "head_dim_of", "load_factory", "load_roles"]
 __all__ += ["record_binding"]
@@ -54,9 +57,6 @@ class GPTSubject:
 
     def plan(self, rules: Any, width: int, depth: int, cfg: Any) -> tuple[Any, Any]:
         """(the rule's plan, the GPTConfig) at (width, depth), planned on the meta device."""
-        from scalec.runtime.plan.planner import make_plan
-        from scalec.runtime.trainer.gpt import GPT, GPTConfig
-
         shape = rules.shape(n=float(width), L=float(depth), d_head=float(cfg.head_dim))
         gcfg = GPTConfig(width=width, depth=depth, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
         with torch.device("meta"):
@@ -80,8 +80,6 @@ class GPTSubject:
 
     def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
         """Plan, build and initialise the GPT at (width, depth) with `seed`."""
-        from scalec.runtime.trainer.gpt import GPT
-
         plan, gcfg = self.plan(rules, width, depth, cfg)
         torch.manual_seed(seed)
         model = GPT(gcfg, plan.multipliers)
@@ -142,8 +140,6 @@ class ModelSubject(UserModel):
 
     def build(self, rules: Any, width: int, depth: int, seed: int, cfg: Any, probe: torch.Tensor) -> Instance:
         """Build FUNC(width, depth) with `seed`, plan it, initialise it, hook its multipliers and modules."""
-        from scalec.runtime.plan.multiplier_hooks import SiteRecorder, locate
-
         label = f"{self.label}({width}, {depth})"
         model, plan, hooks = self.bind(
             rules,
@@ -188,8 +184,6 @@ class ModelSubject(UserModel):
 def coord_bindings(subject: UserModel, rules: Any, cfg: Any) -> dict[str, dict[str, Any]]:
     """What the plan binds, folds and hooks at each (width, depth) a coordinate check builds, planned again on the
     meta device (so it holds wherever, and in however many processes, the check trained)."""
-    from scalec.runtime.plan.multiplier_hooks import locate
-
     shapes = [(w, cfg.depth_for_width_sweep) for w in cfg.widths] if "width" in cfg.sweeps else []
     shapes += [(cfg.width_for_depth_sweep, d) for d in cfg.depths] if "depth" in cfg.sweeps else []
     out = {}
@@ -211,8 +205,6 @@ def record_binding(path: Path, subject: UserModel, rules: Any, cfg: Any, spec: s
 
 def _check_branch_count(sites: Any, depth: int) -> None:
     """Every block's attention and MLP branch must be located: `depth` modules bound to attn.o and mlp.down."""
-    from scalec.runtime.plan.multiplier_hooks import MultiplierHookError
-
     for kind, role in (("attn", "attn.o"), ("mlp", "mlp.down")):
         found = len(sites.branches(kind))
         if found != depth:

@@ -23,11 +23,11 @@ from typing import Any
 
 from scalec.errors import ScalecError
 from scalec.runtime.studies.liveness import holder_id
-from scalec.runtime.studies.run_store import RunRecord, RunStore, config_key
+from scalec.runtime.studies.run_store import RunRecord, RunStore, config_key, load_run_fn
 from scalec.runtime.studies.search import supervise
 from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings
 from scalec.runtime.studies.search_storage import open_study
-from scalec.runtime.studies.search_worker import ProgressFn, counted_runs, load_run_fn, reap_dead_trials
+from scalec.runtime.studies.search_worker import ProgressFn, counted_runs, reap_dead_trials
 
 RUN = "run"  # the trial param holding the run's index in the grid
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from scalec.errors import ScalecError
-from scalec.runtime.studies.coord_check import CoordCheckError
+from scalec.runtime.plan.multiplier_hooks import named_modules
+from scalec.runtime.studies.coord_metrics import CoordCheckError
 from scalec.runtime.studies.user_model import UserModel, binding_record, one_line
 from scalec.runtime.studies.user_objective import Run, _device, _loss_value
 
@@ -87,8 +88,6 @@ class _Recorder:
     see the multiplied outputs); `capture(example)` -> {role: [outputs]} plus the model's output."""
 
     def __init__(self, model: Any, plan: Any) -> None:
-        from scalec.runtime.plan.multiplier_hooks import named_modules
-
         modules = named_modules(model)
         owners: dict[str, str] = {}  # a module's role is its weight's (its bias follows it)
         for e in sorted(plan.entries, key=lambda e: not e.name.endswith(".weight")):

@@ -18,7 +18,7 @@ from scalec.runtime.studies.comparison import (
     summary_lines,
     verdict_grid,
 )
-from scalec.runtime.studies.coord_check import MODULES
+from scalec.runtime.studies.coord_metrics import MODULES
 from scalec.runtime.studies.report_markdown import sentence
 
 _CSS = """

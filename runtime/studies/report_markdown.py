@@ -24,7 +24,7 @@ from scalec.runtime.studies.comparison import (
     summary_lines,
     verdict_grid,
 )
-from scalec.runtime.studies.coord_check import MODULES
+from scalec.runtime.studies.coord_metrics import MODULES
 
 _MD_SPECIAL = re.compile(r"([\\`\[\]|])")
 

@@ -16,6 +16,7 @@ read back is one line naming it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -34,6 +35,14 @@ from scalec.runtime.studies.liveness import holder_alive, holder_id
 DONE_STATES = ("finished", "diverged")
 STATES = (*DONE_STATES, "failed")
 RunFn = Callable[[Mapping[str, Any], Path], Mapping[str, Any]]
+
+
+def load_run_fn(path: str) -> RunFn:
+    """Import a `module:function` run function."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 FIX = "move the run's folder away to train it again"
 
 

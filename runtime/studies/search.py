@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scalec.errors import ScalecError
 from scalec.redact import PASSWORD_ENV, mask_secrets, password_of
 from scalec.runtime.atomic_io import write_text_atomic
 from scalec.runtime.studies.liveness import die_with_parent, signals_raise
@@ -166,8 +167,6 @@ def run_search(settings: SearchSettings, workers: int = 1, progress: ProgressFn 
 
 def main(argv: list[str]) -> int:
     """Worker entry point: `python -m scalec.runtime.studies.search SETTINGS_JSON [WORKER_INDEX]`."""
-    from scalec.errors import ScalecError
-
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is not None and parent.isdigit():
         die_with_parent(int(parent))  # started by `scalec search`: never outlive it

@@ -13,7 +13,7 @@ from typing import Any
 from scalec.errors import ScalecError
 from scalec.redact import without_password
 from scalec.runtime.atomic_io import ReadError, parse_json
-from scalec.runtime.studies.run_store import config_key
+from scalec.runtime.studies.run_store import config_key, load_run_fn
 
 
 class SearchError(ScalecError):
@@ -71,8 +71,6 @@ class SearchSettings:
         is stamped with the hashes of its rule chain and corpus as they are now (kept when already there, as in
         settings read back), so every worker keys its runs on the same inputs and the study name changes with
         them: an edited rule is a new study, never mixed into the old one."""
-        from scalec.runtime.studies.search_worker import load_run_fn
-
         try:
             factory = getattr(load_run_fn(self.run_fn), "key_inputs", None)
         except (ImportError, AttributeError, ValueError):

@@ -16,7 +16,6 @@ heartbeat stopped (workers on other hosts).
 from __future__ import annotations
 
 import datetime
-import importlib
 import time
 import warnings
 import zlib
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scalec.runtime.studies.liveness import holder_alive, holder_id
-from scalec.runtime.studies.run_store import RunFn, RunStore, config_key
+from scalec.runtime.studies.run_store import RunStore, config_key, load_run_fn
 from scalec.runtime.studies.search_samplers import make_sampler
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
 from scalec.runtime.studies.search_storage import OpenStudy, open_study
@@ -44,12 +43,6 @@ class WorkerReport:
     over_budget: int = 0
     duplicates: int = 0
     reclaimed: list[int] = field(default_factory=list)
-
-
-def load_run_fn(path: str) -> RunFn:
-    """Import a `module:function` run function."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def counted_runs(trials: Sequence[Any], exclude: int | None = None) -> set[str]:

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from scalec.runtime.atomic_io import write_text_atomic
+from scalec.runtime.plan.binding import bind
+from scalec.runtime.studies.grid_study import grid_runner
 from scalec.runtime.studies.hp_grid import HPRange, parse_hp_specs, resolve_specs
 from scalec.runtime.studies.run_args import DEFAULTS, RunArgs
 from scalec.runtime.studies.run_store import RunRecord, RunStore
 from scalec.runtime.studies.search import SearchResult, run_search
+from scalec.runtime.studies.search_samplers import SAMPLERS
 from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings, default_dims
 from scalec.runtime.studies.sweep import (
     StudySpecError,
@@ -36,6 +39,7 @@ from scalec.runtime.studies.sweep import (
 )
 from scalec.runtime.studies.transfer import RuleResult, TransferSpec, run_transfer, transfer_configs
 from scalec.runtime.studies.user_model import UserModel, UserModelError, model_settings, resolve
+from scalec.runtime.trainer.gpt import ROLES
 
 OnRecord = Callable[[int, RunRecord], None]
 Runner = Callable[[list[dict[str, Any]], RunStore], list[RunRecord]]
@@ -246,12 +250,8 @@ def _shape_text(shape: Mapping[str, Any]) -> str:
 def model_roles(run: RunArgs, rules: Any) -> list[str] | None:
     """The roles a study's model has (the bundled GPT's, or --model's bound on the meta device); None when binding
     fails there (then every role's multiplier is searched, and the first run reports the failure in one line)."""
-    from scalec.runtime.plan.binding import bind
-
     given = run.settings
     if not given.get("model"):
-        from scalec.runtime.trainer.gpt import ROLES
-
         return [r for r in ROLES if r != "qk_norm" or given.get("qk_norm")]
     user = UserModel(resolve(given["model"], "--model", "(width, depth)"), given.get("roles") or None)
     width, depth = int(given.get("width", 128)), int(given.get("depth", 2))
@@ -276,8 +276,6 @@ def search_settings(
 ) -> SearchSettings:
     """The search's settings, checked: the searched HPs (names or globs over HP_SPACE, limited to the roles the
     model has; `hp` ranges add or narrow them, single values fix them) and the fixed run config."""
-    from scalec.runtime.studies.search_samplers import SAMPLERS
-
     if sampler not in SAMPLERS:
         raise SearchError(f"error: --sampler {sampler}: unknown; choose one of {', '.join(SAMPLERS)}")
     if trials < 1:
@@ -380,7 +378,6 @@ def shared_runner(
         raise StudySpecError("error: --workers must be at least 1")
     if workers == 1 and storage is None:
         return None
-    from scalec.runtime.studies.grid_study import grid_runner
 
     return grid_runner(storage, workers, study, progress)
 

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
-from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, random_points
+from scalec.runtime.studies.hp_grid import MAX_GRID, HPRange, grid_points, parse_hp_specs, random_points, resolve_specs
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore, canonical_json
 from scalec.runtime.studies.user_objective import run_objective
 from scalec.runtime.trainer.run_inputs import InputHasher
+from scalec.runtime.trainer.train import train
+from scalec.runtime.trainer.train_config import TrainConfig
 
 # TrainConfig field -> rule axis.
 SHAPE_FIELDS = {"width": "n", "depth": "L", "batch": "B", "duration": "D"}
@@ -206,19 +209,13 @@ def rows_markdown(rows: Sequence[SweepRow], names: Sequence[str] | None = None) 
 
 def load_rules(rule: Any, params: Mapping[str, str] | None = None) -> Any:
     """`scalec.load` the rule (a name or .scale path; a loaded rule passes through)."""
-    import scalec
-
     if not isinstance(rule, (str, Path)):
         return rule
-    if not hasattr(scalec, "load"):
-        raise StudySpecError("error: this scalec build has no rule compiler (scalec.load); reinstall scalec")
-    return scalec.load(rule, params=dict(params) if params else None)
+    return load(rule, params=dict(params) if params else None)
 
 
 def split_hp_specs(items: Sequence[str] | None, rules: Any) -> tuple[dict[str, float], list[HPRange]]:
     """`--hp` specs checked against the rule: single values become fixed overrides, the rest are swept."""
-    from scalec.runtime.studies.hp_grid import parse_hp_specs, resolve_specs
-
     specs = resolve_specs(parse_hp_specs(list(items) if items else None), rules.module.HP_SPACE, rules.name)
     fixed = {s.name: s.values[0] for s in specs if not s.is_range and len(s.values) == 1}
     return fixed, [s for s in specs if s.is_range or len(s.values) > 1]
@@ -238,11 +235,8 @@ def train_run_fn(config: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train one run config and return its summary: with the user's objective when the config names one
     (`user_objective.run_objective`), else with the bundled trainer (`scalec.runtime.trainer.train.train`) on the
     bundled GPT or the config's `model`."""
-    from scalec.runtime.trainer.train import train
-
     if config.get("objective"):
         return run_objective(config, out_dir)
-    from scalec.runtime.trainer.train_config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in config.items() if k in names}

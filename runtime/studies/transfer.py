@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalec.runtime.studies import drift_protocol  # the drifts' 90 % intervals and verdicts (issue 20)
 from scalec.runtime.studies.hp_grid import HPRange
 from scalec.runtime.studies.run_store import RunFn, RunRecord, RunStore
 from scalec.runtime.studies.sweep import SHAPE_FIELDS, check_seeds, check_size, fmt_value, run_sweep
@@ -357,8 +358,6 @@ def run_transfer(
     records = runner(configs, store) if runner is not None else run_sweep(configs, store, run_fn, on_record)
     results = analyse(spec, records)
     out.mkdir(parents=True, exist_ok=True)
-    from scalec.runtime.studies import drift_protocol  # the drifts' 90 % intervals and verdicts (issue 20)
-
     drifts = drift_protocol.transfer_drifts(spec.rules, spec.config_field, spec.hp.name, spec.sizes[0], records)
     (out / "transfer.json").write_text(json.dumps({**to_json(spec, results), "drifts": drifts}, indent=2) + "\n")
     protocol_md = drift_protocol.drift_markdown(drifts, spec.hp.name)

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
+from scalec.lazy_module import lazy_module
+from scalec.runtime.plan.model_params import unique_parameters, unwrap
 from scalec.runtime.plan.model_shape import declared_head_dim
+from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES, install
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.plan.presets import detect_preset
+
+folding = lazy_module("scalec.compiler.folding")  # sympy: only for a rule whose attn.scale may depend on d_head
 
 PYTHON_REF = "python:"  # a callable handed to the Python API, by module and name (this process only)
 _CALLABLES: dict[str, Callable] = {}
@@ -226,9 +233,6 @@ class UserModel:
     def binding(self, model: Any, width: int, depth: int) -> dict[str, Any]:
         """make_plan's preset / patterns / base_model: patterns when given, else a preset that recognises the
         model, else inference (a second instance at twice the width, and the module graph on the probe)."""
-        from scalec.runtime.plan.binding import unique_parameters, unwrap
-        from scalec.runtime.plan.presets import detect_preset
-
         if self.patterns:
             return {"preset": "auto", "patterns": self.patterns}
         if detect_preset(unwrap(model), [n for n, _, _ in unique_parameters(model)]) is not None:
@@ -240,11 +244,9 @@ class UserModel:
         the plan would silently assume the rule's base d_head); a model without attn.q/attn.k needs none."""
         import sympy
 
-        from scalec.compiler.folding import DEFAULT_ATTN_SCALE
-
         if not {e.role for e in plan.entries} & {"attn.q", "attn.k"}:
             return
-        if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / DEFAULT_ATTN_SCALE) != 1:
+        if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / folding.DEFAULT_ATTN_SCALE) != 1:
             raise self.Error(
                 f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
                 "declares none (config.head_dim or a head_dim attribute); pass head_dim= (--head-dim)"
@@ -253,9 +255,6 @@ class UserModel:
     def plan(self, rules: Any, width: int, depth: int, hp: Any, head_dim: int | None = None, axes=None) -> Any:
         """The plan of FUNC(width, depth) built on the meta device (no memory, nothing initialised), with the
         multipliers hooks apply left to them, the rest folded where exact."""
-        from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES
-        from scalec.runtime.plan.planner import make_plan
-
         model = self.make(width, depth, meta=True)
         d_head = head_dim or head_dim_of(model)
         shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
@@ -291,9 +290,6 @@ class UserModel:
         initialised, with the plan's remaining forward multipliers hooked. `example`: input ids (or any input)
         the module graph and the residual-hook proof run on; `before_hooks(model, plan)` checks more first."""
         import torch
-
-        from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES, install
-        from scalec.runtime.plan.planner import make_plan
 
         torch.manual_seed(seed)
         model = self.make(width, depth)

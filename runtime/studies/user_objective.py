@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalec.compiler.parameterisation import load
 from scalec.runtime.studies.user_model import (
     UserModel,
     UserModelError,
@@ -94,16 +95,12 @@ def _loss_value(value: Any, where: str) -> float:
 def run_objective(config: Mapping[str, Any], out_dir: Path | None) -> dict[str, Any]:
     """Run one study config with the user's objective (the RunStore's run_fn for configs with `objective`);
     returns the run summary (status, final_val_loss = the objective's value, the binding)."""
-    import scalec
-
     t0 = time.perf_counter()
     check_unchanged(config.get("model"), config.get("model_sha256"), "--model")
     check_unchanged(config.get("objective"), config.get("objective_sha256"), "--objective")
     build = resolve(config["model"], "--model", "(width, depth)")
     objective = resolve(config["objective"], "--objective", OBJECTIVE_SIGNATURE)
-    rules = scalec.load(
-        config["rule"], params=dict(config.get("params") or {}) or None, base=config.get("base") or None
-    )
+    rules = load(config["rule"], params=dict(config.get("params") or {}) or None, base=config.get("base") or None)
     width, depth, seed = int(config["width"]), int(config["depth"]), int(config.get("seed", 0))
     axes = {"B": float(config["batch"])} if config.get("batch") else {}
     if config.get("duration"):

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from scalec.errors import InputsChangedError
+from scalec.lazy_module import lazy_module
+from scalec.runtime.trainer import data
+
+loader = lazy_module("scalec.compiler.loader")  # the rule file's chain: only when a run hashes its rule by name
 
 INPUT_FIELDS = ("rule_sha256", "corpus_sha256", "model_sha256")
 INPUT_NAMES = {"rule_sha256": "the rule chain", "corpus_sha256": "the corpus", "model_sha256": "the model file"}
@@ -45,9 +49,7 @@ def chain_sha256(
 
 def rule_sha256(rule: str, params: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
     """`chain_sha256` of the rule file `rule` (path or bundled name) and its ancestors as they are on disk now."""
-    from scalec.compiler.loader import load_chain
-
-    files = [(Path(f.path).name, f.source) for f in load_chain(rule)]
+    files = [(Path(f.path).name, f.source) for f in loader.load_chain(rule)]
     return chain_sha256(files, params, base)
 
 
@@ -95,8 +97,6 @@ def prepared_sha256(folder: Path) -> str:
 def corpus_sha256(corpus: str | None) -> str:
     """The content hash a run on `corpus` will train on, without preparing or fetching anything: the default
     corpus's pinned hash until it is fetched, a prepared folder's bytes, or a text file's or folder's text."""
-    from scalec.runtime.trainer import data
-
     if corpus is None or corpus == data.DEFAULT_CORPUS:
         folder = data.cache_root() / data.DEFAULT_CORPUS
         return prepared_sha256(folder) if data.is_prepared(folder) else data.SHAKESPEARE_SHA256

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from scalec.lazy_module import lazy_module
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.plan.schedule import scale_lrs
 from scalec.runtime.trainer.byte_model import build_byte_model
@@ -46,6 +47,9 @@ from scalec.runtime.trainer.run_inputs import (
 )
 from scalec.runtime.trainer.step import StepReading, StepStats, train_step
 from scalec.runtime.trainer.train_config import RESUME_FREE, RunSummary, TrainConfig, TrainConfigError
+
+# the compiler only when this run loads its rule itself (train(cfg) without rules=); a run given them stays free of it
+parameterisation = lazy_module("scalec.compiler.parameterisation")
 
 EVAL_SEQS = 16  # sequences per evaluation batch: the eval set depends on seq_len only, never on batch
 OnStep = Callable[[int, "dict[str, Any] | None"], None]
@@ -151,9 +155,7 @@ def _model_config(cfg: TrainConfig) -> GPTConfig:
 
 def _load_rules(cfg: TrainConfig, rules: Any) -> Any:
     if rules is None:
-        import scalec
-
-        rules = scalec.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
+        rules = parameterisation.load(cfg.rule, params=dict(cfg.params) or None, base=dict(cfg.base) or None)
     return rules
 
 

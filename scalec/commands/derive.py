@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import sympy
 import typer
 
 from scalec.cli_support import err_console, guarded
+from scalec.commands._output import check_output_file, write_atomic
+from scalec.compiler.derive import DeriveError, DeriveSpec
+from scalec.compiler.derive_emit import derive_file
+from scalec.compiler.derive_extends import derive_extends
 from scalec.parsing import parse_params
 
 
@@ -48,12 +53,6 @@ def derive_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the rule file here.")] = None,
 ) -> None:
     """Derive a parameterisation's exponents from the desiderata and write a rule file that passes `scalec check`."""
-    import sympy
-
-    from scalec.commands.rules import check_output_file, write_atomic
-    from scalec.compiler.derive import DeriveError, DeriveSpec
-    from scalec.compiler.derive_emit import derive_file
-
     if output is not None:
         check_output_file(output, "-o")
     params = parse_params(param)
@@ -76,8 +75,6 @@ def derive_cmd(
         name=name,
     )
     if extends is not None:
-        from scalec.compiler.derive_extends import derive_extends
-
         if output is not None and output.resolve().parent != extends.resolve().parent:
             raise DeriveError(
                 f"error: -o {output}: write the derived file beside {extends} (its `extends` is resolved there)"

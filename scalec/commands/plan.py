@@ -10,8 +10,12 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Roles, whole
+from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
+from scalec.runtime.plan.planner import make_plan
+from scalec.runtime.studies.user_model import UserModel, binding_record, file_sha256, load_function, load_roles
+from scalec.runtime.trainer.gpt import GPT, GPTConfig
 
 MODELS = ("gpt", "hf-gpt2", "hf-llama")
 
@@ -43,8 +47,6 @@ def build_model(
         raise PlanCommandError(f"error: --kv-heads {kv_heads} does not divide the {heads} attention heads")
     with torch.device("meta"):
         if kind == "gpt":
-            from scalec.runtime.trainer.gpt import GPT, GPTConfig
-
             try:
                 return GPT(
                     GPTConfig(width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm)
@@ -128,9 +130,6 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Print the per-parameter plan of RULE for a model of the given shape."""
-        import scalec
-        from scalec.runtime.plan.planner import make_plan
-
         if model not in MODELS and ":" not in model:
             raise PlanCommandError(
                 f"error: --model '{model}' is unknown; use one of {', '.join(MODELS)} or FILE.py:FUNC (your model)"
@@ -163,7 +162,7 @@ def register(app: typer.Typer) -> None:
         if duration is not None:
             axes["D"] = parse_int(duration, "--duration")
         hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
-        rules = scalec.load(rule, params=params or None, base=bases or None)
+        rules = load(rule, params=params or None, base=bases or None)
         hps = parse_hp_values(hp_specs, rules, "plan") or None
         shape = rules.shape(**axes)  # the box and the feasible region, before the model is built
         net = build_model(model, width, depth, head_dim, vocab, qk_norm, intermediate, kv_heads)
@@ -193,12 +192,9 @@ def _plan_user_model(
 ) -> None:
     """`scalec plan RULE --model FILE.py:FUNC`: the plan of your model (built on the meta device) as the studies
     make it, the multipliers hooks apply left to them, the rest folded; plus the binding (roles, folds, hooks)."""
-    import scalec
-    from scalec.runtime.studies.user_model import UserModel, binding_record, load_function, load_roles
-
     hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
     user = UserModel(load_function(model), load_roles(roles) if roles is not None else None, label=model)
-    rules = scalec.load(rule, params=params or None, base=bases or None)
+    rules = load(rule, params=params or None, base=bases or None)
     hps = parse_hp_values(hp_specs, rules, "plan") or None
     axes = {k: float(parse_int(v, f"--{n}")) for k, n, v in (("B", "batch", batch), ("D", "duration", duration)) if v}
     _, result = user.plan(rules, width, depth, hps, head_dim, axes)
@@ -212,8 +208,6 @@ def _plan_user_model(
 
 
 def _sha(spec: str) -> str:
-    from scalec.runtime.studies.user_model import file_sha256
-
     return file_sha256(spec.rpartition(":")[0])
 
 

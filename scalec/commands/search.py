@@ -12,6 +12,10 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, StudyOptions, study_options
 from scalec.commands._progress import StudyProgress
+from scalec.runtime.studies.search import run_search
+from scalec.runtime.studies.search_settings import SearchError
+from scalec.runtime.studies.studies import search_settings
+from scalec.runtime.studies.sweep import fmt_value, load_rules
 
 
 def register(app: typer.Typer) -> None:
@@ -60,11 +64,6 @@ def register(app: typer.Typer) -> None:
         """Minimise final validation loss (or --objective's value) over the chosen HPs, starting from the rule's
         defaults (trial 0). Killed workers lose nothing: their trial is failed (heartbeat on RDB storages, dead pid
         locally) and retried once with the same parameters, resuming its run from the store."""
-        from scalec.runtime.studies.search import run_search
-        from scalec.runtime.studies.search_settings import SearchError
-        from scalec.runtime.studies.studies import search_settings
-        from scalec.runtime.studies.sweep import fmt_value, load_rules
-
         if trials < 1 or workers < 1:
             raise SearchError("error: --trials and --workers must be at least 1")
         rules = load_rules(rule, options.params())

@@ -13,12 +13,12 @@ from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
 from scalec.runtime.atomic_io import check_output_dir
+from scalec.runtime.studies.studies import shared_runner, sweep_study
+from scalec.runtime.studies.sweep import best_row, fmt_value, load_rules, loss_text
 
 
 def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
     """One progress line per run."""
-    from scalec.runtime.studies.sweep import fmt_value
-
     hp = " ".join(f"{k}={fmt_value(record.config['hp'][k])}" for k in names if k in record.config["hp"])
     loss = record.loss
     value = "inf" if math.isinf(loss) else "-" if math.isnan(loss) else f"{loss:.4f}"
@@ -34,8 +34,6 @@ def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> N
     """A rich table of sweep rows, best first."""
     from rich.table import Table
     from rich.text import Text
-
-    from scalec.runtime.studies.sweep import fmt_value, loss_text
 
     table = Table(show_edge=False, pad_edge=False)
     for col in ["#", *names, "final val loss", "seeds", "status"]:
@@ -85,9 +83,6 @@ def register(app: typer.Typer) -> None:
         """Train every HP point (x seeds) once; finished and diverged runs are stored under --out and never
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config.
         --model FILE.py:FUNC trains your model in the bundled loop, --objective FILE.py:FUNC with your own."""
-        from scalec.runtime.studies.studies import shared_runner, sweep_study
-        from scalec.runtime.studies.sweep import best_row, load_rules
-
         check_output_dir(out)  # a folder that cannot hold the store is refused before any training
         rules = load_rules(rule, options.params())
         checked = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)

@@ -13,7 +13,12 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Depth, Device, Model, Objective, QkNorm, Roles, RuleArg, real, whole
+from scalec.compiler.parameterisation import load
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
+from scalec.runtime.studies.user_model import model_settings
+from scalec.runtime.studies.user_objective import run_objective
+from scalec.runtime.trainer.train import train
+from scalec.runtime.trainer.train_config import RESUME_FREE, TrainConfig
 
 # What a run of your objective reads (the bundled loop's own settings do not reach it).
 RUN_KEYS = ("rule", "width", "depth", "batch", "duration", "steps", "hp", "params", "base", "head_dim", "seed")
@@ -32,8 +37,6 @@ def _finished_objective(out: Path, config: dict[str, Any]) -> dict[str, Any] | N
 
 def default_out(cfg: Any) -> str:
     """runs/<rule>_n<width>_L<depth>_<hash of the result-changing settings>: same settings, same folder."""
-    from scalec.runtime.trainer.train_config import RESUME_FREE
-
     keyed = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE}
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
     rule = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(cfg.rule).removesuffix(".scale"))
@@ -102,14 +105,9 @@ def register(app: typer.Typer) -> None:
         """Train the bundled GPT (bytes, Llama-style), or --model FILE.py:FUNC, with the rule's init, per-parameter
         optimizer settings and forward multipliers; writes config.json, plan.json (with --model also binding.json:
         roles, folds, hooks), metrics.jsonl, summary.json and a checkpoint."""
-        import scalec
-        from scalec.runtime.studies.user_model import model_settings
-        from scalec.runtime.trainer.train import train
-        from scalec.runtime.trainer.train_config import TrainConfig
-
         hp_specs, params, bases = parse_hp_specs(hp), parse_params(param), parse_base(base)
         tokens = parse_int(batch, "--batch"), parse_int(duration, "--duration") if duration is not None else None
-        rules = scalec.load(rule, params=params or None, base=bases or None)
+        rules = load(rule, params=params or None, base=bases or None)
         cfg = TrainConfig(
             **model_settings(model, roles, objective),
             rule=rule,
@@ -140,8 +138,6 @@ def register(app: typer.Typer) -> None:
         rules.shape(n=width, L=depth, B=cfg.batch, D=cfg.total_tokens(), **head)  # before any work
         cfg.out_dir = out or default_out(cfg)
         if objective is not None:  # your loop: one run, as a sweep's, into the run dir
-            from scalec.runtime.studies.user_objective import run_objective
-
             config = {k: v for k, v in cfg.to_dict().items() if k in RUN_KEYS}
             done = _finished_objective(Path(cfg.out_dir), config) or run_objective(config, Path(cfg.out_dir))
             loss = "n/a" if done["final_val_loss"] is None else f"{done['final_val_loss']:.4f}"

@@ -13,6 +13,10 @@ from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import fmt_record
+from scalec.parsing import parse_shape, parse_sizes
+from scalec.runtime.studies.studies import shared_runner, transfer_study
+from scalec.runtime.studies.sweep import load_rules
+from scalec.runtime.studies.transfer import to_markdown
 
 
 def register(app: typer.Typer) -> None:
@@ -70,10 +74,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sweep the HP at each size for each rule; report the optimum per size (parabola in log2 space), its
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
-        from scalec.parsing import parse_shape, parse_sizes
-        from scalec.runtime.studies.studies import shared_runner, transfer_study
-        from scalec.runtime.studies.sweep import load_rules
-
         params = options.params()
         rule_names = [*(r.strip() for r in (vs or "").split(",") if r.strip()), rule]
         loaded = {r: load_rules(r, params) for r in rule_names}
@@ -100,7 +100,6 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         t0 = [time.perf_counter()]
-        from scalec.runtime.studies.transfer import to_markdown
 
         with StudyProgress("transfer", len(configs)) as bar:
 
