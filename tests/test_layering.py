@@ -10,6 +10,7 @@ matplotlib, optuna, transformers: optional or heavy); this test does not look at
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import re
 from pathlib import Path
@@ -79,6 +80,7 @@ def _is_type_checking(test: ast.expr) -> bool:
     return "TYPE_CHECKING" in ast.unparse(test)
 
 
+@functools.cache  # one walk of the source serves every test here
 def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
     """(module-level edges, function-level imports of scalec modules as (module, line, target)). A package has two
     nodes: its name (what reading a name from it may load, its face's modules included) and `NAME (init)` (what
