@@ -48,3 +48,20 @@ def test_a_mistyped_command_is_told_the_close_names_of_commands_not_loaded_yet()
     out = subprocess.run([sys.executable, "-m", "scalec.cli", "chek", "mup"], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("error: No such command 'chek'. Did you mean 'check'? (see `")
+
+
+def test_every_commands_help_imports_no_torch_sympy_lark_or_jinja2():
+    """`scalec NAME --help` needs the options only: the runtime and the full compiler wait for a real run
+    (the command modules declare them with lazy_module), so help answers in a fraction of a second."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from scalec.cli import COMMANDS, app\n"
+        "runner = CliRunner()\n"
+        "for name in COMMANDS:\n"
+        "    result = runner.invoke(app, [name, '--help'])\n"
+        "    assert result.exit_code == 0 and 'Usage' in result.output, (name, result.output)\n"
+        "print(sorted(m for m in ('torch', 'sympy', 'lark', 'jinja2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

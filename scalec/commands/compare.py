@@ -23,32 +23,27 @@ from scalec.commands.coord_check import (
     torch_threads,
     verdict_table,
 )
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_params
-from scalec.runtime.studies.comparison import (
-    EXPONENT_LEGEND,
-    analyse,
-    equivalence_text,
-    exponent_grid,
-    failure_lines,
-    summary_lines,
-    verdict_grid,
-)
-from scalec.runtime.studies.coord_check import load_batches
-from scalec.runtime.studies.coord_runs import run_coord_checks
-from scalec.runtime.studies.coord_subject import record_binding
-from scalec.runtime.studies.report import ensure_report_dir, write_report
+
+# Modules that import torch or sympy load when the command runs, not for `--help` (which needs only the options).
+comparison = lazy_module("scalec.runtime.studies.comparison")
+coord = lazy_module("scalec.runtime.studies.coord_check")
+coord_runs = lazy_module("scalec.runtime.studies.coord_runs")
+subjects = lazy_module("scalec.runtime.studies.coord_subject")
+report = lazy_module("scalec.runtime.studies.report")
 
 
 def exponent_table_rich(cmp: Any) -> Any:
     """Rich table: subject x HP rows, one column of (m_N, m_L, m_B, m_D) exponents per file."""
     from rich.table import Table
 
-    table = Table(title=EXPONENT_LEGEND, title_justify="left")
+    table = Table(title=comparison.EXPONENT_LEGEND, title_justify="left")
     table.add_column("subject")
     table.add_column("HP")
     for s in cmp.sections:
         table.add_column(s.label)
-    for subject, hp, cells, differs in exponent_grid(cmp.sections):
+    for subject, hp, cells, differs in comparison.exponent_grid(cmp.sections):
         table.add_row(subject, hp, *cells, style="yellow" if differs else None)
     return table
 
@@ -65,7 +60,7 @@ def desiderata_table_rich(cmp: Any) -> Any:
     table.add_row("width", "class", *[s.desiderata.width_class for s in cmp.sections])
     table.add_row("depth", "class", *[s.desiderata.depth_class for s in cmp.sections], end_section=True)
     styles = {"pass": "green", "FAIL": "bold red", "n/a": "dim", "-": "dim"}
-    for area, name, words in verdict_grid(cmp.sections):
+    for area, name, words in comparison.verdict_grid(cmp.sections):
         table.add_row(area, name, *[f"[{styles[w]}]{w}[/]" for w in words])
     return table
 
@@ -79,7 +74,9 @@ def _run_shared(cmp: Any, configs: list[Any], data: tuple[Any, Any], out: Path, 
     checks = [(s.rules, cfg) for s, cfg in zip(cmp.sections, configs, strict=True)]
     outs = [out / _folder(s.label) for s in cmp.sections]
     with StudyProgress("coord-checks", 1) as bar:
-        results, plots, shared = run_coord_checks(checks, *data, workers=workers, progress=bar.update, outs=outs)
+        results, plots, shared = coord_runs.run_coord_checks(
+            checks, *data, workers=workers, progress=bar.update, outs=outs
+        )
     console.print(
         f"coordinate checks: {len(shared.distinct)} distinct training points of {shared.total} "
         f"({shared.total - len(shared.distinct)} shared by identical plans), {workers} worker process(es)",
@@ -147,8 +144,8 @@ def register(app: typer.Typer) -> None:
 
         start = time.perf_counter()
         if out is not None or empirical:
-            ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work
-        cmp = analyse(rules, parse_params(param))
+            report.ensure_report_dir(out or Path("report"))  # an unwritable --out fails before any work
+        cmp = comparison.analyse(rules, parse_params(param))
         if empirical:  # fail fast, before printing anything, on bad sizes, HPs or a missing corpus
             configs = [
                 build_config(
@@ -167,7 +164,7 @@ def register(app: typer.Typer) -> None:
                 for s in cmp.sections
             ]
             subject = model_subject(model, roles)
-            data = load_batches(corpus, configs[0])
+            data = coord.load_batches(corpus, configs[0])
         words = ["scalec", "compare", *rules, *[f"--param={p}" for p in param or []]]
         if empirical:
             words += [
@@ -190,14 +187,14 @@ def register(app: typer.Typer) -> None:
         console.print(exponent_table_rich(cmp))
         console.print(desiderata_table_rich(cmp))
         for s in cmp.sections:
-            for line in failure_lines(s):
+            for line in comparison.failure_lines(s):
                 console.print(f"  {s.label} fails {line}", markup=False)
         console.print("equivalence modulo each optimizer's abc-symmetry:", markup=False)
         for a, b, q in cmp.equivalences:
-            console.print(f"  {a} vs {b}: {equivalence_text(q, limit=2)}", markup=False)
+            console.print(f"  {a} vs {b}: {comparison.equivalence_text(q, limit=2)}", markup=False)
         console.print("base shapes: " + "; ".join(f"{s.label} {s.base_shape}" for s in cmp.sections), markup=False)
         console.print("which one for which scaling:", markup=False)
-        for line in summary_lines(cmp.sections):
+        for line in comparison.summary_lines(cmp.sections):
             console.print(f"  {line}", markup=False)
         if empirical:
             out = out or Path("report")
@@ -209,11 +206,13 @@ def register(app: typer.Typer) -> None:
                     for s, cfg in zip(cmp.sections, configs, strict=True):
                         s.coord, s.plots = run_and_save(s.rules, cfg, data, out / _folder(s.label), s.label, subject)
                         # the binding (roles, folds, hooks) next to each rule's check
-                        record_binding(out / _folder(s.label) / "coord_check.json", subject, s.rules, cfg, model)
+                        subjects.record_binding(
+                            out / _folder(s.label) / "coord_check.json", subject, s.rules, cfg, model
+                        )
             results = [(s.label, s.coord) for s in cmp.sections]
             for sweep in results[0][1].sweeps:
                 console.print(verdict_table(results, sweep))
             console.print(f"{results[0][1].config.thresholds()}.", markup=False)
         if out is not None:
-            md, page = write_report(cmp, out)
+            md, page = report.write_report(cmp, out)
             console.print(f"wrote {md} and {page} in {time.perf_counter() - start:.1f} s", markup=False)

@@ -14,14 +14,17 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import real, whole
 from scalec.commands._progress import StudyProgress
-from scalec.compiler.analysis import desiderata
 from scalec.compiler.module_inputs import domain_violation
 from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_hp_specs, parse_hp_values, parse_ints, parse_params
 from scalec.runtime.atomic_io import check_output_dir
-from scalec.runtime.studies.coord_check import DEFAULT_ETA, MODULES, CoordCheckConfig, load_batches, run_coord_check
-from scalec.runtime.studies.coord_subject import ModelSubject, load_factory, load_roles, record_binding
+
+# Modules that import torch or sympy load when the command runs, not for `--help` (which needs only the options).
+analysis = lazy_module("scalec.compiler.analysis")
+coord = lazy_module("scalec.runtime.studies.coord_check")
+subjects = lazy_module("scalec.runtime.studies.coord_subject")
 
 STATUS_STYLE = {"pass": "green", "lazy": "yellow", "unstable": "bold red", "diverged": "bold red"}
 
@@ -55,13 +58,13 @@ def check_sizes(rules: Any, cfg: Any) -> None:
 def _default_eta(rules: Any) -> float:
     """The rule's own default eta (where a first run works); DEFAULT_ETA for a rule without an eta."""
     spec = rules.module.HP_SPACE.get("eta")
-    return float(spec.default) if spec is not None else DEFAULT_ETA
+    return float(spec.default) if spec is not None else coord.DEFAULT_ETA
 
 
 def claimed_sweeps(rules: Any) -> list[str]:
     """The sweeps whose coordinate check the rule's theory claims: width when its width desiderata all hold,
     depth when its depth desiderata all hold (a residual multiplier m_L^-alpha with the block rules)."""
-    d = desiderata(rules)
+    d = analysis.desiderata(rules)
     return [sweep for sweep in ("width", "depth") if d.passes(sweep)]
 
 
@@ -80,7 +83,7 @@ def build_config(
 ) -> Any:
     """A CoordCheckConfig from CLI values; --head-dim defaults to 32 for the bundled GPT and to the model's own
     (read from it) for --model. One size on an axis means no sweep along it."""
-    return CoordCheckConfig(
+    return coord.CoordCheckConfig(
         widths=parse_ints(widths, "--widths"),
         depths=parse_ints(depths, "--depths"),
         base_width=base_width,
@@ -125,7 +128,7 @@ def run_and_save(
         started += 1
 
     with StudyProgress(f"coord-check {label or rules.name}", points) as bar:
-        result = run_coord_check(rules, cfg, batches, probe, progress=progress, subject=subject)
+        result = coord.run_coord_check(rules, cfg, batches, probe, progress=progress, subject=subject)
         bar.advance(runs=1 if started else 0)
     return result, result.save(out)
 
@@ -137,7 +140,9 @@ def model_subject(model: str | None, roles: Path | None) -> Any:
             raise CoordCheckArgsError("error: --roles binds the parameters of --model FILE.py:FUNC; pass --model too")
         return None
 
-    return ModelSubject(load_factory(model), load_roles(roles) if roles is not None else None, label=model)
+    return subjects.ModelSubject(
+        subjects.load_factory(model), subjects.load_roles(roles) if roles is not None else None, label=model
+    )
 
 
 def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
@@ -151,7 +156,7 @@ def verdict_table(results: list[tuple[str, Any]], sweep: str) -> Any:
     table.add_column("module")
     for label, _ in results:
         table.add_column(label)
-    for module in MODULES:
+    for module in coord.MODULES:
         cells = []
         for _, r in results:
             v = r.verdict(sweep, module)
@@ -229,12 +234,12 @@ def register(app: typer.Typer) -> None:
         )
         check_sizes(rules, cfg)
 
-        data = load_batches(corpus, cfg)
+        data = coord.load_batches(corpus, cfg)
         start = time.perf_counter()
         with torch_threads(threads):
             result, plots = run_and_save(rules, cfg, data, out, rule, subject)
         if subject is not None:  # what the plan bound, folded and hooked, per model built
-            record_binding(out / "coord_check.json", subject, rules, cfg, model)
+            subjects.record_binding(out / "coord_check.json", subject, rules, cfg, model)
         for sweep in result.sweeps:
             console.print(verdict_table([(rule, result)], sweep))
         console.print(f"{cfg.thresholds()}.", markup=False)

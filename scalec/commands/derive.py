@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import sympy
 import typer
 
 from scalec.cli_support import err_console, guarded
 from scalec.commands._output import check_output_file, write_atomic
-from scalec.compiler.derive import DeriveError, DeriveSpec
-from scalec.compiler.derive_emit import derive_file
-from scalec.compiler.derive_extends import derive_extends
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_params
+
+# Modules that import sympy load when the command runs, not for `--help` (which needs only the options).
+sympy = lazy_module("sympy")
+derivation = lazy_module("scalec.compiler.derive")
+emit = lazy_module("scalec.compiler.derive_emit")
+extending = lazy_module("scalec.compiler.derive_extends")
 
 
 def register(app: typer.Typer) -> None:
@@ -58,13 +61,15 @@ def derive_cmd(
     params = parse_params(param)
     unknown = set(params) - {"alpha"}
     if unknown:
-        raise DeriveError(f"error: --param {', '.join(sorted(unknown))}: derive takes only alpha (the depth exponent)")
+        raise derivation.DeriveError(
+            f"error: --param {', '.join(sorted(unknown))}: derive takes only alpha (the depth exponent)"
+        )
     alpha = (sympy.Rational(1, 2), sympy.Integer(1))
     if "alpha" in params:
         alpha = (sympy.Rational(params["alpha"]),) * 2
     if not name.isidentifier():
-        raise DeriveError(f"error: --name {name!r} is not a name; use letters, digits and _ (e.g. MyMuP)")
-    spec = DeriveSpec(
+        raise derivation.DeriveError(f"error: --name {name!r} is not a name; use letters, digits and _ (e.g. MyMuP)")
+    spec = derivation.DeriveSpec(
         axes=tuple(a.strip() for a in axes.split(",") if a.strip()),
         optimizer=optimizer,
         gauge=gauge,
@@ -76,12 +81,12 @@ def derive_cmd(
     )
     if extends is not None:
         if output is not None and output.resolve().parent != extends.resolve().parent:
-            raise DeriveError(
+            raise derivation.DeriveError(
                 f"error: -o {output}: write the derived file beside {extends} (its `extends` is resolved there)"
             )
-        text = derive_extends(extends, spec)
+        text = extending.derive_extends(extends, spec)
     else:
-        text = derive_file(spec)
+        text = emit.derive_file(spec)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -10,8 +10,11 @@ import typer
 
 from scalec.cli_support import console, guarded
 from scalec.commands._output import write_atomic
-from scalec.dsl.formatter import format_file
-from scalec.dsl.parser import parse_file
+from scalec.lazy_module import lazy_module
+
+# Modules that import lark load when the command runs, not for `--help` (which needs only the options).
+formatter = lazy_module("scalec.dsl.formatter")
+parser = lazy_module("scalec.dsl.parser")
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +31,8 @@ def fmt_cmd(
     """Format rule files canonically (comments kept)."""
     changed = 0
     for path in files:
-        f = parse_file(path)
-        text = format_file(f)
+        f = parser.parse_file(path)
+        text = formatter.format_file(f)
         if text == f.source:
             continue
         changed += 1

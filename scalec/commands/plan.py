@@ -12,10 +12,13 @@ from scalec.cli_support import console, guarded
 from scalec.commands._options import Roles, whole
 from scalec.compiler.parameterisation import load
 from scalec.errors import ScalecError
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.studies.user_model import UserModel, binding_record, file_sha256, load_function, load_roles
-from scalec.runtime.trainer.gpt import GPT, GPTConfig
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+gpt = lazy_module("scalec.runtime.trainer.gpt")
 
 MODELS = ("gpt", "hf-gpt2", "hf-llama")
 
@@ -48,8 +51,8 @@ def build_model(
     with torch.device("meta"):
         if kind == "gpt":
             try:
-                return GPT(
-                    GPTConfig(width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm)
+                return gpt.GPT(
+                    gpt.GPTConfig(width=width, depth=depth, head_dim=head_dim, vocab=vocab, seq_len=16, qk_norm=qk_norm)
                 )
             except ValueError as exc:
                 raise PlanCommandError(f"error: --model gpt: {exc}") from None

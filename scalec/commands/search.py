@@ -12,10 +12,13 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, StudyOptions, study_options
 from scalec.commands._progress import StudyProgress
-from scalec.runtime.studies.search import run_search
+from scalec.lazy_module import lazy_module
 from scalec.runtime.studies.search_settings import SearchError
-from scalec.runtime.studies.studies import search_settings
-from scalec.runtime.studies.sweep import fmt_value, load_rules
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+searches = lazy_module("scalec.runtime.studies.search")
+studies = lazy_module("scalec.runtime.studies.studies")
+sweeps = lazy_module("scalec.runtime.studies.sweep")
 
 
 def register(app: typer.Typer) -> None:
@@ -66,9 +69,11 @@ def register(app: typer.Typer) -> None:
         locally) and retried once with the same parameters, resuming its run from the store."""
         if trials < 1 or workers < 1:
             raise SearchError("error: --trials and --workers must be at least 1")
-        rules = load_rules(rule, options.params())
+        rules = sweeps.load_rules(rule, options.params())
         run = options.run_args(rule, {})
-        settings = search_settings(rules, run, out, space, hp or [], sampler, trials, storage, study, sampler_seed)
+        settings = studies.search_settings(
+            rules, run, out, space, hp or [], sampler, trials, storage, study, sampler_seed
+        )
         dims = [d.name for d in settings.dims]
         console.print(
             f"search: {settings.study_name()} | {sampler} | {trials} trials | {workers} worker(s) | "
@@ -77,7 +82,7 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
         )
         with StudyProgress("search", trials) as bar:
-            result = run_search(settings, workers, progress=bar.update)
+            result = searches.run_search(settings, workers, progress=bar.update)
         console.print(
             f"{len(result.trials)} complete trials, {result.n_fail} failed (retried), "
             f"{result.n_over_budget} over budget, {result.n_duplicate} repeated points skipped",
@@ -92,7 +97,7 @@ def register(app: typer.Typer) -> None:
             value = "inf" if math.isinf(t["value"]) else f"{t['value']:.4f}"
             console.print(
                 f"  trial {t['number']:>3}: {value}  "
-                + " ".join(f"{k}={fmt_value(v)}" for k, v in t["params"].items()),
+                + " ".join(f"{k}={sweeps.fmt_value(v)}" for k, v in t["params"].items()),
                 markup=False,
                 soft_wrap=True,
             )

@@ -12,14 +12,17 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
+from scalec.lazy_module import lazy_module
 from scalec.runtime.atomic_io import check_output_dir
-from scalec.runtime.studies.studies import shared_runner, sweep_study
-from scalec.runtime.studies.sweep import best_row, fmt_value, load_rules, loss_text
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+studies = lazy_module("scalec.runtime.studies.studies")
+sweeps = lazy_module("scalec.runtime.studies.sweep")
 
 
 def fmt_record(i: int, n: int, record: Any, names: list[str], t0: float) -> str:
     """One progress line per run."""
-    hp = " ".join(f"{k}={fmt_value(record.config['hp'][k])}" for k in names if k in record.config["hp"])
+    hp = " ".join(f"{k}={sweeps.fmt_value(record.config['hp'][k])}" for k in names if k in record.config["hp"])
     loss = record.loss
     value = "inf" if math.isinf(loss) else "-" if math.isnan(loss) else f"{loss:.4f}"
     how = "reused" if record.reused else f"{time.perf_counter() - t0:.0f}s"
@@ -39,10 +42,10 @@ def print_rows(rows: list[Any], names: list[str], limit: int | None = None) -> N
     for col in ["#", *names, "final val loss", "seeds", "status"]:
         table.add_column(Text(col), justify="right" if col != "status" else "left")
     for k, r in enumerate(rows[:limit] if limit else rows):
-        loss = loss_text(r)
+        loss = sweeps.loss_text(r)
         cells = [
             str(k + 1),
-            *[fmt_value(r.hp[n]) if n in r.hp else "" for n in names],
+            *[sweeps.fmt_value(r.hp[n]) if n in r.hp else "" for n in names],
             loss,
             str(len(r.losses)),
             r.status,
@@ -84,8 +87,8 @@ def register(app: typer.Typer) -> None:
         rerun, so a killed sweep resumes where it stopped. Prints a table (best first) and the best config.
         --model FILE.py:FUNC trains your model in the bundled loop, --objective FILE.py:FUNC with your own."""
         check_output_dir(out)  # a folder that cannot hold the store is refused before any training
-        rules = load_rules(rule, options.params())
-        checked = sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
+        rules = sweeps.load_rules(rule, options.params())
+        checked = studies.sweep_study(rules, hp or [], options.run_args(rule, {}), out, seeds, random, sample_seed)
         n, names = len(checked.configs), checked.names
         console.print(f"sweep: {n} runs ({n // seeds} points x {seeds} seeds) in {out}", markup=False, soft_wrap=True)
         t0 = [time.perf_counter()]
@@ -95,9 +98,9 @@ def register(app: typer.Typer) -> None:
                 bar.advance(fmt_record(i, n, record, names, t0[0]))
                 t0[0] = time.perf_counter()
 
-            rows = checked.run(report, shared_runner(workers, storage, study, bar.update))
+            rows = checked.run(report, studies.shared_runner(workers, storage, study, bar.update))
         print_rows(rows, names, top)
-        best = best_row(rows)
+        best = sweeps.best_row(rows)
         if best is None:
             console.print("no run finished (all diverged or failed)", markup=False, soft_wrap=True)
             raise typer.Exit(2)

@@ -14,11 +14,14 @@ import typer
 from scalec.cli_support import console, guarded
 from scalec.commands._options import Depth, Device, Model, Objective, QkNorm, Roles, RuleArg, real, whole
 from scalec.compiler.parameterisation import load
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_base, parse_hp_specs, parse_hp_values, parse_int, parse_params
 from scalec.runtime.studies.user_model import model_settings
 from scalec.runtime.studies.user_objective import run_objective
-from scalec.runtime.trainer.train import train
 from scalec.runtime.trainer.train_config import RESUME_FREE, TrainConfig
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+trainer = lazy_module("scalec.runtime.trainer.train")
 
 # What a run of your objective reads (the bundled loop's own settings do not reach it).
 RUN_KEYS = ("rule", "width", "depth", "batch", "duration", "steps", "hp", "params", "base", "head_dim", "seed")
@@ -149,7 +152,7 @@ def register(app: typer.Typer) -> None:
             if done["status"] == "diverged":
                 raise typer.Exit(2)
             return
-        summary = train(cfg, rules=rules)
+        summary = trainer.train(cfg, rules=rules)
         if int(os.environ.get("RANK", "0")) != 0:
             return
         mfu = f"{100 * summary.mfu:.1f}%" if summary.mfu is not None else "n/a"

@@ -13,10 +13,13 @@ from scalec.cli_support import console, guarded
 from scalec.commands._options import RuleArg, Storage, StudyName, StudyOptions, Workers, study_options, whole
 from scalec.commands._progress import StudyProgress
 from scalec.commands.sweep import fmt_record
+from scalec.lazy_module import lazy_module
 from scalec.parsing import parse_shape, parse_sizes
-from scalec.runtime.studies.studies import shared_runner, transfer_study
-from scalec.runtime.studies.sweep import load_rules
-from scalec.runtime.studies.transfer import to_markdown
+
+# Modules that import torch load when the command runs, not for `--help` (which needs only the options).
+studies = lazy_module("scalec.runtime.studies.studies")
+sweeps = lazy_module("scalec.runtime.studies.sweep")
+transfers = lazy_module("scalec.runtime.studies.transfer")
 
 
 def register(app: typer.Typer) -> None:
@@ -76,9 +79,9 @@ def register(app: typer.Typer) -> None:
         drift from the base in factors of 2, and the loss at the transferred HP vs the best at the target."""
         params = options.params()
         rule_names = [*(r.strip() for r in (vs or "").split(",") if r.strip()), rule]
-        loaded = {r: load_rules(r, params) for r in rule_names}
+        loaded = {r: sweeps.load_rules(r, params) for r in rule_names}
         base, target = parse_shape(base_shape, "--base-shape"), parse_shape(target_shape, "--target-shape")
-        checked = transfer_study(
+        checked = studies.transfer_study(
             rule_names,
             hp,
             base,
@@ -107,8 +110,8 @@ def register(app: typer.Typer) -> None:
                 bar.advance(fmt_record(i, len(configs), record, [swept.name], t0[0]))
                 t0[0] = time.perf_counter()
 
-            results = checked.run(report, shared_runner(workers, storage, study, bar.update))
-        console.print(to_markdown(spec, results), markup=False, soft_wrap=True)
+            results = checked.run(report, studies.shared_runner(workers, storage, study, bar.update))
+        console.print(transfers.to_markdown(spec, results), markup=False, soft_wrap=True)
         console.print(
             f"wrote {out / 'transfer.png'}, {out / 'transfer.md'}, {out / 'transfer.json'}",
             markup=False,
