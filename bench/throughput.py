@@ -36,11 +36,12 @@ from scalec.runtime.trainer.train import build_optimizer
 
 
 class RefBlock(nn.Module):
-    """Plain pre-norm Llama block with the same ops as ours (separate q/k/v/o, SwiGLU); no multipliers."""
+    """Plain pre-norm Llama block with the same ops as ours (separate q/k/v/o, SwiGLU). The residual branches are
+    scaled by plain floats, as the CompleteP reference code (nanoGPT-mup) writes its depth multiplier."""
 
-    def __init__(self, d: int, heads: int, hidden: int) -> None:
+    def __init__(self, d: int, heads: int, hidden: int, res_attn: float = 1.0, res_mlp: float = 1.0) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.res_attn, self.res_mlp = heads, res_attn, res_mlp
         self.n1, self.n2 = nn.RMSNorm(d, eps=1e-6), nn.RMSNorm(d, eps=1e-6)
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
         self.w1, self.w3 = nn.Linear(d, hidden, bias=False), nn.Linear(d, hidden, bias=False)
@@ -60,18 +61,33 @@ class RefBlock(nn.Module):
 
         q, k, v = heads_rope(self.wq(h), True), heads_rope(self.wk(h), True), heads_rope(self.wv(h), False)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.wo(y.transpose(1, 2).reshape(b, t, d))
+        a = self.wo(y.transpose(1, 2).reshape(b, t, d))
+        x = x + (a * self.res_attn if self.res_attn != 1.0 else a)
         h = self.n2(x)
-        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+        m = self.w2(F.silu(self.w1(h)) * self.w3(h))
+        return x + (m * self.res_mlp if self.res_mlp != 1.0 else m)
+
+
+# The forward multipliers the reference applies (the plan's; any other must be 1): the residual-branch, embedding
+# and readout scalars, and the attention scale, which the reference leaves at SDPA's default 1/sqrt(head_dim).
+REF_SITES = ("residual.attn", "residual.mlp", "embed.mult", "output.mult", "attn.scale")
 
 
 class RefGPT(nn.Module):
-    """The reference model: same shapes and FLOPs as the bundled GPT."""
+    """The reference model: same shapes, FLOPs and forward multipliers as the bundled GPT under the plan."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, multipliers: dict[str, float] | None = None) -> None:
         super().__init__()
+        m = dict(multipliers or {})
+        if not math.isclose(m.get("attn.scale", cfg.head_dim**-0.5), cfg.head_dim**-0.5):
+            raise ValueError("the reference keeps SDPA's default attention scale 1/sqrt(head_dim)")
+        other = {k: v for k, v in m.items() if k not in REF_SITES and v != 1.0}
+        if other:
+            raise ValueError(f"the reference applies only {REF_SITES}; this plan also has {other}")
+        res = (m.get("residual.attn", 1.0), m.get("residual.mlp", 1.0))
+        self.embed_mult, self.output_mult = m.get("embed.mult", 1.0), m.get("output.mult", 1.0)
         self.tok = nn.Embedding(cfg.vocab, cfg.width)
-        self.blocks = nn.ModuleList(RefBlock(cfg.width, cfg.n_heads, cfg.mlp_hidden) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(RefBlock(cfg.width, cfg.n_heads, cfg.mlp_hidden, *res) for _ in range(cfg.depth))
         self.norm = nn.RMSNorm(cfg.width, eps=1e-6)
         self.head = nn.Linear(cfg.width, cfg.vocab, bias=False)
         inv = 1.0 / 10000 ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
@@ -84,9 +100,11 @@ class RefGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.tok(idx)
+        x = x * self.embed_mult if self.embed_mult != 1.0 else x
         for blk in self.blocks:
             x = blk(x, self.cos, self.sin)
         logits = self.head(self.norm(x))
+        logits = logits * self.output_mult if self.output_mult != 1.0 else logits
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
@@ -120,7 +138,7 @@ def measure(
         plan = make_plan(rules, GPT(gcfg), shape)
     torch.manual_seed(0)
     ours = plan.init_(GPT(gcfg, plan.multipliers).to(device))
-    ref = RefGPT(gcfg).to(device)
+    ref = RefGPT(gcfg, plan.multipliers).to(device)  # the same model: the plan's residual multipliers too
     assert ours.num_params(non_embedding=False) == sum(p.numel() for p in ref.parameters())
     opt_ours = build_optimizer(plan, ours, device)  # the trainer's own: fused AdamW on CUDA and CPU
     # The reference as nanoGPT builds it: torch's fused AdamW kernel (CUDA and, in torch >= 2.4, CPU).
