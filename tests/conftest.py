@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,29 @@ def write_rule(tmp_path: Path):
         return path
 
     return _write
+
+
+# Tensor methods that read a value back to the host (a device sync on GPU).
+HOST_READS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__", "__index__", "__format__", "__repr__")
+
+
+@pytest.fixture
+def host_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count host reads of tensors, by method; torch.optim's reads of its own host-side step counters (CPU
+    tensors in a GPU run too, never a device sync) are left out."""
+    import torch  # after OMP_NUM_THREADS above
+
+    torch_optim = str(Path(torch.optim.__file__).parent)
+    counts: Counter[str] = Counter()
+
+    def counting(name, original):
+        def wrapper(self, *args, **kwargs):
+            if not sys._getframe(1).f_code.co_filename.startswith(torch_optim):
+                counts[name] += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
+    return counts

@@ -3,12 +3,10 @@ which only slow tests guarded; the checkpoint cadence and the CLI's one-line usa
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -16,9 +14,9 @@ import scalec
 from scalec.cli import OneLineErrors
 from scalec.runtime.plan.planner import PlanError, make_plan
 from scalec.runtime.trainer.train import Cadence
-from tests.test_runtime_applied_sites import Custom
+from tests.test_runtime_applied_sites import CUSTOM_PATTERNS, Custom
 from tests.test_runtime_binding import TIED_PATTERNS, TiedLM
-from tests.test_trainer_hot_loop import HOST_READS, TORCH_OPTIM, tiny
+from tests.test_trainer_hot_loop import tiny
 from tests.tiny_runs import RULE
 
 
@@ -38,52 +36,19 @@ def test_tied_readout_takes_one_over_m_n_as_the_output_multiplier_and_trains_as_
         make_plan(rules, TiedLM(width=512, vocab=32), {"n": 512, "L": 1}, patterns=TIED_PATTERNS)
 
 
-PATTERNS = {
-    "wte.weight": "embed",
-    "*.attn.q.weight": "attn.q",
-    "*.attn.k.weight": "attn.k",
-    "*.attn.v.weight": "attn.v",
-    "*.attn.proj.weight": "attn.o",
-    "*.fc1.weight": "mlp.up",
-    "*.fc2.weight": "mlp.down",
-    "*.ln_?.weight": "norm",
-    "ln_f.*": "final_norm",
-    "blocks.*.bias": "bias",
-    "head.weight": "unembed",
-}
-
-
 def test_a_folded_branch_multiplier_moves_into_the_branchs_last_bias_too():
     # CompleteP alpha = 1/2 at L = 8 (L0 = 2): residual multipliers m_L^-1/2 = 1/2 (by hand). Folded into the
     # branch's last linear (attn.proj, fc2) *and its bias*: lr x 1/2, eps x 2 (Adam's abc-symmetry), as the weight.
     rules = scalec.load("completep", params={"alpha": "1/2"}, fold=True)
     shape = {"n": 64, "L": 8}
     sites = {"residual.attn", "residual.mlp", "output.mult", "attn.scale"}
-    applied = make_plan(rules, Custom(64, 8), shape, patterns=PATTERNS, applied_sites=sites, fold=False)
-    folded = make_plan(rules, Custom(64, 8), shape, patterns=PATTERNS, applied_sites={"attn.scale"})
+    applied = make_plan(rules, Custom(64, 8), shape, patterns=CUSTOM_PATTERNS, applied_sites=sites, fold=False)
+    folded = make_plan(rules, Custom(64, 8), shape, patterns=CUSTOM_PATTERNS, applied_sites={"attn.scale"})
     assert applied.multipliers["residual.mlp"] == pytest.approx(0.5)
     for name in ("blocks.3.fc2.bias", "blocks.3.fc2.weight", "blocks.3.attn.proj.bias", "blocks.3.attn.proj.weight"):
         a, f = applied.entry(name), folded.entry(name)
         assert f.lr == pytest.approx(a.lr * 0.5) and f.eps == pytest.approx(a.eps / 0.5), name
     assert folded.entry("blocks.3.fc1.bias").lr == pytest.approx(applied.entry("blocks.3.fc1.bias").lr)
-
-
-@pytest.fixture
-def host_reads(monkeypatch):
-    """Host reads of tensors by method, torch.optim's own step counters left out (as test_trainer_hot_loop)."""
-    counts: Counter[str] = Counter()
-
-    def counting(name, original):
-        def wrapper(self, *args, **kwargs):
-            if not sys._getframe(1).f_code.co_filename.startswith(TORCH_OPTIM):
-                counts[name] += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
-    return counts
 
 
 def test_a_short_run_reads_the_device_only_at_log_steps(tmp_path, host_reads):

@@ -46,6 +46,22 @@ class Block(nn.Module):
         return x + self.mults.get("residual.mlp", 1.0) * self.fc2(F.gelu(self.fc1(self.ln_2(x))))
 
 
+# Custom's parameters by role (its biases included).
+CUSTOM_PATTERNS = {
+    "wte.weight": "embed",
+    "*.attn.q.weight": "attn.q",
+    "*.attn.k.weight": "attn.k",
+    "*.attn.v.weight": "attn.v",
+    "*.attn.proj.weight": "attn.o",
+    "*.fc1.weight": "mlp.up",
+    "*.fc2.weight": "mlp.down",
+    "*.ln_?.weight": "norm",
+    "ln_f.*": "final_norm",
+    "blocks.*.bias": "bias",
+    "head.weight": "unembed",
+}
+
+
 class Custom(nn.Module):
     """A user's small transformer; `mults` are the forward multipliers it applies (for the reference runs)."""
 
@@ -154,22 +170,9 @@ def _run(model: nn.Module, groups, steps: int = 3) -> torch.Tensor:
 def test_folded_plan_trains_exactly_like_the_applied_multipliers_branch_biases_included():
     rules = scalec.load("completep", params={"alpha": "1/2"}, fold=True)
     shape = {"n": 64, "L": 8}
-    patterns = {
-        "wte.weight": "embed",
-        "*.attn.q.weight": "attn.q",
-        "*.attn.k.weight": "attn.k",
-        "*.attn.v.weight": "attn.v",
-        "*.attn.proj.weight": "attn.o",
-        "*.fc1.weight": "mlp.up",
-        "*.fc2.weight": "mlp.down",
-        "*.ln_?.weight": "norm",
-        "ln_f.*": "final_norm",
-        "blocks.*.bias": "bias",
-        "head.weight": "unembed",
-    }
     sites = {"residual.attn", "residual.mlp", "output.mult", "attn.scale"}
-    applied = make_plan(rules, Custom(64, 8), shape, patterns=patterns, applied_sites=sites, fold=False)
-    folded = make_plan(rules, Custom(64, 8), shape, patterns=patterns, applied_sites={"attn.scale"})
+    applied = make_plan(rules, Custom(64, 8), shape, patterns=CUSTOM_PATTERNS, applied_sites=sites, fold=False)
+    folded = make_plan(rules, Custom(64, 8), shape, patterns=CUSTOM_PATTERNS, applied_sites={"attn.scale"})
     mults = {k: applied.multipliers[k] for k in ("residual.attn", "residual.mlp", "output.mult")}
     assert mults["residual.mlp"] == pytest.approx(0.5)  # m_L^-1/2 at m_L = 4
     reference, ours = Custom(64, 8, mults=mults), Custom(64, 8)

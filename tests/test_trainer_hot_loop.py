@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +17,6 @@ from tests.tiny_runs import write_corpus, write_tiny_rule
 
 # Tensor methods that copy a value to the host (on CUDA: wait for the device). `numpy()` is not one: it refuses
 # device tensors, and the batch sampler uses it on CPU tensors it draws itself.
-HOST_READS = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__", "__index__", "__format__", "__repr__")
-TORCH_OPTIM = str(Path(torch.optim.__file__).parent)
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +48,6 @@ def tiny(corpus: str, **kw) -> TrainConfig:
         hp={"eta": 2**-6},
     )
     return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def host_reads(monkeypatch):
-    """Count host reads of tensors, by method; torch.optim's reads of its own host-side step counters (CPU
-    tensors in a GPU run too, never a device sync) are left out."""
-    counts: Counter[str] = Counter()
-
-    def counting(name, original):
-        def wrapper(self, *args, **kwargs):
-            if not sys._getframe(1).f_code.co_filename.startswith(TORCH_OPTIM):
-                counts[name] += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
-    return counts
 
 
 @pytest.mark.slow

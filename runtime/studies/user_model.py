@@ -242,11 +242,11 @@ class UserModel:
     def check_head_dim(self, rules: Any, d_head: int | None, plan: Any) -> None:
         """A rule whose attention scale depends on d_head needs the head dimension of a model with attention (else
         the plan would silently assume the rule's base d_head); a model without attn.q/attn.k needs none."""
-        import sympy
-
-        if not {e.role for e in plan.entries} & {"attn.q", "attn.k"}:
+        if d_head is not None or not {e.role for e in plan.entries} & {"attn.q", "attn.k"}:
             return
-        if d_head is None and sympy.simplify(rules.ir.sites["attn.scale"].expr / folding.DEFAULT_ATTN_SCALE) != 1:
+        import sympy  # only here: a model with attention and no declared head dimension needs the exact proof
+
+        if sympy.simplify(rules.ir.sites["attn.scale"].expr / folding.DEFAULT_ATTN_SCALE) != 1:
             raise self.Error(
                 f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
                 "declares none (config.head_dim or a head_dim attribute); pass head_dim= (--head-dim)"
@@ -256,6 +256,14 @@ class UserModel:
         """The plan of FUNC(width, depth) built on the meta device (no memory, nothing initialised), with the
         multipliers hooks apply left to them, the rest folded where exact."""
         model = self.make(width, depth, meta=True)
+        return model, self._plan_of(model, rules, width, depth, hp, head_dim, axes)
+
+    def _plan_of(
+        self, model: Any, rules: Any, width: int, depth: int, hp: Any, head_dim: int | None, axes: Any, example=None
+    ) -> Any:
+        """make_plan of the built `model` at (width, depth, `axes`): the hooks apply the output, embedding and
+        residual multipliers, the rest (the attention scale into the queries, per-role multipliers) is folded where
+        exact and refused otherwise; every refusal is one line naming the model."""
         d_head = head_dim or head_dim_of(model)
         shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         try:
@@ -266,12 +274,13 @@ class UserModel:
                 hp,
                 applied_sites=(*HOOK_SITES, *HOOK_ROLE_MULTS),
                 fold=True,
+                example_input=example,
                 **self.binding(model, width, depth),
             )
         except ScalecError as exc:
             raise self.Error(f"error: {self.label}({width}, {depth}): {str(exc).removeprefix('error: ')}") from None
         self.check_head_dim(rules, d_head, plan)
-        return model, plan
+        return plan
 
     def bind(
         self,
@@ -293,7 +302,6 @@ class UserModel:
 
         torch.manual_seed(seed)
         model = self.make(width, depth)
-        d_head = head_dim or head_dim_of(model)
         label = f"{self.label}({width}, {depth})"
         if example is not None:  # the forward's own failure first, not as an undecided binding
             try:
@@ -301,21 +309,8 @@ class UserModel:
                     model(example)
             except Exception as exc:  # the user's forward
                 raise self.Error(f"error: {label} forward raised {one_line(exc)}") from None
-        shape = {**(axes or {}), "n": float(width), "L": float(depth), **({"d_head": float(d_head)} if d_head else {})}
         try:  # every refusal names the model it refused
-            # The hooks apply the output, embedding and residual multipliers; make_plan folds the rest (the
-            # attention scale into the queries, per-role multipliers) where exact, and refuses otherwise.
-            plan = make_plan(
-                rules,
-                model,
-                shape,
-                hp,
-                applied_sites=(*HOOK_SITES, *HOOK_ROLE_MULTS),
-                fold=True,
-                example_input=example,
-                **self.binding(model, width, depth),
-            )
-            self.check_head_dim(rules, d_head, plan)
+            plan = self._plan_of(model, rules, width, depth, hp, head_dim, axes, example)
             torch.manual_seed(seed)
             plan.init_(model, generator=generator)
             if before_hooks is not None:
