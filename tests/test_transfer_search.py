@@ -27,7 +27,7 @@ optuna = pytest.importorskip("optuna")
 from scalec.runtime.studies.search import collect, run_search, spawn_workers  # noqa: E402 (after importorskip)
 from scalec.runtime.studies.search_samplers import TrustRegionSampler, make_sampler  # noqa: E402
 from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings  # noqa: E402
-from scalec.runtime.studies.search_storage import make_storage  # noqa: E402
+from scalec.runtime.studies.search_storage import make_storage, release_storage  # noqa: E402
 
 OBJECTIVE = '''
 import math, os, time
@@ -314,11 +314,14 @@ def started(log: Path) -> list[str]:
 
 
 def n_complete(s: SearchSettings) -> int:
+    storage = make_storage(s)  # polled every 20 ms: its connections are closed each time, not left to the GC
     try:
-        study = optuna.load_study(study_name=s.study_name(), storage=make_storage(s))
+        trials = optuna.load_study(study_name=s.study_name(), storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return 0
-    return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    finally:
+        release_storage(storage)
+    return sum(t.state.name == "COMPLETE" for t in trials)
 
 
 KILL_POINTS = {
@@ -464,3 +467,15 @@ def test_a_repeated_point_is_not_counted_twice(tmp_path, objective_env):
     runs = [t.user_attrs["run"] for t in trials if t.state.name == "COMPLETE"]
     assert len(runs) == 3 and len(set(runs)) == 3
     assert [t.number for t in trials if t.user_attrs.get("duplicate")] == [2]
+
+
+def test_released_storage_holds_no_connections(tmp_path):
+    """`release_storage` closes an RDB storage's pooled connections at once (a poll that opened a storage each time
+    and left them to the GC ran the CI's PostgreSQL out of clients)."""
+    s = settings(tmp_path, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    storage = make_storage(s)
+    optuna.create_study(storage=storage, study_name="s").get_trials(deepcopy=False)
+    pool = storage.engine.pool
+    assert pool.checkedin() >= 1  # the read left its connection in the pool
+    release_storage(storage)
+    assert storage.engine.pool.checkedin() == 0

@@ -23,7 +23,7 @@ from scalec.redact import PASSWORD_ENV, mask_secrets, password_of
 from scalec.runtime.atomic_io import write_text_atomic
 from scalec.runtime.studies.liveness import die_with_parent, signals_raise
 from scalec.runtime.studies.search_settings import SearchError, SearchSettings
-from scalec.runtime.studies.search_storage import make_storage, open_study
+from scalec.runtime.studies.search_storage import make_storage, open_study, release_storage
 from scalec.runtime.studies.search_worker import ProgressFn, counted_runs, run_worker
 
 PARENT_ENV = "SCALEC_SEARCH_PARENT"  # set for the workers `spawn_workers` starts: the pid they die with
@@ -99,11 +99,11 @@ def supervise(settings: SearchSettings, procs: list[subprocess.Popen], progress:
         raise SearchError(f"error: search: every worker failed; see {settings.out}/worker*.log")
 
 
-def _load(settings: SearchSettings) -> Any:
+def _load(settings: SearchSettings, storage: Any = None) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=settings.study_name(), storage=make_storage(settings))
+    return optuna.load_study(study_name=settings.study_name(), storage=storage or make_storage(settings))
 
 
 @dataclass
@@ -124,7 +124,12 @@ def collect(settings: SearchSettings) -> SearchResult:
     from optuna.trial import TrialState
 
     rows, n_fail, n_over, n_dup = [], 0, 0, 0
-    for t in _load(settings).get_trials(deepcopy=False):
+    storage = make_storage(settings)
+    try:
+        trials = _load(settings, storage).get_trials(deepcopy=False)
+    finally:
+        release_storage(storage)
+    for t in trials:
         if t.state == TrialState.FAIL:
             n_fail += 1
         elif t.user_attrs.get("over_budget"):

@@ -161,11 +161,20 @@ def open_study(settings: SearchSettings, worker: int = 0, sampler_seed: int | No
                     )
                 ) from None
             time.sleep(0.5 + random.random())
+            release_storage(storage)
             storage = make_storage(settings)
             continue
         check_inputs(study, settings)
         return OpenStudy(study, storage, is_rdb(settings.storage))
     raise AssertionError("unreachable")
+
+
+def release_storage(storage: Any) -> None:
+    """Close an RDB storage's pooled connections now; left to the garbage collector they pile up on the server
+    (PostgreSQL's max_connections) when a storage is opened often, as a poll does."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def check_inputs(study: Any, settings: SearchSettings) -> None:
