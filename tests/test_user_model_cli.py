@@ -66,6 +66,13 @@ def build(width, depth):
     return Tiny(width, depth)
 
 
+def build_untold(width, depth):
+    """The head dimension is only in the attention calls: no config, no head_dim attribute."""
+    model = Tiny(width, depth, head_dim=8)
+    del model.head_dim
+    return model
+
+
 def forward_raises(width, depth):
     model = Tiny(width, depth)
     model.forward = lambda idx: idx.no_such_method()
@@ -245,3 +252,14 @@ def test_the_api_coord_check_records_the_binding_at_each_shape(corpus, tmp_path)
     assert sorted(data["binding"]) == ["n=32,L=1", "n=32,L=2"]
     assert data["binding"]["n=32,L=2"]["parameters"]["blocks.1.proj.weight"] == "attn.o"
     assert data["roles"] == ROLES
+
+
+def test_a_head_dim_seen_only_in_the_attention_calls_plans_at_that_head_dim(files):
+    """muP's attn.scale is sqrt(32)/d_head (base d_head 32): a model that declares no head dimension is planned at the
+    d_head its traced attention calls use (8 here), not refused and not at the base. Hand-derived fold into the
+    queries: sqrt(32)/8 over the model's own 1/sqrt(8) = 2."""
+    model = files / "user_cli_model.py"
+    out = invoke("plan", "mup", "--model", f"{model}:build_untold", "--width", "64", "--depth", "2", "--json")
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.output)
+    assert plan["axes"]["d_head"] == 8 and plan["folded"] == ["attn.scale -> attn.q (x 2)"]

@@ -76,8 +76,8 @@ def traced_head_dim(module: Any, model: Any, shape: Any, hp: Any, bound: list[Bo
     )
     raise PlanError(
         f"error: {module.NAME} depends on the head dimension and {type(unwrap(model)).__name__} declares none "
-        f"(config.head_dim or a head_dim attribute; {why}); pass d_head in the shape (or example_input= so the "
-        "attention calls can be traced)"
+        f"(config.head_dim or a head_dim attribute; {why}); pass d_head in the shape (--head-dim on the command "
+        "line), or example_input= so the attention calls can be traced"
     )
 
 

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from scalec.errors import ScalecError
-from scalec.lazy_module import lazy_module
 from scalec.runtime.plan.model_params import unique_parameters, unwrap
 from scalec.runtime.plan.model_shape import declared_head_dim
 from scalec.runtime.plan.multiplier_hooks import HOOK_ROLE_MULTS, HOOK_SITES, install
 from scalec.runtime.plan.planner import make_plan
 from scalec.runtime.plan.presets import detect_preset
-
-folding = lazy_module("scalec.compiler.folding")  # sympy: only for a rule whose attn.scale may depend on d_head
 
 PYTHON_REF = "python:"  # a callable handed to the Python API, by module and name (this process only)
 _CALLABLES: dict[str, Callable] = {}
@@ -239,19 +236,6 @@ class UserModel:
             return {"preset": "auto"}
         return {"preset": "infer", "base_model": self.make(2 * width, depth, meta=True)}
 
-    def check_head_dim(self, rules: Any, d_head: int | None, plan: Any) -> None:
-        """A rule whose attention scale depends on d_head needs the head dimension of a model with attention (else
-        the plan would silently assume the rule's base d_head); a model without attn.q/attn.k needs none."""
-        if d_head is not None or not {e.role for e in plan.entries} & {"attn.q", "attn.k"}:
-            return
-        import sympy  # only here: a model with attention and no declared head dimension needs the exact proof
-
-        if sympy.simplify(rules.ir.sites["attn.scale"].expr / folding.DEFAULT_ATTN_SCALE) != 1:
-            raise self.Error(
-                f"error: {rules.name}'s attn.scale depends on the head dimension and {self.label}'s model "
-                "declares none (config.head_dim or a head_dim attribute); pass head_dim= (--head-dim)"
-            )
-
     def plan(self, rules: Any, width: int, depth: int, hp: Any, head_dim: int | None = None, axes=None) -> Any:
         """The plan of FUNC(width, depth) built on the meta device (no memory, nothing initialised), with the
         multipliers hooks apply left to them, the rest folded where exact."""
@@ -279,7 +263,6 @@ class UserModel:
             )
         except ScalecError as exc:
             raise self.Error(f"error: {self.label}({width}, {depth}): {str(exc).removeprefix('error: ')}") from None
-        self.check_head_dim(rules, d_head, plan)
         return plan
 
     def bind(
