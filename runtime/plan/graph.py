@@ -16,6 +16,7 @@ Anything the graph does not decide is reported as ambiguous, never guessed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,167 +119,228 @@ def record(model: Any, example_input: Any, param_names: dict[int, str], outputs:
     return ops
 
 
+def _passes(op: _Op) -> bool:
+    """Whether the op keeps its first operand's tensor: a stream-preserving op or a scalar multiply/divide."""
+    return op.name in PRESERVING or (op.name in SCALING and op.scalar_other)
+
+
+class _OpGraph:
+    """The recorded ops with what every phase of `analyse` reads: the producer of each tensor, the residual
+    stream and its branch events (an addition of a non-stream tensor to it), and cached branch bodies."""
+
+    def __init__(
+        self, ops: list[_Op], shapes: dict[str, tuple[int, ...]], width_class: dict[str, str], seeds: frozenset[int]
+    ) -> None:
+        self.ops, self.shapes, self.width_class = ops, shapes, width_class
+        self.producer: dict[int, int] = {}
+        for k, op in enumerate(ops):
+            for t in op.outputs:
+                self.producer.setdefault(t, k)
+        self.stream: set[int] = set(seeds)
+        self.embeds: list[str] = []  # lookup tables, in the order the pass read them
+        self.events: list[tuple[int, int]] = []  # (add op index, branch tensor id)
+        self._read_stream()
+        self._ancestors: dict[int, frozenset[int]] = {}
+
+    def _read_stream(self) -> None:
+        """Grow the stream from lookups, input-class matrices and the seeds through additions and preserving ops;
+        record each addition of a non-stream tensor as a branch event."""
+        inputs_class = {n for n, c in self.width_class.items() if c == "input"}
+        for k, op in enumerate(self.ops):
+            ins = [t for _, t in op.inputs]
+            if op.lookup or (any(p in inputs_class for _, p in op.params) and op.name in ("linear", "addmm", "matmul")):
+                self.stream.update(op.outputs)
+                if op.lookup:
+                    self.embeds.extend(p for _, p in op.params if len(self.shapes[p]) == 2)
+            elif op.name in ADDS and any(t in self.stream for t in ins):
+                self.events.extend((k, t) for t in ins if t not in self.stream)
+                self.stream.update(op.outputs)
+            elif ins and ins[0] in self.stream and not op.params and _passes(op):
+                self.stream.update(op.outputs)
+
+    def walk_back(self, t: int) -> int | None:
+        """The op that produced `t` through preserving ops and scalar multiplies."""
+        while t in self.producer:
+            op = self.ops[self.producer[t]]
+            if op.params and any(len(self.shapes[p]) >= 2 for _, p in op.params):
+                return self.producer[t]
+            if not _passes(op) or not op.inputs:
+                return None
+            t = op.inputs[0][1]
+        return None
+
+    def ancestors(self, t: int) -> frozenset[int]:
+        """Op indices upstream of tensor `t`, not crossing the residual stream."""
+        if t in self._ancestors:
+            return self._ancestors[t]
+        seen: set[int] = set()
+        todo = [t]
+        while todo:
+            x = todo.pop()
+            if x in self.stream or x not in self.producer:
+                continue
+            k = self.producer[x]
+            if k in seen:
+                continue
+            seen.add(k)
+            todo.extend(i for _, i in self.ops[k].inputs)
+        self._ancestors[t] = frozenset(seen)
+        return self._ancestors[t]
+
+    def matrices(self, op_ids: Iterable[int]) -> set[str]:
+        """The hidden-class matrices the ops `op_ids` read."""
+        return {
+            p
+            for k in op_ids
+            for _, p in self.ops[k].params
+            if len(self.shapes[p]) >= 2 and self.width_class[p] == "hidden"
+        }
+
+    def vectors(self, op_ids: Iterable[int], biases: bool) -> Iterator[tuple[int, str]]:
+        """(op index, name) of each 1-D parameter the ops read: the `.bias` ones if `biases`, else the others."""
+        for k in op_ids:
+            for _, p in self.ops[k].params:
+                if len(self.shapes[p]) == 1 and p.endswith(".bias") == biases:
+                    yield k, p
+
+
 def analyse(
     ops: list[_Op], shapes: dict[str, tuple[int, ...]], width_class: dict[str, str], seeds: frozenset[int] = frozenset()
 ) -> GraphRoles:
     """Residual branches and roles from the recorded ops (see the module docstring); `seeds`: ids of tensors
     that start the residual stream besides the embeddings' outputs (a model input of activations)."""
     result = GraphRoles()
-    producer: dict[int, int] = {}
-    for k, op in enumerate(ops):
-        for t in op.outputs:
-            producer.setdefault(t, k)
-    inputs_class = {n for n, c in width_class.items() if c == "input"}
-    stream: set[int] = set(seeds)
-    events: list[tuple[int, int]] = []  # (add op index, branch tensor id)
-    for k, op in enumerate(ops):
-        ins = [t for _, t in op.inputs]
-        if op.lookup or (any(p in inputs_class for _, p in op.params) and op.name in ("linear", "addmm", "matmul")):
-            stream.update(op.outputs)
-            if op.lookup:
-                result.roles.update((p, "embed") for _, p in op.params if len(shapes[p]) == 2)
-        elif op.name in ADDS and any(t in stream for t in ins):
-            for t in ins:
-                if t not in stream:
-                    events.append((k, t))
-            stream.update(op.outputs)
-        elif ins and ins[0] in stream and not op.params:
-            if op.name in PRESERVING or (op.name in SCALING and op.scalar_other):
-                stream.update(op.outputs)
-
-    def walk_back(t: int) -> int | None:
-        """The op that produced `t` through preserving ops and scalar multiplies."""
-        while t in producer:
-            op = ops[producer[t]]
-            if op.params and any(len(shapes[p]) >= 2 for _, p in op.params):
-                return producer[t]
-            passes = op.name in PRESERVING or (op.name in SCALING and op.scalar_other)
-            if not passes or not op.inputs:
-                return None
-            t = op.inputs[0][1]
-        return None
-
-    anc_cache: dict[int, frozenset[int]] = {}
-
-    def ancestors(t: int) -> frozenset[int]:
-        """Op indices upstream of tensor `t`, not crossing the residual stream."""
-        if t in anc_cache:
-            return anc_cache[t]
-        seen: set[int] = set()
-        todo = [t]
-        while todo:
-            x = todo.pop()
-            if x in stream or x not in producer:
-                continue
-            k = producer[x]
-            if k in seen:
-                continue
-            seen.add(k)
-            todo.extend(i for _, i in ops[k].inputs)
-        anc_cache[t] = frozenset(seen)
-        return anc_cache[t]
-
-    def matrices(op_ids) -> set[str]:
-        return {p for k in op_ids for _, p in ops[k].params if len(shapes[p]) >= 2 and width_class[p] == "hidden"}
-
-    owner: dict[str, int] = {}
-    if not events:
+    graph = _OpGraph(ops, shapes, width_class, seeds)
+    result.roles.update((p, "embed") for p in graph.embeds)
+    if not graph.events:
         result.ambiguous = "no residual addition found in the forward pass"
         return result
-    for e, (k_add, branch) in enumerate(events):
-        end_k = walk_back(branch)
-        if end_k is None:
-            result.ambiguous = f"a residual branch (op {ops[k_add].name} #{k_add}) does not end in a matrix"
+    owner: dict[str, int] = {}  # matrix -> index of the branch event whose body holds it
+    for e, (k_add, branch) in enumerate(graph.events):
+        result.ambiguous = _branch_roles(graph, e, k_add, branch, owner, result)
+        if result.ambiguous is not None:
             return result
-        end = next(p for _, p in ops[end_k].params if len(shapes[p]) >= 2)
-        body = ancestors(branch)
-        mats = matrices(body)
-        for m in mats:
-            if m in owner and owner[m] != e:
-                result.ambiguous = f"matrix '{m}' feeds two residual branches"
-                return result
-            owner[m] = e
-        attn = [k for k in sorted(body) if ops[k].name == "scaled_dot_product_attention"]
-        bil = [k for k in sorted(body) if ops[k].name in BILINEAR and len(ops[k].inputs) >= 2 and not ops[k].params]
-        if attn or (len(bil) >= 2 and any(ops[k].name in ("softmax", "_softmax") for k in body)):
-            if attn:
-                args = dict(ops[attn[0]].inputs)
-                q, k_, v = (matrices(ancestors(args[i])) if i in args else set() for i in (0, 1, 2))
-            else:
-                first, second = bil[0], bil[1]
-                a, b = ops[first].inputs[0][1], ops[first].inputs[1][1]
-                q, k_ = matrices(ancestors(a)), matrices(ancestors(b))
-                ops2 = [t for _, t in ops[second].inputs]
-                vs = [t for t in ops2 if first not in ancestors(t)]
-                v = matrices(ancestors(vs[0])) if vs else set()
-            for m in mats - {end}:
-                hits = [role for role, src in (("attn.q", q), ("attn.k", k_), ("attn.v", v)) if m in src]
-                if not hits:
-                    result.ambiguous = f"matrix '{m}' in an attention branch feeds none of query, key and value"
-                    return result
-                result.roles[m] = hits[0]
-                if len(hits) > 1:
-                    result.fused.add(m)
-            result.roles[end] = "attn.o"
-            qk_path = set().union(*(ancestors(args[i]) for i in (0, 1) if i in args)) if attn else set()
-            for kk in body:
-                for _, p in ops[kk].params:
-                    if len(shapes[p]) == 1 and not p.endswith(".bias"):
-                        on_qk = kk in qk_path and matrices(ancestors(ops[kk].inputs[0][1]) if ops[kk].inputs else ())
-                        result.roles[p] = "qk_norm" if on_qk else "norm"
-        else:
-            rest = sorted(mats - {end})
-            result.roles[end] = "mlp.down"
-            if len(rest) > 2:
-                result.ambiguous = f"an MLP branch holds {len(rest) + 1} matrices; name them with patterns"
-                return result
-            for m in rest:
-                result.roles[m] = "mlp.up"
-            if len(rest) == 2:
-                gate = _gate(ops, body, rest, walk_back)
-                if gate is None:
-                    result.ambiguous = f"cannot tell the gate from the up projection among {rest}"
-                    return result
-                result.roles[gate] = "mlp.gate"
-            for kk in body:
-                for _, p in ops[kk].params:
-                    if len(shapes[p]) == 1 and not p.endswith(".bias"):
-                        result.roles[p] = "norm"
-        for kk in body:
-            for _, p in ops[kk].params:
-                if len(shapes[p]) == 1 and p.endswith(".bias"):
-                    result.roles[p] = "bias"
-    last = events[-1][0]
-    for kk in range(last + 1, len(ops)):
-        for _, p in ops[kk].params:
-            if len(shapes[p]) == 1 and p not in result.roles:
-                result.roles[p] = "final_norm"
-    hidden = [n for n, c in width_class.items() if c == "hidden"]
-    missing = [n for n in hidden if n not in result.roles]
-    if missing:
-        result.ambiguous = f"matrix '{missing[0]}' is in no residual branch"
+    _final_norms(graph, graph.events[-1][0], result.roles)
+    result.ambiguous = _unplaced_matrix(width_class, result.roles)
     return result
 
 
-def _gate(ops: list[_Op], body, pair: list[str], walk_back) -> str | None:
+def _branch_roles(
+    graph: _OpGraph, e: int, k_add: int, branch: int, owner: dict[str, int], result: GraphRoles
+) -> str | None:
+    """Roles of the parameters in branch event `e` (added by op `k_add`); why not, when the graph cannot say."""
+    end_k = graph.walk_back(branch)
+    if end_k is None:
+        return f"a residual branch (op {graph.ops[k_add].name} #{k_add}) does not end in a matrix"
+    end = next(p for _, p in graph.ops[end_k].params if len(graph.shapes[p]) >= 2)
+    body = graph.ancestors(branch)
+    mats = graph.matrices(body)
+    for m in mats:
+        if m in owner and owner[m] != e:
+            return f"matrix '{m}' feeds two residual branches"
+        owner[m] = e
+    operands = _attention_operands(graph, body)
+    if operands is not None:
+        qkv, qk_path = operands
+        why = _attention_roles(graph, body, mats, end, qkv, qk_path, result)
+    else:
+        why = _mlp_roles(graph, body, mats, end, result.roles)
+    if why is None:
+        result.roles.update((p, "bias") for _, p in graph.vectors(body, biases=True))
+    return why
+
+
+def _attention_operands(graph: _OpGraph, body: frozenset[int]) -> tuple[list[set[str]], set[int]] | None:
+    """For an attention branch, the matrices feeding query, key and value, and the ops upstream of the query
+    and key of scaled_dot_product_attention (empty for a matmul-softmax-matmul); None for any other branch."""
+    ops = graph.ops
+    attn = [k for k in sorted(body) if ops[k].name == "scaled_dot_product_attention"]
+    bil = [k for k in sorted(body) if ops[k].name in BILINEAR and len(ops[k].inputs) >= 2 and not ops[k].params]
+    if attn:
+        args = dict(ops[attn[0]].inputs)
+        qkv = [graph.matrices(graph.ancestors(args[i])) if i in args else set() for i in (0, 1, 2)]
+        return qkv, set().union(*(graph.ancestors(args[i]) for i in (0, 1) if i in args))
+    if len(bil) >= 2 and any(ops[k].name in ("softmax", "_softmax") for k in body):
+        first, second = bil[0], bil[1]
+        a, b = ops[first].inputs[0][1], ops[first].inputs[1][1]
+        vs = [t for _, t in ops[second].inputs if first not in graph.ancestors(t)]
+        v = graph.matrices(graph.ancestors(vs[0])) if vs else set()
+        return [graph.matrices(graph.ancestors(a)), graph.matrices(graph.ancestors(b)), v], set()
+    return None
+
+
+def _attention_roles(
+    graph: _OpGraph,
+    body: frozenset[int],
+    mats: set[str],
+    end: str,
+    qkv: list[set[str]],
+    qk_path: set[int],
+    result: GraphRoles,
+) -> str | None:
+    """attn.q/k/v by the operand each matrix feeds (several: fused, bound as the first), attn.o for the end;
+    vectors on the q/k path after a projection are qk_norm, the others norm."""
+    for m in mats - {end}:
+        hits = [role for role, src in zip(("attn.q", "attn.k", "attn.v"), qkv, strict=True) if m in src]
+        if not hits:
+            return f"matrix '{m}' in an attention branch feeds none of query, key and value"
+        result.roles[m] = hits[0]
+        if len(hits) > 1:
+            result.fused.add(m)
+    result.roles[end] = "attn.o"
+    for k, p in graph.vectors(body, biases=False):
+        inputs = graph.ops[k].inputs
+        on_qk = k in qk_path and graph.matrices(graph.ancestors(inputs[0][1]) if inputs else ())
+        result.roles[p] = "qk_norm" if on_qk else "norm"
+    return None
+
+
+def _mlp_roles(graph: _OpGraph, body: frozenset[int], mats: set[str], end: str, roles: dict[str, str]) -> str | None:
+    """mlp.down for the end, mlp.up for the others (mlp.gate for the one of two that passes a nonlinearity
+    before the gating product), norm for the vectors; at most three matrices."""
+    rest = sorted(mats - {end})
+    roles[end] = "mlp.down"
+    if len(rest) > 2:
+        return f"an MLP branch holds {len(rest) + 1} matrices; name them with patterns"
+    for m in rest:
+        roles[m] = "mlp.up"
+    if len(rest) == 2:
+        gate = _gate(graph, body, rest)
+        if gate is None:
+            return f"cannot tell the gate from the up projection among {rest}"
+        roles[gate] = "mlp.gate"
+    roles.update((p, "norm") for _, p in graph.vectors(body, biases=False))
+    return None
+
+
+def _gate(graph: _OpGraph, body: frozenset[int], pair: list[str]) -> str | None:
     """Of two non-final MLP matrices, the one whose output passes a nonlinearity before the gating product."""
     for k in sorted(body):
-        op = ops[k]
+        op = graph.ops[k]
         if op.name not in SCALING or len(op.inputs) != 2 or op.params:
             continue
         direct = {}
         for _, t in op.inputs:
-            src = walk_back(t)
-            direct[t] = next((p for _, p in ops[src].params if p in pair), None) if src is not None else None
+            src = graph.walk_back(t)
+            direct[t] = next((p for _, p in graph.ops[src].params if p in pair), None) if src is not None else None
         found = [p for p in direct.values() if p is not None]
         if len(found) == 1:
             return next(p for p in pair if p != found[0])
     return None
 
 
-# Ops that only re-view a parameter (W.t(), W.T, W.transpose(0, 1), W.to(dtype)): their output is still that tensor.
-def _passes(op: _Op) -> bool:
-    return op.name in PRESERVING or (op.name in SCALING and op.scalar_other)
+def _final_norms(graph: _OpGraph, last: int, roles: dict[str, str]) -> None:
+    """Vectors read after the last residual addition, and in no branch, are the final norm."""
+    for k in range(last + 1, len(graph.ops)):
+        for _, p in graph.ops[k].params:
+            if len(graph.shapes[p]) == 1 and p not in roles:
+                roles[p] = "final_norm"
+
+
+def _unplaced_matrix(width_class: dict[str, str], roles: dict[str, str]) -> str | None:
+    """Why the roles are incomplete: the first hidden matrix no branch placed; None when every one has a role."""
+    missing = [n for n, c in width_class.items() if c == "hidden" and n not in roles]
+    return f"matrix '{missing[0]}' is in no residual branch" if missing else None
 
 
 def readout_of(ops: list[_Op], output_id: int) -> str | None:
