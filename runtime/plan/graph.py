@@ -235,7 +235,7 @@ def _branch_roles(
     end = next(p for _, p in graph.ops[end_k].params if len(graph.shapes[p]) >= 2)
     body = graph.ancestors(branch)
     mats = graph.matrices(body)
-    for m in mats:
+    for m in sorted(mats):  # sorted: the same matrix is named whatever the hash seed
         if m in owner and owner[m] != e:
             return f"matrix '{m}' feeds two residual branches"
         owner[m] = e
@@ -280,7 +280,7 @@ def _attention_roles(
 ) -> str | None:
     """attn.q/k/v by the operand each matrix feeds (several: fused, bound as the first), attn.o for the end;
     vectors on the q/k path after a projection are qk_norm, the others norm."""
-    for m in mats - {end}:
+    for m in sorted(mats - {end}):
         hits = [role for role, src in zip(("attn.q", "attn.k", "attn.v"), qkv, strict=True) if m in src]
         if not hits:
             return f"matrix '{m}' in an attention branch feeds none of query, key and value"
