@@ -287,9 +287,49 @@ class _View:
         return bodies, body_of
 
     def render(self, version: str) -> str:
+        """The module's text: each part of the template's context prepared by its own method, then formatted."""
+        axes, hps, params = self.axes(), self.hps(), self.params()
+        bodies, body_of = self.bodies()
+        roles = self.roles(body_of)
+        sites, site_prologue = self.sites()
+        template = _template_env().get_template("module.py.j2")
+        return template.render(
+            **self.header(version),
+            params=params,
+            axes=axes,
+            hps=hps,
+            roles=roles,
+            **_role_subsets(roles),
+            bodies=bodies,
+            module_kinds=MODULE_HP_KINDS,
+            sites=sites,
+            site_prologue=site_prologue,
+            ratio_args=", ".join(str(RATIO[a]) for a in AXES),
+            constraints=self.constraints(),
+            **_domain_tables(),
+            **_lookup_tables(roles, hps),
+            rule_lines=_rule_lines(self.cited(), self.ir.paths),
+            profiles=[_profile_view(self.ir, p) for p in self.ir.profiles.values()],
+        )
+
+    def header(self, version: str) -> dict:
+        """The module's provenance: rule name, scalec version, source files, lineage, source hash and docstring."""
         ir = self.ir
-        env = _template_env()
-        axes = [
+        doc_text = doc(" ".join(ir.docs)) or ir.name
+        return dict(
+            name=ir.name,
+            version=version,
+            source_file=doc(file_label(ir.paths[-1])),
+            doc=textwrap.wrap(doc_text, 110, break_long_words=False, break_on_hyphens=False),
+            lineage=ir.lineage,
+            source_files=[p.rsplit("/", 1)[-1] for p in ir.paths],
+            sha=ir.source_sha256,
+            cites=ir.cites,
+        )
+
+    def axes(self) -> list[dict]:
+        """The shape axes in AXES order: base value, search range and the line that declared them."""
+        return [
             dict(
                 name=a,
                 doc=comment(AXIS_DOCS[a]),
@@ -298,10 +338,13 @@ class _View:
                 high=_num(q.high),
                 comment=comment(f"axis {a} (base {q.value}), {file_label(q.loc.path)}:{q.loc.line}"),
             )
-            for a, q in ((a, ir.axes[a]) for a in AXES)
+            for a, q in ((a, self.ir.axes[a]) for a in AXES)
         ]
-        hp_domains = derive_hp_domains(ir)
-        hps = [
+
+    def hps(self) -> list[dict]:
+        """The hyperparameters: their HPSpec lines (with the exact domain derived from the rules) and fields."""
+        hp_domains = derive_hp_domains(self.ir)
+        return [
             dict(
                 name=h,
                 lines=_call_lines(
@@ -316,18 +359,24 @@ class _View:
                 scale=q.scale,
                 comment=comment(f"{file_label(q.loc.path)}:{q.loc.line}"),
             )
-            for h, q in ir.hps.items()
+            for h, q in self.ir.hps.items()
         ]
-        params = [
+
+    def params(self) -> list[dict]:
+        """The rule's params at the values this module was compiled with (each with its range and line)."""
+        return [
             dict(
                 name=k,
                 value=_num(q.value),
                 comment=comment(f"param {k} = {q.value} in [{q.low}, {q.high}], {file_label(q.loc.path)}:{q.loc.line}"),
             )
-            for k, q in ir.params.items()
+            for k, q in self.ir.params.items()
         ]
-        bodies, body_of = self.bodies()
-        roles = [
+
+    def roles(self, body_of: dict[str, str]) -> list[dict]:
+        """One entry per role of the role table: its class, kind, rule-body function and what its rules read."""
+        ir = self.ir
+        return [
             dict(
                 name=r,
                 width_class=info.width_class,
@@ -341,51 +390,53 @@ class _View:
             )
             for r, info in ir.role_table.items()
         ]
-        site_exprs = {s: self.expr(r) for s, r in ir.sites.items()}
+
+    def sites(self) -> tuple[list[dict], list[str]]:
+        """The forward-multiplier sites as cited `field=value,` lines, and the prologue their function needs."""
+        site_exprs = {s: self.expr(r) for s, r in self.ir.sites.items()}
         sites = [
             dict(
                 name=s,
                 field=s.replace(".", "_"),
                 lines=_cited(f"{s.replace('.', '_')}={self.printer.value(site_exprs[s])},", _cite(r.origins), 8),
             )
-            for s, r in ir.sites.items()
+            for s, r in self.ir.sites.items()
         ]
-        constraints = code_view(ir)
+        return sites, self.prologue(list(site_exprs.values()), {})
+
+    def constraints(self) -> list[dict]:
+        """The shape constraints check_shape tests, their comments made safe for the module."""
+        constraints = code_view(self.ir)
         for c in constraints:
             c["comments"] = [comment(line) for line in c["comments"]]
-        doc_text = doc(" ".join(ir.docs)) or ir.name
-        doc_lines = textwrap.wrap(doc_text, 110, break_long_words=False, break_on_hyphens=False)
-        return env.get_template("module.py.j2").render(
-            name=ir.name,
-            version=version,
-            source_file=doc(file_label(ir.paths[-1])),
-            doc=doc_lines,
-            lineage=ir.lineage,
-            source_files=[p.rsplit("/", 1)[-1] for p in ir.paths],
-            sha=ir.source_sha256,
-            cites=ir.cites,
-            params=params,
-            axes=axes,
-            hps=hps,
-            roles=roles,
-            other_kinds=[r for r in roles if tuple(r["kinds"]) != MODULE_HP_KINDS],
-            fan_roles=[r for r in roles if r["reads_fans"]],
-            layered=[r for r in roles if r["layered"]],
-            bodies=bodies,
-            module_kinds=MODULE_HP_KINDS,
-            sites=sites,
-            site_prologue=self.prologue(list(site_exprs.values()), {}),
-            ratio_args=", ".join(str(RATIO[a]) for a in AXES),
-            constraints=constraints,
-            value_domains=[_domain_code(d, k) for k, d in DOMAINS.items()] + [_domain_code(SITE_DOMAIN, "site")],
-            multiplier_domains=[_domain_code(cone(k, DOMAINS[k]), k) for k in MODULE_HP_KINDS],
-            role_classes=_dict_lines([(py_str(r["name"]), py_str(r["width_class"])) for r in roles]),
-            role_kinds=_dict_lines([(py_str(r["name"]), f"({py_str(r['kind'])}, {r['in_blocks']})") for r in roles]),
-            role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),
-            field_of=_assignment("_FIELD_OF", [f"{py_str(h['name'])}: {py_str(h['field'])}" for h in hps]),
-            rule_lines=_rule_lines(self.cited(), ir.paths),
-            profiles=[_profile_view(ir, p) for p in ir.profiles.values()],
-        )
+        return constraints
+
+
+def _role_subsets(roles: list[dict]) -> dict[str, list[dict]]:
+    """The roles the template lists apart: those without every module kind, those reading fans, the layered."""
+    return dict(
+        other_kinds=[r for r in roles if tuple(r["kinds"]) != MODULE_HP_KINDS],
+        fan_roles=[r for r in roles if r["reads_fans"]],
+        layered=[r for r in roles if r["layered"]],
+    )
+
+
+def _domain_tables() -> dict[str, list[str]]:
+    """The value domains of every setting and site, and the cones the per-module multipliers live in."""
+    return dict(
+        value_domains=[_domain_code(d, k) for k, d in DOMAINS.items()] + [_domain_code(SITE_DOMAIN, "site")],
+        multiplier_domains=[_domain_code(cone(k, DOMAINS[k]), k) for k in MODULE_HP_KINDS],
+    )
+
+
+def _lookup_tables(roles: list[dict], hps: list[dict]) -> dict[str, list[str]]:
+    """The module's lookup dicts: role -> width class, role -> (kind, in blocks), role -> rule body, HP -> field."""
+    return dict(
+        role_classes=_dict_lines([(py_str(r["name"]), py_str(r["width_class"])) for r in roles]),
+        role_kinds=_dict_lines([(py_str(r["name"]), f"({py_str(r['kind'])}, {r['in_blocks']})") for r in roles]),
+        role_rules=_dict_lines([(py_str(r["name"]), r["body"]) for r in roles]),
+        field_of=_assignment("_FIELD_OF", [f"{py_str(h['name'])}: {py_str(h['field'])}" for h in hps]),
+    )
 
 
 def _profile_view(ir: ParameterisationIR, p) -> dict:
