@@ -173,6 +173,7 @@ class _Abc:
 
 
 def _width(ir: ParameterisationIR, d: Desiderata) -> None:
+    """Per role, the init and update conditions (TP IV Thm 3.3, TP V Table 3); then r and the width class."""
     abcs: list[_Abc] = []
     for role in ir.roles:
         cls = ir.width_class(role)
@@ -182,53 +183,59 @@ def _width(ir: ParameterisationIR, d: Desiderata) -> None:
             continue
         zero_init = ir.roles[role]["init_std"].expr == 0
         a_, b_, c_ = -m["n"], -b["n"], -c["n"]
-        if not zero_init:  # TP IV Thm 3.3 (1): output size at init ~ n^(target - (a+b)) is Theta(1) (readout: O(1))
-            init = a_ + b_
-            ok = init >= _INIT_TARGET[cls] if cls == "output" else init == _INIT_TARGET[cls]
-            grow = _INIT_TARGET[cls] - init
-            bound = f"{'>=' if cls == 'output' else '='} {_f(_INIT_TARGET[cls])}"
-            msg = f"{role} init: a+b = {_f(init)} (needs {bound})"
-            if not ok:
-                msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
-            d.verdicts.append(
-                Verdict(
-                    "width",
-                    f"{role} init",
-                    ok,
-                    msg,
-                    role=role,
-                    target="init_std",
-                    exponent=f"a+b = {_f(init)}",
-                    bound=bound,
-                    source=TP4_STABLE,
-                )
-            )
+        if not zero_init:
+            d.verdicts.append(_init_verdict(role, cls, a_ + b_))
         u, need, what, source = _update_growth(ir, role, cls, a_, c_)
         abcs.append(_Abc(role, cls, a_, None if zero_init else b_, c_, u))
-        opt = ir.optimizer(role)
-        if u == 0:
-            msg = f"{role} update ({opt}): {what}, Theta(1) feature updates"
-        else:
-            msg = (
-                f"{role} {opt} lr width exponent {_f(c['n'])}: updates {'grow' if u > 0 else 'vanish'} as "
-                f"width^{_f(u)}; needs {_f(need)}"
-            )
-        d.verdicts.append(
-            Verdict(
-                "width",
-                f"{role} update",
-                u == 0,
-                msg,
-                stable=u <= 0,
-                role=role,
-                target="lr",
-                exponent=f"lr m_N^{_f(c['n'])}",
-                bound=f"= {_f(need)}",
-                source=source,
-            )
-        )
+        d.verdicts.append(_update_verdict(role, ir.optimizer(role), c["n"], u, need, what, source))
     _features(ir, d, abcs)
     _width_class(d, abcs)
+
+
+def _init_verdict(role: str, cls: str, init: Fraction) -> Verdict:
+    """TP IV Thm 3.3 (1): the output size at init ~ n^(target - (a+b)) is Theta(1) (readout: O(1))."""
+    ok = init >= _INIT_TARGET[cls] if cls == "output" else init == _INIT_TARGET[cls]
+    grow = _INIT_TARGET[cls] - init
+    bound = f"{'>=' if cls == 'output' else '='} {_f(_INIT_TARGET[cls])}"
+    msg = f"{role} init: a+b = {_f(init)} (needs {bound})"
+    if not ok:
+        msg += f"; at init its output {'grows' if grow > 0 else 'shrinks'} as width^{_f(abs(grow))}"
+    return Verdict(
+        "width",
+        f"{role} init",
+        ok,
+        msg,
+        role=role,
+        target="init_std",
+        exponent=f"a+b = {_f(init)}",
+        bound=bound,
+        source=TP4_STABLE,
+    )
+
+
+def _update_verdict(
+    role: str, opt: str, lr_n: Fraction, u: Fraction, need: Fraction, what: str, source: str
+) -> Verdict:
+    """Maximal updates (TP V Table 3 / spectral condition): the update neither grows (u > 0) nor vanishes (u < 0)."""
+    if u == 0:
+        msg = f"{role} update ({opt}): {what}, Theta(1) feature updates"
+    else:
+        msg = (
+            f"{role} {opt} lr width exponent {_f(lr_n)}: updates {'grow' if u > 0 else 'vanish'} as "
+            f"width^{_f(u)}; needs {_f(need)}"
+        )
+    return Verdict(
+        "width",
+        f"{role} update",
+        u == 0,
+        msg,
+        stable=u <= 0,
+        role=role,
+        target="lr",
+        exponent=f"lr m_N^{_f(lr_n)}",
+        bound=f"= {_f(need)}",
+        source=source,
+    )
 
 
 def _features(ir: ParameterisationIR, d: Desiderata, abcs: list[_Abc]) -> None:
@@ -289,11 +296,31 @@ def _width_class(d: Desiderata, abcs: list[_Abc]) -> None:
 
 
 def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
+    """CompleteP's depth desiderata (arXiv 2505.01618, Sec. 3 and Table 1): the residual multiplier m_L^-alpha, then
+    the in-block lr and eps; sets the depth class."""
+    alpha = _residual(ir, d)
+    if alpha is None:
+        return
+    blocks = ir.block_roles()
+    _depth_lr(ir, d, blocks, alpha)
+    _depth_eps(ir, d, blocks, alpha)
+    ok = not d.failed("depth")
+    if alpha == 1:
+        d.depth_class = "CompleteP (alpha=1): complete feature learning" if ok else "alpha=1 but incomplete rules"
+    elif alpha == Fraction(1, 2):
+        d.depth_class = "depth-muP (alpha=1/2): stable, lazy blocks" if ok else "alpha=1/2 but incomplete rules"
+    else:
+        d.depth_class = f"alpha={_f(alpha)}: stable, not complete" if ok else f"alpha={_f(alpha)} (see failures)"
+
+
+def _residual(ir: ParameterisationIR, d: Desiderata) -> Fraction | None:
+    """The residual multiplier m_L^-alpha needs 1/2 <= alpha <= 1 (CompleteP Sec. 3).  Returns alpha, or None (and
+    sets the depth class) when the rest of depth cannot be judged: not one power law, or unscaled branches."""
     res = [exps(ir, ir.sites[s].expr) for s in ("residual.attn", "residual.mlp")]
     if any(r is None for r in res) or res[0]["L"] != res[1]["L"]:
         d.verdicts.append(Verdict("depth", "residual", None, "residual multipliers are not one power law in m_L"))
         d.depth_class = "unknown"
-        return
+        return None
     alpha = d.alpha = -res[0]["L"]
     need = "m_L^-alpha with 1/2 <= alpha <= 1"
     if alpha == 0:
@@ -311,19 +338,15 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
             )
         )
         d.depth_class = "no depth scaling"
-        return
+        return None
     stable = Fraction(1, 2) <= alpha <= 1
+    state = "stable at init (1/2 <= alpha <= 1)" if stable else f"alpha = {_f(alpha)} outside [1/2, 1]; needs {need}"
     d.verdicts.append(
         Verdict(
             "depth",
             "residual",
             stable,
-            f"residual multiplier m_L^{_f(-alpha)}: "
-            + (
-                "stable at init (1/2 <= alpha <= 1)"
-                if stable
-                else f"alpha = {_f(alpha)} outside [1/2, 1]; needs {need}"
-            ),
+            f"residual multiplier m_L^{_f(-alpha)}: " + state,
             role="",
             target="site residual",
             exponent=f"alpha = {_f(alpha)}",
@@ -331,7 +354,11 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
             source=COMPLETEP,
         )
     )
-    blocks = ir.block_roles()
+    return alpha
+
+
+def _depth_lr(ir: ParameterisationIR, d: Desiderata, blocks: frozenset[str], alpha: Fraction) -> None:
+    """In-block lr m_L^(alpha-1), larger is unstable (CompleteP Table 1); Adam and Muon, not SGD."""
     for role in sorted(blocks):
         lr = role_exps(ir, role, "lr")
         if ir.optimizer(role) == "sgd":
@@ -354,7 +381,11 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 source=COMPLETEP,
             )
         )
-    for role in sorted(blocks):  # Complete(d)P Table 1: hidden weights, biases, norms and QK-norm gains
+
+
+def _depth_eps(ir: ParameterisationIR, d: Desiderata, blocks: frozenset[str], alpha: Fraction) -> None:
+    """In-block AdamW eps m_L^-alpha (Complete(d)P Table 1: hidden weights, biases, norms and QK-norm gains)."""
+    for role in sorted(blocks):
         if ir.optimizer(role) != "adamw":
             continue  # Muon's eps only guards the orthogonalisation; SGD has none
         eps = role_exps(ir, role, "eps")
@@ -377,49 +408,18 @@ def _depth(ir: ParameterisationIR, d: Desiderata) -> None:
                 source=COMPLETEP,
             )
         )
-    ok = not d.failed("depth")
-    if alpha == 1:
-        d.depth_class = "CompleteP (alpha=1): complete feature learning" if ok else "alpha=1 but incomplete rules"
-    elif alpha == Fraction(1, 2):
-        d.depth_class = "depth-muP (alpha=1/2): stable, lazy blocks" if ok else "alpha=1/2 but incomplete rules"
-    else:
-        d.depth_class = f"alpha={_f(alpha)}: stable, not complete" if ok else f"alpha={_f(alpha)} (see failures)"
 
 
 def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
+    """Complete(d)P's SDE rules per AdamW role (arXiv 2512.22382): the square-root rule in batch and duration, the
+    AdamW timescale and the beta half-lives; one verdict pair when nothing scales."""
     lrs = [role_exps(ir, r, "lr") for r in ir.roles if ir.optimizer(r) == "adamw"]
     if not lrs or any(e is None for e in lrs):
         return  # the square-root rule and the AdamW timescale are Adam's; no SGD/Muon batch theory here
     lr_b = {e["B"] for e in lrs}
     lr_d = {e["D"] for e in lrs}
     if lr_b == {0} and lr_d == {0}:
-        d.verdicts.append(
-            Verdict(
-                "batch",
-                "square-root rule",
-                False,
-                "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
-                "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2",
-                role="",
-                target="lr",
-                exponent="m_B^0",
-                bound="= 1/2",
-                source=SQRT_RULE,
-            )
-        )
-        d.verdicts.append(
-            Verdict(
-                "duration",
-                "tau invariant",
-                False,
-                "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D",
-                role="",
-                target="lr*wd",
-                exponent="m_D^0",
-                bound="= -1",
-                source=TIMESCALE,
-            )
-        )
+        _no_sde_scaling(d)
         return
     for role in ir.roles:
         if ir.optimizer(role) != "adamw":
@@ -431,116 +431,155 @@ def _batch_duration(ir: ParameterisationIR, d: Desiderata) -> None:
                     Verdict(area, f"{role} SDE rules", None, f"{role}: not a power law in m_B, m_D", role=role)
                 )
             continue
-        wants = [("lr", lr, Fraction(1, 2)), ("eps", eps, Fraction(-1, 2)), ("1-beta1", b1, 1), ("1-beta2", b2, 1)]
-        bad = [(k, e["B"], w) for k, e, w in wants if e["B"] != w]
-        d.verdicts.append(
-            Verdict(
-                "batch",
-                f"{role} sqrt rule",
-                not bad,
-                f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
-                + ("" if not bad else " (square-root rule: 1/2, -1/2, 1)"),
-                role=role,
-                target=", ".join(k for k, _, _ in bad),
-                exponent=", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
-                bound=", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
-                source=SQRT_RULE,
-            )
+        _sqrt_rule_batch(d, role, lr, eps, b1, b2)
+        _sqrt_rule_duration(d, role, lr, eps)
+        _timescale(d, role, lr, wd)
+        _half_lives(d, role, b1, b2)
+
+
+def _no_sde_scaling(d: Desiderata) -> None:
+    """No AdamW lr scales with batch or duration: the square-root rule and the timescale both fail, once each."""
+    d.verdicts.append(
+        Verdict(
+            "batch",
+            "square-root rule",
+            False,
+            "no batch scaling: lr, 1-beta and eps fixed when the batch grows; "
+            "Malladi's square-root rule needs lr m_B^1/2, 1-beta m_B^1, eps m_B^-1/2",
+            role="",
+            target="lr",
+            exponent="m_B^0",
+            bound="= 1/2",
+            source=SQRT_RULE,
         )
-        # Complete(d)P extends the square-root rule to duration: lr m_D^-1/2, eps m_D^1/2.
-        bad_d = [
-            (k, e["D"], w) for k, e, w in (("lr", lr, Fraction(-1, 2)), ("eps", eps, Fraction(1, 2))) if e["D"] != w
-        ]
+    )
+    d.verdicts.append(
+        Verdict(
+            "duration",
+            "tau invariant",
+            False,
+            "no duration scaling: the AdamW timescale tau/T = B/(lr*wd*D) changes with D",
+            role="",
+            target="lr*wd",
+            exponent="m_D^0",
+            bound="= -1",
+            source=TIMESCALE,
+        )
+    )
+
+
+def _sqrt_rule_batch(d: Desiderata, role: str, lr: dict, eps: dict, b1: dict, b2: dict) -> None:
+    """Malladi et al.'s square-root rule in batch: lr m_B^1/2, eps m_B^-1/2, 1-beta m_B^1."""
+    wants = [("lr", lr, Fraction(1, 2)), ("eps", eps, Fraction(-1, 2)), ("1-beta1", b1, 1), ("1-beta2", b2, 1)]
+    bad = [(k, e["B"], w) for k, e, w in wants if e["B"] != w]
+    d.verdicts.append(
+        Verdict(
+            "batch",
+            f"{role} sqrt rule",
+            not bad,
+            f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
+            + ("" if not bad else " (square-root rule: 1/2, -1/2, 1)"),
+            role=role,
+            target=", ".join(k for k, _, _ in bad),
+            exponent=", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
+            bound=", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
+            source=SQRT_RULE,
+        )
+    )
+
+
+def _sqrt_rule_duration(d: Desiderata, role: str, lr: dict, eps: dict) -> None:
+    """Complete(d)P extends the square-root rule to duration: lr m_D^-1/2, eps m_D^1/2."""
+    bad_d = [(k, e["D"], w) for k, e, w in (("lr", lr, Fraction(-1, 2)), ("eps", eps, Fraction(1, 2))) if e["D"] != w]
+    d.verdicts.append(
+        Verdict(
+            "duration",
+            f"{role} sqrt rule",
+            not bad_d,
+            f"{role}: lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}" + ("" if not bad_d else " (needs -1/2, 1/2)"),
+            role=role,
+            target=", ".join(k for k, _, _ in bad_d),
+            exponent=", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
+            bound=", ".join(f"= {_f(w)}" for _, _, w in bad_d),
+            source=SQRT_RULE,
+        )
+    )
+
+
+def _timescale(d: Desiderata, role: str, lr: dict, wd: dict) -> None:
+    """The AdamW timescale (Wang & Aitchison 2024): tau_epoch = B / (lr * wd * D) free of m_B and m_D."""
+    tb, td = 1 - lr["B"] - wd["B"], -1 - lr["D"] - wd["D"]
+    ok = tb == 0 and td == 0
+    d.verdicts.append(
+        Verdict(
+            "duration",
+            f"{role} tau",
+            ok,
+            f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}" + ("" if ok else " (needs 0, 0)"),
+            role=role,
+            target="lr*wd",
+            exponent=f"tau/T m_B^{_f(tb)} m_D^{_f(td)}",
+            bound="m_B^0 m_D^0",
+            source=TIMESCALE,
+        )
+    )
+
+
+def _half_lives(d: Desiderata, role: str, b1: dict, b2: dict) -> None:
+    """Each beta's half-life fixed in tokens (Marek et al. 2025) or as a fraction of training (Complete(d)P)."""
+    for name, b in (("beta1", b1), ("beta2", b2)):
+        half_tokens = b["B"] == 1 and b["D"] == 0
+        half_frac = b["B"] == 1 and b["D"] == -1
+        fixed = "in tokens (Marek et al.)" if half_tokens else "as a fraction of training" if half_frac else ""
         d.verdicts.append(
             Verdict(
                 "duration",
-                f"{role} sqrt rule",
-                not bad_d,
-                f"{role}: lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}" + ("" if not bad_d else " (needs -1/2, 1/2)"),
+                f"{role} {name} half-life",
+                bool(fixed),
+                f"{role}: {name} half-life fixed "
+                + (fixed or f"in neither (1-{name} m_B^{_f(b['B'])} m_D^{_f(b['D'])})"),
                 role=role,
-                target=", ".join(k for k, _, _ in bad_d),
-                exponent=", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
-                bound=", ".join(f"= {_f(w)}" for _, _, w in bad_d),
-                source=SQRT_RULE,
+                target=f"1-{name}",
+                exponent=f"m_B^{_f(b['B'])} m_D^{_f(b['D'])}",
+                bound="m_B^1 m_D^0 or m_B^1 m_D^-1",
+                source=HALF_LIFE,
             )
         )
-        # tau_epoch = B / (lr * wd * D): exponents of m_B and m_D must vanish.
-        tb, td = 1 - lr["B"] - wd["B"], -1 - lr["D"] - wd["D"]
-        ok = tb == 0 and td == 0
-        d.verdicts.append(
-            Verdict(
-                "duration",
-                f"{role} tau",
-                ok,
-                f"{role}: tau/T = B/(lr*wd*D) scales as m_B^{_f(tb)} m_D^{_f(td)}" + ("" if ok else " (needs 0, 0)"),
-                role=role,
-                target="lr*wd",
-                exponent=f"tau/T m_B^{_f(tb)} m_D^{_f(td)}",
-                bound="m_B^0 m_D^0",
-                source=TIMESCALE,
-            )
-        )
-        for name, b in (("beta1", b1), ("beta2", b2)):
-            half_tokens = b["B"] == 1 and b["D"] == 0
-            half_frac = b["B"] == 1 and b["D"] == -1
-            fixed = "in tokens (Marek et al.)" if half_tokens else "as a fraction of training" if half_frac else ""
-            d.verdicts.append(
-                Verdict(
-                    "duration",
-                    f"{role} {name} half-life",
-                    bool(fixed),
-                    f"{role}: {name} half-life fixed "
-                    + (fixed or f"in neither (1-{name} m_B^{_f(b['B'])} m_D^{_f(b['D'])})"),
-                    role=role,
-                    target=f"1-{name}",
-                    exponent=f"m_B^{_f(b['B'])} m_D^{_f(b['D'])}",
-                    bound="m_B^1 m_D^0 or m_B^1 m_D^-1",
-                    source=HALF_LIFE,
-                )
-            )
 
 
-def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
+def _weight_decay(ir: ParameterisationIR, d: Desiderata) -> None:
+    """Width-free decay (TP V Table 3): coupled decay keeps lr*wd width-free, independent decay its wd."""
     for role in ir.roles:
         lr, wd = role_exps(ir, role, "lr"), role_exps(ir, role, "weight_decay")
         if lr is None or wd is None:
             continue
         if ir.decay(role) == "independent":
-            ok = wd["n"] == 0
-            d.verdicts.append(
-                Verdict(
-                    "weight_decay",
-                    f"{role} lr*wd",
-                    ok,
-                    f"{role}: independent decay, shrink wd width exponent {_f(wd['n'])}"
-                    + ("" if ok else " (the per-step shrink should be width-free)"),
-                    role=role,
-                    target="weight_decay",
-                    exponent=f"m_N^{_f(wd['n'])}",
-                    bound="= 0",
-                    source=WD_WIDTH,
-                )
-            )
-            continue
-        ok = lr["n"] + wd["n"] == 0
+            got = wd["n"]
+            what, why, exponent = "independent decay, shrink wd", "the per-step shrink should be width-free", ""
+        else:
+            got = lr["n"] + wd["n"]
+            what, why, exponent = "lr*wd", "coupled decay should keep lr*wd width-free", "lr*wd "
+        ok = got == 0
         d.verdicts.append(
             Verdict(
                 "weight_decay",
                 f"{role} lr*wd",
                 ok,
-                f"{role}: lr*wd width exponent {_f(lr['n'] + wd['n'])}"
-                + ("" if ok else " (coupled decay should keep lr*wd width-free)"),
+                f"{role}: {what} width exponent {_f(got)}" + ("" if ok else f" ({why})"),
                 role=role,
                 target="weight_decay",
-                exponent=f"lr*wd m_N^{_f(lr['n'] + wd['n'])}",
+                exponent=f"{exponent}m_N^{_f(got)}",
                 bound="= 0",
                 source=WD_WIDTH,
             )
         )
-    # eps tracks the gradient in muP-like nets: gradient of a block/embedding tensor ~ mult * n^-1 (the
-    # readout's 1/n reaches every hidden gradient) and ~ m_L^-alpha inside residual blocks.  Judged for the
-    # embedding and hidden matrices and the width-sized vectors inside blocks (the authorities disagree on the
-    # final norm and the readout; QK-norm gains are head-sized).
+
+
+def _eps(ir: ParameterisationIR, d: Desiderata) -> None:
+    """eps tracks the gradient in muP-like nets (Complete(d)P Eq. 40): gradient of a block/embedding tensor ~ mult *
+    n^-1 (the readout's 1/n reaches every hidden gradient) and ~ m_L^-alpha inside residual blocks.  Judged for the
+    embedding and hidden matrices and the width-sized vectors inside blocks (the authorities disagree on the final
+    norm and the readout; QK-norm gains are head-sized)."""
     if not d.width_class.startswith("muP"):
         return
     res = exps(ir, ir.sites["residual.attn"].expr)
@@ -553,29 +592,29 @@ def _eps_and_wd(ir: ParameterisationIR, d: Desiderata) -> None:
         eps, m = role_exps(ir, role, "eps"), role_exps(ir, role, "mult")
         if eps is None or m is None or res is None:
             continue
-        want_n = m["n"] - 1
-        want_l = res["L"] if role in blocks else 0
-        ok = eps["n"] == want_n and eps["L"] == want_l
-        # `stable` (the `eps: bounded` level): eps outgrows the gradient in width by at most the mup package's
-        # constant eps does (m_N^1); beyond that Adam's denominator is eps and the update vanishes with width.
-        bounded = 0 <= eps["n"] - want_n <= 1
-        d.verdicts.append(
-            Verdict(
-                "eps",
-                f"{role} eps",
-                ok,
-                f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
-                f"m_N^{_f(want_n)} m_L^{_f(want_l)}"
-                + ("" if ok else " (eps does not track the gradient)" if bounded else " (eps swamps the gradient)"),
-                stable=bounded,
-                role=role,
-                target="eps",
-                exponent=f"m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}",
-                bound=f"m_N^{_f(want_n)} m_L^{_f(want_l)} to track the gradient, at most m_N^{_f(want_n + 1)} to "
-                "stay bounded",
-                source=EPS_GRADIENT,
-            )
-        )
+        d.verdicts.append(_eps_verdict(role, eps, m["n"] - 1, res["L"] if role in blocks else 0))
+
+
+def _eps_verdict(role: str, eps: dict, want_n: Fraction, want_l: Fraction) -> Verdict:
+    """eps at the gradient's scale m_N^want_n m_L^want_l; `stable` (the `eps: bounded` level): eps outgrows the
+    gradient in width by at most the mup package's constant eps does (m_N^1); beyond that Adam's denominator is eps
+    and the update vanishes with width."""
+    ok = eps["n"] == want_n and eps["L"] == want_l
+    bounded = 0 <= eps["n"] - want_n <= 1
+    return Verdict(
+        "eps",
+        f"{role} eps",
+        ok,
+        f"{role}: eps m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}; gradient scale "
+        f"m_N^{_f(want_n)} m_L^{_f(want_l)}"
+        + ("" if ok else " (eps does not track the gradient)" if bounded else " (eps swamps the gradient)"),
+        stable=bounded,
+        role=role,
+        target="eps",
+        exponent=f"m_N^{_f(eps['n'])} m_L^{_f(eps['L'])}",
+        bound=f"m_N^{_f(want_n)} m_L^{_f(want_l)} to track the gradient, at most m_N^{_f(want_n + 1)} to stay bounded",
+        source=EPS_GRADIENT,
+    )
 
 
 # Exponents the theories fix at 0: the rows their tables leave unscaled.  (area, axis, source, kinds of every role,
@@ -637,7 +676,8 @@ def desiderata(ir_or_p) -> Desiderata:
     _width(ir, d)
     _depth(ir, d)
     _batch_duration(ir, d)
-    _eps_and_wd(ir, d)
+    _weight_decay(ir, d)
+    _eps(ir, d)
     _fixed(ir, d)
     return d
 
@@ -687,56 +727,14 @@ def equivalence(p, q) -> Equivalence:
     a, b = getattr(p, "ir", p), getattr(q, "ir", q)
     grouped: dict[str, list[str]] = {}
     eps_only = True
-
-    def note(role: str, text: str) -> None:
-        grouped.setdefault(text, []).append(role)
-
     for role in a.roles:
-        if role not in b.roles:
-            note(role, f"declared in {a.name} only")
-            eps_only = False
-            continue
-        if a.optimizer(role) != b.optimizer(role):
-            note(role, f"optimizer: {a.optimizer(role)} vs {b.optimizer(role)} (no symmetry relates them)")
-            eps_only = False
-            continue
-        opt = optimizer_of(a.optimizer(role))
-        shift = {k: int(v) for k, v in (opt.symmetry or {}).items()}
-        if not shift:
-            note(role, f"{opt.name} has no abc-symmetry: compared as written")
-        kinds = [k for k in ("mult", "init_std", "lr", "eps", "weight_decay") if k in a.roles[role]]
-        ea, eb = _symmetry_exps(a, role, kinds), _symmetry_exps(b, role, kinds)
-        if any(v is None for v in list(ea.values()) + list(eb.values())):
-            note(role, "not a power law, cannot compare")
-            continue
-        for axis in MAIN_AXES:
-            k = Fraction(eb["lr"][axis] - ea["lr"][axis], shift.get("lr", 1))
-            bad = []
-            for kind in kinds:
-                if kind == "lr":
-                    continue
-                sign = shift.get(kind, 0)
-                got = eb[kind][axis] - ea[kind][axis]
-                if got != sign * k:
-                    bad.append(f"{kind} x {_pow(axis, sign * k)} (has {_pow(axis, got)})")
-                    eps_only &= kind == "eps"
-            if bad:
-                lr_shift = _pow(axis, shift.get("lr", 1) * k)
-                note(role, f"along {AXES[axis]}: lr x {lr_shift}, so the symmetry needs " + ", ".join(bad))
-        for kind in _EXACT_KINDS:
-            ra, rb = a.roles[role].get(kind), b.roles[role].get(kind)
-            if ra is None and rb is None:
-                continue
-            if ra is None or rb is None or sympy.simplify(ra.expr - rb.expr) != 0:
-                note(role, f"{kind}: {ra.expr if ra else '-'} vs {rb.expr if rb else '-'}")
-                eps_only = False
-        for name in sorted(set(a.settings.get(role, {})) - {"optimizer", "decay", "adjust_lr"}):
-            if a.settings[role].get(name) != b.settings.get(role, {}).get(name):
-                note(role, f"{name}: {a.settings[role].get(name)} vs {b.settings.get(role, {}).get(name)}")
-                eps_only = False
+        texts, role_eps_only = _role_differences(a, b, role)
+        for text in texts:
+            grouped.setdefault(text, []).append(role)
+        eps_only = eps_only and role_eps_only
     for role in b.roles:
         if role not in a.roles:
-            note(role, f"declared in {b.name} only")
+            grouped.setdefault(f"declared in {b.name} only", []).append(role)
             eps_only = False
     diffs = [f"{compress_roles(roles)} {text}" for text, roles in grouped.items()]
     for site in ("residual.attn", "residual.mlp", "attn.scale"):
@@ -744,3 +742,50 @@ def equivalence(p, q) -> Equivalence:
             diffs.append(f"site {site}: {a.sites[site].expr} vs {b.sites[site].expr}")
             eps_only = False
     return Equivalence(a.name, b.name, not diffs, diffs, up_to_eps=bool(diffs) and eps_only)
+
+
+def _role_differences(a: ParameterisationIR, b: ParameterisationIR, role: str) -> tuple[list[str], bool]:
+    """(how `role` of `a` differs from `b`'s, in order; whether only eps breaks the symmetry)."""
+    if role not in b.roles:
+        return [f"declared in {a.name} only"], False
+    if a.optimizer(role) != b.optimizer(role):
+        return [f"optimizer: {a.optimizer(role)} vs {b.optimizer(role)} (no symmetry relates them)"], False
+    opt = optimizer_of(a.optimizer(role))
+    shift = {k: int(v) for k, v in (opt.symmetry or {}).items()}
+    texts = [] if shift else [f"{opt.name} has no abc-symmetry: compared as written"]
+    kinds = [k for k in ("mult", "init_std", "lr", "eps", "weight_decay") if k in a.roles[role]]
+    ea, eb = _symmetry_exps(a, role, kinds), _symmetry_exps(b, role, kinds)
+    if any(v is None for v in list(ea.values()) + list(eb.values())):
+        return texts + ["not a power law, cannot compare"], True
+    eps_only = True
+    for axis in MAIN_AXES:
+        k = Fraction(eb["lr"][axis] - ea["lr"][axis], shift.get("lr", 1))
+        bad = []
+        for kind in kinds:
+            if kind == "lr":
+                continue
+            sign = shift.get(kind, 0)
+            got = eb[kind][axis] - ea[kind][axis]
+            if got != sign * k:
+                bad.append(f"{kind} x {_pow(axis, sign * k)} (has {_pow(axis, got)})")
+                eps_only &= kind == "eps"
+        if bad:
+            lr_shift = _pow(axis, shift.get("lr", 1) * k)
+            texts.append(f"along {AXES[axis]}: lr x {lr_shift}, so the symmetry needs " + ", ".join(bad))
+    exact = _exact_differences(a, b, role)
+    return texts + exact, eps_only and not exact
+
+
+def _exact_differences(a: ParameterisationIR, b: ParameterisationIR, role: str) -> list[str]:
+    """What no abc-symmetry moves and must match as written: betas, momentum, ns_steps, init_mean, other settings."""
+    texts = []
+    for kind in _EXACT_KINDS:
+        ra, rb = a.roles[role].get(kind), b.roles[role].get(kind)
+        if ra is None and rb is None:
+            continue
+        if ra is None or rb is None or sympy.simplify(ra.expr - rb.expr) != 0:
+            texts.append(f"{kind}: {ra.expr if ra else '-'} vs {rb.expr if rb else '-'}")
+    for name in sorted(set(a.settings.get(role, {})) - {"optimizer", "decay", "adjust_lr"}):
+        if a.settings[role].get(name) != b.settings.get(role, {}).get(name):
+            texts.append(f"{name}: {a.settings[role].get(name)} vs {b.settings.get(role, {}).get(name)}")
+    return texts
