@@ -122,13 +122,23 @@ def test_unknown_sampler_and_storage_are_one_line_errors(tmp_path):
         make_storage(settings(tmp_path, storage="redis://localhost"))
 
 
+def trials_of(s: SearchSettings) -> list:
+    """The study's trials, read on a storage whose connections are closed at once (the tests share one PostgreSQL
+    server; pools left to the GC ran it out of clients)."""
+    storage = make_storage(s)
+    try:
+        return optuna.load_study(study_name=s.study_name(), storage=storage).get_trials(deepcopy=False)
+    finally:
+        release_storage(storage)
+
+
 def assert_no_lost_or_double_counted(s: SearchSettings, log: Path, victim: int) -> None:
-    study = optuna.load_study(study_name=s.study_name(), storage=make_storage(s))
-    states = Counter(t.state.name for t in study.trials)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    trials = trials_of(s)
+    states = Counter(t.state.name for t in trials)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == s.n_trials  # exact budget: no trial lost, none counted twice
     assert states["RUNNING"] == 0 and states["WAITING"] == 0
-    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    failed = [t for t in trials if t.state.name == "FAIL"]
     assert [t.user_attrs.get("worker", "").split(":")[1] == str(victim) for t in failed] == [True]
     retried = [t for t in complete if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
@@ -314,13 +324,10 @@ def started(log: Path) -> list[str]:
 
 
 def n_complete(s: SearchSettings) -> int:
-    storage = make_storage(s)  # polled every 20 ms: its connections are closed each time, not left to the GC
     try:
-        trials = optuna.load_study(study_name=s.study_name(), storage=storage).get_trials(deepcopy=False)
+        trials = trials_of(s)  # polled every 20 ms
     except KeyError:
         return 0
-    finally:
-        release_storage(storage)
     return sum(t.state.name == "COMPLETE" for t in trials)
 
 
@@ -336,7 +343,7 @@ KILL_POINTS = {
 def assert_exact_budget(s: SearchSettings, log: Path) -> None:
     """n_trials COMPLETE trials of distinct runs, nothing left RUNNING or WAITING, every dead trial FAILed and
     retried exactly once with its parameters, and every counted run trained to its end."""
-    trials = optuna.load_study(study_name=s.study_name(), storage=make_storage(s)).get_trials(deepcopy=False)
+    trials = trials_of(s)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     runs = [t.user_attrs["run"] for t in complete]
     assert len(runs) == s.n_trials and len(set(runs)) == s.n_trials, runs
@@ -415,11 +422,7 @@ def test_killing_one_of_two_workers_lets_the_search_finish(tmp_path, objective_e
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert_exact_budget(s, objective_env)
-    failed = [
-        t
-        for t in optuna.load_study(study_name=s.study_name(), storage=make_storage(s)).trials
-        if t.state.name == "FAIL"
-    ]
+    failed = [t for t in trials_of(s) if t.state.name == "FAIL"]
     assert [t.user_attrs["worker"].split(":")[1] for t in failed] == [str(victim)]
 
 
