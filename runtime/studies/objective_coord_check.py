@@ -147,6 +147,51 @@ def _judge(
     return RoleVerdict(sweep, role, u_slope, u_ratio, a_slope, a_ratio, status)
 
 
+@dataclass
+class _Probe:
+    """What every (width, depth, seed) of one check shares: the model, rules, objective, input and device."""
+
+    user: UserModel
+    rules: Any
+    objective: Callable[[Any, Any, Run], Any]
+    name: str
+    steps: int
+    hp: dict[str, float]
+    head_dim: int | None
+    example: Any
+    at: Any
+    result: ObjectiveCoordCheck
+
+    def trained_rms(self, width: int, depth: int, seed: int) -> dict[str, tuple[float, float]]:
+        """The model at (width, depth) bound and planned with `seed` (its binding recorded in the result), the
+        objective run on it; per role, the mean RMS of the outputs after training and of their change."""
+        model, plan, hooks = self.user.bind(
+            self.rules, width, depth, seed, dict(self.hp) or None, self.head_dim, None, self.example
+        )
+        self.result.bindings.setdefault(f"n={width},L={depth}", binding_record(plan, hooks.sites))
+        model.to(self.at)
+        recorder = _Recorder(model, plan)
+        try:
+            h0 = recorder.capture(self.example.to(self.at))
+            run = Run({**plan.axes}, seed, self.steps, self.at, dict(self.hp))
+            where = f"{self.name} at n={width}, L={depth}, seed={seed}"
+            try:
+                _loss_value(self.objective(model, plan.optimizer(model), run), where)
+            except ScalecError:
+                raise
+            except Exception as exc:  # the user's loop
+                raise CoordCheckError(f"error: {where} raised {one_line(exc)}") from None
+            h1 = recorder.capture(self.example.to(self.at))
+        finally:
+            recorder.remove()
+            hooks.remove()
+        rms = {}
+        for role, outs in h1.items():
+            pairs = [(_rms(b), _rms(b - a)) for a, b in zip(h0[role], outs, strict=True)]
+            rms[role] = tuple(float(np.mean(x)) for x in zip(*pairs, strict=True))
+        return rms
+
+
 def objective_coord_check(
     build: Callable[[int, int], Any],
     objective: Callable[[Any, Any, Run], Any],
@@ -181,6 +226,7 @@ def objective_coord_check(
     at = _device(device)
     thresholds = {"growth_max": growth_max, "decay_min": decay_min}
     result = ObjectiveCoordCheck(str(rules.name), user.label, steps, {}, {}, {}, [])
+    probe = _Probe(user, rules, objective, name, steps, dict(hp or {}), head_dim, example, at, result)
     for axis, sizes in axes.items():
         act: dict[str, list[float]] = {}
         update: dict[str, list[float]] = {}
@@ -189,29 +235,8 @@ def objective_coord_check(
             depth = size if axis == "depth" else (base_depth or min(depths))
             per_seed: dict[str, list[tuple[float, float]]] = {}
             for seed in range(seeds):
-                model, plan, hooks = user.bind(
-                    rules, width, depth, seed, dict(hp or {}) or None, head_dim, None, example
-                )
-                result.bindings.setdefault(f"n={width},L={depth}", binding_record(plan, hooks.sites))
-                model.to(at)
-                recorder = _Recorder(model, plan)
-                try:
-                    h0 = recorder.capture(example.to(at))
-                    run = Run({**plan.axes}, seed, steps, at, dict(hp or {}))
-                    where = f"{name} at n={width}, L={depth}, seed={seed}"
-                    try:
-                        _loss_value(objective(model, plan.optimizer(model), run), where)
-                    except ScalecError:
-                        raise
-                    except Exception as exc:  # the user's loop
-                        raise CoordCheckError(f"error: {where} raised {one_line(exc)}") from None
-                    h1 = recorder.capture(example.to(at))
-                finally:
-                    recorder.remove()
-                    hooks.remove()
-                for role, outs in h1.items():
-                    pairs = [(_rms(b), _rms(b - a)) for a, b in zip(h0[role], outs, strict=True)]
-                    per_seed.setdefault(role, []).append(tuple(float(np.mean(x)) for x in zip(*pairs, strict=True)))
+                for role, pair in probe.trained_rms(width, depth, seed).items():
+                    per_seed.setdefault(role, []).append(pair)
             for role, values in per_seed.items():
                 act.setdefault(role, []).append(float(np.mean([a for a, _ in values])))
                 update.setdefault(role, []).append(float(np.mean([u for _, u in values])))
