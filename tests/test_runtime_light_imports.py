@@ -90,3 +90,12 @@ def test_a_training_run_imports_no_compiler_packages(tmp_path):
     corpus.write_bytes(bytes(range(32, 127)) * 400)
     seen = _run(tmp_path, str(corpus))
     assert seen["train()"] == []
+
+
+def test_the_search_driver_and_its_workers_load_without_torch():
+    """`scalec search`'s driver and worker modules (the supervisor, optuna storage, the worker loop) load without
+    torch: a worker spawns in ~0.1 s and only the run function it calls pays for torch. The input-hash names they
+    read sit beside the corpus hashing, which needs torch's data module only when it hashes."""
+    code = "import sys, scalec.runtime.studies.search; print(sorted(m for m in ('torch', 'sympy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -19,7 +19,8 @@ from typing import Any
 
 from scalec.errors import InputsChangedError
 from scalec.lazy_module import lazy_module
-from scalec.runtime.trainer import data
+
+data = lazy_module("scalec.runtime.trainer.data")  # torch: only to hash a corpus, not to read the input names
 
 loader = lazy_module("scalec.compiler.loader")  # the rule file's chain: only when a run hashes its rule by name
 
