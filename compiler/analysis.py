@@ -471,36 +471,31 @@ def _no_sde_scaling(d: Desiderata) -> None:
 def _sqrt_rule_batch(d: Desiderata, role: str, lr: dict, eps: dict, b1: dict, b2: dict) -> None:
     """Malladi et al.'s square-root rule in batch: lr m_B^1/2, eps m_B^-1/2, 1-beta m_B^1."""
     wants = [("lr", lr, Fraction(1, 2)), ("eps", eps, Fraction(-1, 2)), ("1-beta1", b1, 1), ("1-beta2", b2, 1)]
-    bad = [(k, e["B"], w) for k, e, w in wants if e["B"] != w]
-    d.verdicts.append(
-        Verdict(
-            "batch",
-            f"{role} sqrt rule",
-            not bad,
-            f"{role}: lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
-            + ("" if not bad else " (square-root rule: 1/2, -1/2, 1)"),
-            role=role,
-            target=", ".join(k for k, _, _ in bad),
-            exponent=", ".join(f"m_B^{_f(g)}" for _, g, _ in bad),
-            bound=", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
-            source=SQRT_RULE,
-        )
-    )
+    shown = f"lr m_B^{_f(lr['B'])}, eps m_B^{_f(eps['B'])}, 1-beta m_B^{_f(b1['B'])}"
+    _sqrt_rule(d, "batch", role, "B", wants, shown, " (square-root rule: 1/2, -1/2, 1)")
 
 
 def _sqrt_rule_duration(d: Desiderata, role: str, lr: dict, eps: dict) -> None:
     """Complete(d)P extends the square-root rule to duration: lr m_D^-1/2, eps m_D^1/2."""
-    bad_d = [(k, e["D"], w) for k, e, w in (("lr", lr, Fraction(-1, 2)), ("eps", eps, Fraction(1, 2))) if e["D"] != w]
+    wants = [("lr", lr, Fraction(-1, 2)), ("eps", eps, Fraction(1, 2))]
+    shown = f"lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}"
+    _sqrt_rule(d, "duration", role, "D", wants, shown, " (needs -1/2, 1/2)")
+
+
+def _sqrt_rule(d: Desiderata, area: str, role: str, axis: str, wants: list, shown: str, hint: str) -> None:
+    """One square-root-rule verdict on `axis`: each (name, exponents, wanted) in `wants` must scale as wanted;
+    the text shows `shown`, and `hint` when any does not."""
+    bad = [(k, e[axis], w) for k, e, w in wants if e[axis] != w]
     d.verdicts.append(
         Verdict(
-            "duration",
+            area,
             f"{role} sqrt rule",
-            not bad_d,
-            f"{role}: lr m_D^{_f(lr['D'])}, eps m_D^{_f(eps['D'])}" + ("" if not bad_d else " (needs -1/2, 1/2)"),
+            not bad,
+            f"{role}: {shown}" + ("" if not bad else hint),
             role=role,
-            target=", ".join(k for k, _, _ in bad_d),
-            exponent=", ".join(f"m_D^{_f(g)}" for _, g, _ in bad_d),
-            bound=", ".join(f"= {_f(w)}" for _, _, w in bad_d),
+            target=", ".join(k for k, _, _ in bad),
+            exponent=", ".join(f"m_{axis}^{_f(g)}" for _, g, _ in bad),
+            bound=", ".join(f"= {_f(Fraction(w))}" for _, _, w in bad),
             source=SQRT_RULE,
         )
     )

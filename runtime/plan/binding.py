@@ -65,10 +65,11 @@ def bind(
     unbound: list[str] = []
     doubly: list[str] = []
     for name, tensor, aliases in params:
-        hits, clash, readout = _hits(name, aliases, sources, doubly)
+        hits, clashes, readout = _hits(name, aliases, sources)
+        doubly += clashes
         if hits:
             bound.append(_bound_param(name, tensor, aliases, hits, readout, roles, sources.inferred))
-        elif not clash:
+        elif not clashes:
             unbound.append(name)
     _refuse_unbound(doubly, unbound, sources.preset)
     return bound
@@ -83,14 +84,8 @@ class _RoleSources:
     inferred: dict[str, Any]
     preset: Preset | None
     layouts: dict[str, str]
-
-    @property
-    def preset_rules(self) -> list[Rule]:
-        return list(self.preset.rules) if self.preset is not None else []
-
-    @property
-    def preset_source(self) -> str:
-        return f"preset:{self.preset.name}" if self.preset is not None else "inferred"
+    preset_rules: list[Rule]
+    preset_source: str
 
 
 def _checked_inputs(
@@ -128,16 +123,19 @@ def _role_sources(
             f"preset= one of {', '.join(PRESETS)}, patterns={{'<glob>': '<role>'}}, or "
             "preset='infer' with base_model=<the model at another width>"
         )
-    return _RoleSources(user, inferred, chosen, module_layouts(model))
+    rules = list(chosen.rules) if chosen is not None else []
+    source = f"preset:{chosen.name}" if chosen is not None else "inferred"
+    return _RoleSources(user, inferred, chosen, module_layouts(model), rules, source)
 
 
 def _hits(
-    name: str, aliases: tuple[str, ...], sources: _RoleSources, doubly: list[str]
-) -> tuple[list[tuple[str, str, str, Rule]], bool, bool]:
-    """(role, layout, source, rule) for each of the tensor's names that binds; whether a name matched two roles
-    (appended to `doubly`); whether an unbound tied name is owned by a Linear (the shared tensor is a readout)."""
+    name: str, aliases: tuple[str, ...], sources: _RoleSources
+) -> tuple[list[tuple[str, str, str, Rule]], list[str], bool]:
+    """(role, layout, source, rule) for each of the tensor's names that binds; the names that matched two roles
+    (with the roles); whether an unbound tied name is owned by a Linear (the shared tensor is a readout)."""
     hits: list[tuple[str, str, str, Rule]] = []
-    clash = readout = False
+    clashes: list[str] = []
+    readout = False
     for alias in (name, *aliases):
         matched = _matching_roles(alias, sources.user)
         source = "patterns"
@@ -147,15 +145,14 @@ def _hits(
         elif not matched:
             matched, source = _matching_roles(alias, sources.preset_rules), sources.preset_source
         if len({r.role for r in matched}) > 1:
-            doubly.append(f"{alias} ({' vs '.join(sorted({r.role for r in matched}))})")
-            clash = True
+            clashes.append(f"{alias} ({' vs '.join(sorted({r.role for r in matched}))})")
             continue
         if matched:
             layout = sources.layouts.get(alias) or (matched[0].layout if source != "patterns" else "out_in")
             hits.append((matched[0].role, layout, source, matched[0]))
         elif alias != name and sources.layouts.get(alias) == "out_in":
             readout = True
-    return hits, clash, readout
+    return hits, clashes, readout
 
 
 def _bound_param(
