@@ -60,3 +60,13 @@ def host_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
     return counts
+
+
+def install_run_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str, log: str) -> Path:
+    """Write `source` as `tmp_path/<module>.py`, importable here and in the worker processes a study spawns, and
+    point SCALEC_TEST_LOG (where the synthetic runs log `start PID KEY` / `end PID KEY`) at `tmp_path/<log>`."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SCALEC_TEST_LOG", str(tmp_path / log))
+    return tmp_path / log

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ optuna = pytest.importorskip("optuna")
 from scalec.runtime.studies.liveness import pid_alive  # noqa: E402
 from scalec.runtime.studies.search_settings import Dim, SearchSettings  # noqa: E402
 from scalec.runtime.studies.search_storage import make_storage  # noqa: E402
+from tests.conftest import install_run_module  # noqa: E402
 
 OBJECTIVE = '''
 import os, time
@@ -52,11 +52,8 @@ except KeyboardInterrupt as exc:
 
 @pytest.fixture
 def search(tmp_path, monkeypatch):
-    (tmp_path / "slow_objective.py").write_text(textwrap.dedent(OBJECTIVE))
+    log = install_run_module(tmp_path, monkeypatch, "slow_objective", OBJECTIVE, "evals.log")
     (tmp_path / "driver.py").write_text(DRIVER)
-    log = tmp_path / "evals.log"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("SCALEC_TEST_LOG", str(log))
     settings = SearchSettings(
         [Dim("eta", 1e-3, 1e-1)], {"rule": "completedp"}, 4, str(tmp_path / "out"), sampler="random",
         run_fn="slow_objective:slow_bowl", poll_s=0.2, grace_period=3,

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +27,7 @@ from scalec.runtime.studies.search import collect, run_search, spawn_workers  # 
 from scalec.runtime.studies.search_samplers import TrustRegionSampler, make_sampler  # noqa: E402
 from scalec.runtime.studies.search_settings import Dim, SearchError, SearchSettings  # noqa: E402
 from scalec.runtime.studies.search_storage import make_storage, release_storage  # noqa: E402
+from tests.conftest import install_run_module  # noqa: E402
 
 OBJECTIVE = '''
 import math, os, time
@@ -54,12 +54,7 @@ DIMS = [Dim("eta", 2**-12, 2**-2, True, 2**-8), Dim("lr[mlp.down]", 1 / 16, 16, 
 
 @pytest.fixture
 def objective_env(tmp_path, monkeypatch):
-    (tmp_path / "synthetic_objective.py").write_text(textwrap.dedent(OBJECTIVE))
-    log = tmp_path / "evals.log"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("SCALEC_TEST_LOG", str(log))
-    return log
+    return install_run_module(tmp_path, monkeypatch, "synthetic_objective", OBJECTIVE, "evals.log")
 
 
 def settings(tmp_path: Path, **kw) -> SearchSettings:

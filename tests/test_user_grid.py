@@ -8,11 +8,9 @@ PYTHONPATH, so these tests take seconds, not trainings.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ from scalec.runtime.studies.hp_grid import HPRange  # noqa: E402
 from scalec.runtime.studies.run_store import RunStore  # noqa: E402
 from scalec.runtime.studies.search_storage import make_storage  # noqa: E402
 from scalec.runtime.studies.sweep import SweepSpec, rows_markdown, run_sweep, summarize, sweep_configs  # noqa: E402
+from tests.conftest import install_run_module  # noqa: E402
 from tests.test_transfer_search import postgres_url  # noqa: E402, F401 - fixture
 
 RUNS = '''
@@ -51,12 +50,7 @@ def bowl(config, out_dir):
 
 @pytest.fixture
 def runs_env(tmp_path, monkeypatch):
-    (tmp_path / "synthetic_runs.py").write_text(textwrap.dedent(RUNS))
-    log = tmp_path / "runs.log"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("SCALEC_TEST_LOG", str(log))
-    return log
+    return install_run_module(tmp_path, monkeypatch, "synthetic_runs", RUNS, "runs.log")
 
 
 def grid(tmp_path: Path, name: str, **kw) -> GridSettings:
